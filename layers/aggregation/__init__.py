@@ -1,0 +1,107 @@
+"""The registry of involution aggregation implementations.
+
+Every implementation computes the same function (see `_common`) from the input
+x (B, H, W, C) and the generated kernel (B, Ho, Wo, G*K*K). A new variant is
+one module with an `aggregate(x, kernel, kernel_size, stride, groups)` function
+and one `Implementation` entry below; the layer, the benchmarks, the tests and
+the reports all iterate this registry.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from keras import backend
+
+ALL_BACKENDS = ("tensorflow", "jax", "torch")
+
+
+@dataclass(frozen=True)
+class Implementation:
+    """One way to compute the aggregation.
+
+    Attributes:
+        name: the value of `Involution(implementation=...)`.
+        module: the module (under `layers.aggregation`) holding `aggregate`.
+        backends: the Keras backends it runs on.
+        description: one line for tables and reports.
+        materialises_patches: whether it builds a (B, Ho, Wo, K*K, C) tensor.
+        fused: a hand-written kernel (only meaningful to time on a GPU; on a
+            CPU it runs in the kernel language's interpreter).
+        requires: a Python package it needs beyond the backend itself.
+    """
+
+    name: str
+    module: str
+    backends: tuple[str, ...]
+    description: str
+    materialises_patches: bool
+    fused: bool = False
+    requires: str | None = None
+
+    def available(self, backend_name: str | None = None) -> bool:
+        backend_name = backend_name or backend.backend()
+        if backend_name not in self.backends:
+            return False
+        return self.requires is None or importlib.util.find_spec(self.requires) is not None
+
+    def function(self) -> Callable:
+        return importlib.import_module(f"layers.aggregation.{self.module}").aggregate
+
+    def largest_intermediate_elements(
+        self, batch: int, out_h: int, out_w: int, channels: int, kernel_size: int
+    ) -> int:
+        """Elements of the largest tensor the aggregation itself creates
+        (the generated kernel is counted by the caller)."""
+        per_pixel = channels * kernel_size * kernel_size if self.materialises_patches else channels
+        return batch * out_h * out_w * per_pixel
+
+
+IMPLEMENTATIONS: dict[str, Implementation] = {
+    impl.name: impl
+    for impl in (
+        Implementation(
+            "reference", "reference", ALL_BACKENDS,
+            "patch tensor then multiply-sum (tf.image.extract_patches on TensorFlow, "
+            "stacked slices elsewhere), as the Keras example",
+            materialises_patches=True,
+        ),
+        Implementation(
+            "shiftsum", "shiftsum", ALL_BACKENDS,
+            "sum of K*K shifted windows times their weight, no patch tensor",
+            materialises_patches=False,
+        ),
+        Implementation(
+            "xla", "xla", ("tensorflow",),
+            "shift-sum compiled by XLA (tf.function(jit_compile=True))",
+            materialises_patches=False,
+        ),
+        Implementation(
+            "unfold", "unfold", ("torch",),
+            "torch.nn.functional.unfold on NCHW, as the official PyTorch code",
+            materialises_patches=True,
+        ),
+        Implementation(
+            "pallas", "pallas_kernels", ("jax",),
+            "fused Pallas kernel (Triton on GPU), custom VJP",
+            materialises_patches=False, fused=True,
+        ),
+        Implementation(
+            "triton", "triton_kernels", ("torch",),
+            "fused Triton kernel, autograd Function",
+            materialises_patches=False, fused=True, requires="triton",
+        ),
+    )
+}
+
+
+def names(backend_name: str | None = None) -> list[str]:
+    """Implementations usable on a backend (the current one by default)."""
+    return [name for name, impl in IMPLEMENTATIONS.items() if impl.available(backend_name)]
+
+
+def get(name: str) -> Implementation:
+    return IMPLEMENTATIONS[name]

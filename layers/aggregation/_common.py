@@ -1,0 +1,68 @@
+"""Shape and padding arithmetic shared by every aggregation implementation.
+
+All implementations compute the same function:
+
+    out[b, ho, wo, c] = sum_{i, j} kernel[b, ho, wo, g(c) * K * K + i * K + j]
+                                   * x[b, ho * s + i - pad_top, wo * s + j - pad_left, c]
+
+with g(c) = c // (C // G) and zero outside the input. The padding is the one of
+`keras.layers.Conv2D(padding="same", strides=s)`: the total padding along an axis
+is `max((out - 1) * s + K - size, 0)`, split with the odd pixel at the end.
+"""
+
+from __future__ import annotations
+
+from keras import ops
+
+
+def output_size(size, stride: int):
+    """ceil(size / stride) for a Python int or a backend scalar tensor."""
+    return (size + stride - 1) // stride
+
+
+def same_padding(size: int, kernel_size: int, stride: int) -> tuple[int, int, int]:
+    """Return (pad_before, pad_after, out) for one spatial axis of static size.
+
+    `pad_after` is negative when the strided windows stop short of the input's
+    end (e.g. K = 1, s = 2 on an even size): the implementations then crop.
+    """
+    out = output_size(size, stride)
+    total = max((out - 1) * stride + kernel_size - size, 0)
+    before = total // 2
+    after = (out - 1) * stride + kernel_size - size - before
+    return before, after, out
+
+
+def padded_input(x, kernel_size: int, stride: int):
+    """Pad (or crop) x so that window (ho, wo) starts at row ho * s, column wo * s.
+
+    Works on static and dynamic spatial sizes (TensorFlow graphs built from
+    `keras.Input((None, None, C))` have symbolic H and W).
+
+    Returns (xp, ho, wo): xp of shape (B, (Ho - 1) * s + K, (Wo - 1) * s + K, C).
+    """
+    shape = ops.shape(x)
+    h, w = shape[1], shape[2]
+    if isinstance(h, int) and isinstance(w, int):
+        top, bottom, ho = same_padding(h, kernel_size, stride)
+        left, right, wo = same_padding(w, kernel_size, stride)
+        xp = ops.pad(x, [[0, 0], [top, max(bottom, 0)], [left, max(right, 0)], [0, 0]])
+        if bottom < 0 or right < 0:
+            # The strided windows stop short of the input's end: crop the rows
+            # and columns that no window reads.
+            xp = xp[:, : (ho - 1) * stride + kernel_size, : (wo - 1) * stride + kernel_size, :]
+        return xp, ho, wo
+    ho, wo = output_size(h, stride), output_size(w, stride)
+    span_h = (ho - 1) * stride + kernel_size
+    span_w = (wo - 1) * stride + kernel_size
+    top = ops.maximum(span_h - h, 0) // 2
+    left = ops.maximum(span_w - w, 0) // 2
+    bottom = ops.maximum(span_h - h - top, 0)
+    right = ops.maximum(span_w - w - left, 0)
+    xp = ops.pad(x, [[0, 0], [top, bottom], [left, right], [0, 0]])
+    return xp[:, :span_h, :span_w, :], ho, wo
+
+
+def window(xp, i: int, j: int, ho, wo, stride: int):
+    """The strided slice of xp that kernel offset (i, j) reads: (B, Ho, Wo, C)."""
+    return xp[:, i : i + (ho - 1) * stride + 1 : stride, j : j + (wo - 1) * stride + 1 : stride, :]

@@ -1,0 +1,29 @@
+"""`shiftsum`: accumulate K*K shifted windows times their weight.
+
+Never builds the (B, Ho, Wo, K*K, C) patch tensor: the largest intermediate
+is one (B, Ho, Wo, C) window and the accumulator. Costs K*K passes over the
+input instead of one, which compilers (XLA) may or may not fuse.
+"""
+
+from __future__ import annotations
+
+from keras import ops
+
+from layers.aggregation._common import padded_input, window
+
+
+def aggregate(x, kernel, kernel_size: int, stride: int, groups: int):
+    """x (B, H, W, C), kernel (B, Ho, Wo, G*K*K) -> (B, Ho, Wo, C)."""
+    channels = x.shape[-1]
+    xp, ho, wo = padded_input(x, kernel_size, stride)  # (B, Hp, Wp, C)
+    k = ops.reshape(kernel, (-1, ho, wo, groups, 1, kernel_size * kernel_size))  # (B, Ho, Wo, G, 1, K*K)
+    out = None
+    for i in range(kernel_size):
+        for j in range(kernel_size):
+            tap = i * kernel_size + j
+            win = ops.reshape(
+                window(xp, i, j, ho, wo, stride), (-1, ho, wo, groups, channels // groups)
+            )  # (B, Ho, Wo, G, C/G)
+            term = win * k[..., tap]  # (B, Ho, Wo, G, C/G)
+            out = term if out is None else out + term
+    return ops.reshape(out, (-1, ho, wo, channels))

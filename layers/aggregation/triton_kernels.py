@@ -1,0 +1,213 @@
+"""`triton` (PyTorch): fused involution aggregation, forward and backward.
+
+One program covers a tile of BLOCK_P output pixels x BLOCK_C channels of one
+group. Each generated weight is loaded once per pixel and broadcast over the
+group's channels; the K*K loop is unrolled; the input is read through masks,
+so no padded copy is made and no patch tensor exists. Accumulation is in
+float32 whatever the input dtype.
+
+Backward (a `torch.autograd.Function`):
+- d_kernel[p, g, t] = sum over the group's channels of dy[p, c] * x[window_t(p), c]
+- d_x: a gather over the output pixels whose window covers each input pixel,
+  so no atomics are needed.
+
+On CUDA tensors the kernels are compiled by Triton; on CPU tensors they run in
+Triton's interpreter: correct, slow, meant for tests on machines without a
+GPU. Both can happen in one process because the kernels use Triton builtins
+only: library helpers such as `tl.zeros` or `tl.sum` are decorated when
+`triton.language` is imported and then work in one mode only.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import torch
+import triton
+import triton.language as tl
+from triton.runtime.interpreter import InterpretedFunction
+
+from layers.aggregation._common import same_padding
+
+
+def _add(a, b):
+    return a + b
+
+
+_add = triton.jit(_add)  # combine function of tl.reduce, usable in both modes
+
+
+def _fwd(x_ptr, k_ptr, o_ptr, n_pix, H, W, C, HO, WO, CG, N_CBLK, PAD_T, PAD_L,
+         K: tl.constexpr, STRIDE: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr):
+    pid_p = tl.program_id(0)
+    pid_gc = tl.program_id(1)
+    g = pid_gc // N_CBLK
+    cc = (pid_gc % N_CBLK) * BLOCK_C + tl.arange(0, BLOCK_C)  # channel within group
+    c_ok = cc < CG
+    c = g * CG + cc
+    p = pid_p * BLOCK_P + tl.arange(0, BLOCK_P)  # flat output pixel (b, ho, wo)
+    p_ok = p < n_pix
+    wo = p % WO
+    ho = (p // WO) % HO
+    b = p // (WO * HO)
+    G = C // CG
+    k_row = k_ptr + p.to(tl.int64) * (G * K * K) + g * (K * K)
+    acc = tl.full((BLOCK_P, BLOCK_C), 0.0, tl.float32)
+    for i in tl.static_range(K):
+        hi = ho * STRIDE + i - PAD_T
+        h_ok = p_ok & (hi >= 0) & (hi < H)
+        for j in tl.static_range(K):
+            wi = wo * STRIDE + j - PAD_L
+            ok = h_ok & (wi >= 0) & (wi < W)
+            wgt = tl.load(k_row + (i * K + j), mask=p_ok, other=0.0).to(tl.float32)  # (P,)
+            x_row = ((b * H + hi) * W + wi).to(tl.int64) * C
+            xv = tl.load(x_ptr + x_row[:, None] + c[None, :],
+                         mask=ok[:, None] & c_ok[None, :], other=0.0).to(tl.float32)  # (P, C)
+            acc += wgt[:, None] * xv
+    o_row = p.to(tl.int64) * C
+    tl.store(o_ptr + o_row[:, None] + c[None, :], acc.to(o_ptr.dtype.element_ty),
+             mask=p_ok[:, None] & c_ok[None, :])
+
+
+def _bwd_kernel(x_ptr, dy_ptr, dk_ptr, n_pix, H, W, C, HO, WO, CG, PAD_T, PAD_L,
+                K: tl.constexpr, STRIDE: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr):
+    pid_p = tl.program_id(0)
+    g = tl.program_id(1)
+    p = pid_p * BLOCK_P + tl.arange(0, BLOCK_P)  # flat output pixel
+    p_ok = p < n_pix
+    wo = p % WO
+    ho = (p // WO) % HO
+    b = p // (WO * HO)
+    G = C // CG
+    dy_row = p.to(tl.int64) * C
+    dk_row = dk_ptr + p.to(tl.int64) * (G * K * K) + g * (K * K)
+    for i in tl.static_range(K):
+        hi = ho * STRIDE + i - PAD_T
+        h_ok = p_ok & (hi >= 0) & (hi < H)
+        for j in tl.static_range(K):
+            wi = wo * STRIDE + j - PAD_L
+            ok = h_ok & (wi >= 0) & (wi < W)
+            x_row = ((b * H + hi) * W + wi).to(tl.int64) * C
+            s = tl.full((BLOCK_P,), 0.0, tl.float32)
+            for c0 in range(0, CG, BLOCK_C):
+                cc = c0 + tl.arange(0, BLOCK_C)
+                c = g * CG + cc
+                c_ok = cc < CG
+                dyv = tl.load(dy_ptr + dy_row[:, None] + c[None, :],
+                              mask=p_ok[:, None] & c_ok[None, :], other=0.0).to(tl.float32)
+                xv = tl.load(x_ptr + x_row[:, None] + c[None, :],
+                             mask=ok[:, None] & c_ok[None, :], other=0.0).to(tl.float32)
+                s += tl.reduce(dyv * xv, 1, _add)
+            tl.store(dk_row + (i * K + j), s.to(dk_ptr.dtype.element_ty), mask=p_ok)
+
+
+def _bwd_input(k_ptr, dy_ptr, dx_ptr, n_pix, H, W, C, HO, WO, CG, N_CBLK, PAD_T, PAD_L,
+               K: tl.constexpr, STRIDE: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr):
+    pid_p = tl.program_id(0)
+    pid_gc = tl.program_id(1)
+    g = pid_gc // N_CBLK
+    cc = (pid_gc % N_CBLK) * BLOCK_C + tl.arange(0, BLOCK_C)
+    c_ok = cc < CG
+    c = g * CG + cc
+    p = pid_p * BLOCK_P + tl.arange(0, BLOCK_P)  # flat input pixel (b, h, w)
+    p_ok = p < n_pix
+    w = p % W
+    h = (p // W) % H
+    b = p // (W * H)
+    G = C // CG
+    acc = tl.full((BLOCK_P, BLOCK_C), 0.0, tl.float32)
+    for i in tl.static_range(K):
+        hn = h + PAD_T - i  # = ho * STRIDE when output row ho reads this pixel at tap row i
+        ho = hn // STRIDE
+        h_ok = p_ok & (hn >= 0) & (hn % STRIDE == 0) & (ho < HO)
+        for j in tl.static_range(K):
+            wn = w + PAD_L - j
+            wo = wn // STRIDE
+            ok = h_ok & (wn >= 0) & (wn % STRIDE == 0) & (wo < WO)
+            q = ((b * HO + ho) * WO + wo).to(tl.int64)  # output pixel
+            wgt = tl.load(k_ptr + q * (G * K * K) + g * (K * K) + (i * K + j), mask=ok, other=0.0).to(tl.float32)
+            dyv = tl.load(dy_ptr + q[:, None] * C + c[None, :],
+                          mask=ok[:, None] & c_ok[None, :], other=0.0).to(tl.float32)
+            acc += wgt[:, None] * dyv
+    tl.store(dx_ptr + p.to(tl.int64)[:, None] * C + c[None, :], acc.to(dx_ptr.dtype.element_ty),
+             mask=p_ok[:, None] & c_ok[None, :])
+
+
+@functools.cache
+def _compiled(interpret: bool):
+    """The three kernels, compiled for CUDA or wrapped by Triton's interpreter."""
+    wrap = InterpretedFunction if interpret else triton.jit
+    return wrap(_fwd), wrap(_bwd_kernel), wrap(_bwd_input)
+
+
+def _tiles(group_channels: int) -> tuple[int, int]:
+    """(BLOCK_P, BLOCK_C): the group's channels in one block up to 64, and
+    about 4K elements a tile."""
+    block_c = min(triton.next_power_of_2(group_channels), 64)
+    block_p = max(16, min(128, 4096 // block_c))
+    return block_p, block_c
+
+
+def _geometry(x, kernel_size, stride):
+    b, h, w, c = x.shape
+    top, _, ho = same_padding(h, kernel_size, stride)
+    left, _, wo = same_padding(w, kernel_size, stride)
+    return b, h, w, c, ho, wo, top, left
+
+
+class InvolutionAggregation(torch.autograd.Function):
+    """Fused aggregation with its two backward kernels."""
+
+    @staticmethod
+    def forward(ctx, x, kernel, kernel_size, stride, groups):
+        if max(x.numel(), kernel.numel()) >= 2**31:
+            raise ValueError(
+                "The 'triton' involution implementation indexes pixels with 32-bit "
+                "integers; split the batch. Received: input of shape "
+                f"{tuple(x.shape)} and kernel of shape {tuple(kernel.shape)}"
+            )
+        x = x.contiguous()
+        kernel = kernel.contiguous()
+        b, h, w, c, ho, wo, top, left = _geometry(x, kernel_size, stride)
+        cg = c // groups
+        fwd, _, _ = _compiled(x.device.type != "cuda")
+        out = torch.empty((b, ho, wo, c), device=x.device, dtype=x.dtype)
+        block_p, block_c = _tiles(cg)
+        n_cblk = triton.cdiv(cg, block_c)
+        n_pix = b * ho * wo
+        grid = (triton.cdiv(n_pix, block_p), groups * n_cblk)
+        fwd[grid](x, kernel, out, n_pix, h, w, c, ho, wo, cg, n_cblk, top, left,
+                  K=kernel_size, STRIDE=stride, BLOCK_P=block_p, BLOCK_C=block_c)
+        ctx.save_for_backward(x, kernel)
+        ctx.geometry = (kernel_size, stride, groups)
+        return out
+
+    @staticmethod
+    def backward(ctx, dy):
+        x, kernel = ctx.saved_tensors
+        kernel_size, stride, groups = ctx.geometry
+        dy = dy.contiguous()
+        b, h, w, c, ho, wo, top, left = _geometry(x, kernel_size, stride)
+        cg = c // groups
+        _, bwd_k, bwd_x = _compiled(x.device.type != "cuda")
+        block_p, block_c = _tiles(cg)
+        dx = dk = None
+        if ctx.needs_input_grad[1]:
+            dk = torch.empty_like(kernel)
+            n_pix = b * ho * wo
+            grid = (triton.cdiv(n_pix, block_p), groups)
+            bwd_k[grid](x, dy, dk, n_pix, h, w, c, ho, wo, cg, top, left,
+                        K=kernel_size, STRIDE=stride, BLOCK_P=block_p, BLOCK_C=block_c)
+        if ctx.needs_input_grad[0]:
+            dx = torch.empty_like(x)
+            n_cblk = triton.cdiv(cg, block_c)
+            n_pix = b * h * w
+            grid = (triton.cdiv(n_pix, block_p), groups * n_cblk)
+            bwd_x[grid](kernel, dy, dx, n_pix, h, w, c, ho, wo, cg, n_cblk, top, left,
+                        K=kernel_size, STRIDE=stride, BLOCK_P=block_p, BLOCK_C=block_c)
+        return dx, dk, None, None, None
+
+
+def aggregate(x, kernel, kernel_size: int, stride: int, groups: int):
+    """x (B, H, W, C), kernel (B, Ho, Wo, G*K*K) -> (B, Ho, Wo, C); torch tensors."""
+    return InvolutionAggregation.apply(x, kernel, kernel_size, stride, groups)

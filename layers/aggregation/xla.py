@@ -1,0 +1,28 @@
+"""`xla` (TensorFlow): the shift-sum aggregation compiled by XLA.
+
+`tf.function(jit_compile=True)` around the `shiftsum` formulation, so that XLA
+fuses the K*K multiply-adds into one loop over the output even when the
+surrounding model runs as a plain (non-XLA) TensorFlow graph.
+"""
+
+from __future__ import annotations
+
+import functools
+
+from layers.aggregation import shiftsum
+
+
+@functools.cache
+def _compiled(kernel_size: int, stride: int, groups: int):
+    import tensorflow as tf
+
+    @tf.function(jit_compile=True, reduce_retracing=True)
+    def run(x, kernel):
+        return shiftsum.aggregate(x, kernel, kernel_size, stride, groups)
+
+    return run
+
+
+def aggregate(x, kernel, kernel_size: int, stride: int, groups: int):
+    """x (B, H, W, C), kernel (B, Ho, Wo, G*K*K) -> (B, Ho, Wo, C)."""
+    return _compiled(kernel_size, stride, groups)(x, kernel)

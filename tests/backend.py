@@ -1,0 +1,69 @@
+"""Small per-backend helpers for tests: gradients and conversions."""
+
+from __future__ import annotations
+
+import numpy as np
+from keras import backend, ops
+
+NAME = backend.backend()
+
+
+def to_numpy(x) -> np.ndarray:
+    return np.asarray(ops.convert_to_numpy(x))
+
+
+def tensor(x: np.ndarray, dtype: str | None = None):
+    return ops.convert_to_tensor(x, dtype=dtype)
+
+
+def grads(fn, inputs: list[np.ndarray], cotangent: np.ndarray) -> list[np.ndarray]:
+    """Gradients of sum(fn(*inputs) * cotangent) with respect to each input."""
+    if NAME == "jax":
+        import jax
+        import jax.numpy as jnp
+
+        loss = lambda *a: jnp.sum(fn(*a).astype(jnp.float32) * cotangent)
+        return [np.asarray(g) for g in jax.grad(loss, argnums=tuple(range(len(inputs))))(*map(jnp.asarray, inputs))]
+    if NAME == "torch":
+        import torch
+        from keras.src.backend.torch.core import get_device
+
+        ts = [torch.tensor(a, device=get_device(), requires_grad=True) for a in inputs]
+        (fn(*ts).float() * torch.tensor(cotangent, device=get_device())).sum().backward()
+        return [t.grad.detach().cpu().numpy() for t in ts]
+    import tensorflow as tf
+
+    ts = [tf.constant(a) for a in inputs]
+    with tf.GradientTape() as tape:
+        tape.watch(ts)
+        loss = tf.reduce_sum(tf.cast(fn(*ts), tf.float32) * cotangent)
+    return [g.numpy() for g in tape.gradient(loss, ts)]
+
+
+def layer_weight_grads(layer, x: np.ndarray, cotangent: np.ndarray, training: bool = True) -> list[np.ndarray]:
+    """Gradients of sum(layer(x) * cotangent) with respect to its trainable weights."""
+    if NAME == "jax":
+        import jax
+        import jax.numpy as jnp
+
+        trainable = [v.value for v in layer.trainable_variables]
+        non_trainable = [v.value for v in layer.non_trainable_variables]
+
+        def loss(tv):
+            y, _ = layer.stateless_call(tv, non_trainable, jnp.asarray(x), training=training)
+            return jnp.sum(y.astype(jnp.float32) * cotangent)
+
+        return [np.asarray(g) for g in jax.grad(loss)(trainable)]
+    if NAME == "torch":
+        import torch
+
+        y = layer(tensor(x), training=training)
+        loss = (y.float() * tensor(cotangent)).sum()
+        weights = [v.value for v in layer.trainable_variables]
+        return [g.detach().cpu().numpy() for g in torch.autograd.grad(loss, weights)]
+    import tensorflow as tf
+
+    with tf.GradientTape() as tape:
+        y = layer(tf.constant(x), training=training)
+        loss = tf.reduce_sum(tf.cast(y, tf.float32) * cotangent)
+    return [g.numpy() for g in tape.gradient(loss, layer.trainable_variables)]

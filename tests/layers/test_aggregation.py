@@ -1,0 +1,125 @@
+"""Every aggregation implementation against the float64 NumPy reference,
+forward and gradients, on random inputs."""
+
+from __future__ import annotations
+
+import zlib
+
+import numpy as np
+import pytest
+
+from layers import aggregation
+from tests import backend as tb
+from tests import numpy_reference as npref
+
+# (batch, height, width, channels, kernel_size, stride, groups): every K in
+# {1, 2, 3, 4, 5, 7}, strides 1-3, odd and even sizes, batch 1 and 2, one to
+# four groups, and windows larger than the input.
+GEOMETRIES = [
+    (1, 7, 7, 4, 1, 1, 1),
+    (2, 8, 8, 4, 1, 2, 2),
+    (1, 5, 5, 4, 4, 1, 1),
+    (1, 6, 6, 4, 2, 2, 2),
+    (2, 9, 8, 8, 3, 1, 2),
+    (1, 8, 8, 6, 3, 2, 3),
+    (2, 7, 9, 4, 3, 3, 1),
+    (1, 10, 10, 8, 5, 1, 4),
+    (2, 9, 9, 6, 5, 2, 2),
+    (1, 12, 11, 4, 5, 3, 4),
+    (1, 9, 9, 16, 7, 1, 1),
+    (2, 8, 8, 8, 7, 2, 2),
+    (1, 13, 13, 4, 7, 3, 1),
+    (2, 4, 4, 4, 7, 1, 2),
+]
+IMPLEMENTATIONS = aggregation.names()
+
+
+def _ids(g):
+    return "b{}-{}x{}-c{}-k{}-s{}-g{}".format(*g)
+
+
+def _rel_err(actual, expected):
+    actual = np.asarray(actual, np.float64)
+    assert np.isfinite(actual).all(), "non-finite values: an output element was not written"
+    return np.linalg.norm(actual - expected) / max(np.linalg.norm(expected), 1e-30)
+
+
+def _random_case(geometry, *salt):
+    b, h, w, c, k, s, g = geometry
+    rng = np.random.default_rng(zlib.crc32(repr((geometry, salt)).encode()))
+    ho, wo = -(-h // s), -(-w // s)
+    x = rng.standard_normal((b, h, w, c)).astype("float32")
+    kernel = rng.standard_normal((b, ho, wo, g * k * k)).astype("float32")
+    dy = rng.standard_normal((b, ho, wo, c)).astype("float32")
+    return x, kernel, dy
+
+
+def test_registry_lists_backend_implementations():
+    expected = {
+        "tensorflow": {"reference", "shiftsum", "xla"},
+        "jax": {"reference", "shiftsum", "pallas"},
+        "torch": {"reference", "shiftsum", "unfold", "triton"},
+    }[tb.NAME]
+    assert set(IMPLEMENTATIONS) == expected
+    assert any(not aggregation.get(n).materialises_patches for n in IMPLEMENTATIONS)
+
+
+@pytest.mark.parametrize("name", IMPLEMENTATIONS)
+@pytest.mark.parametrize("geometry", GEOMETRIES, ids=_ids)
+def test_forward_matches_numpy(name, geometry):
+    b, h, w, c, k, s, g = geometry
+    x, kernel, _ = _random_case(geometry, name, "forward")
+    fn = aggregation.get(name).function()
+    out = tb.to_numpy(fn(tb.tensor(x), tb.tensor(kernel), k, s, g))
+    expected = npref.aggregate(x, kernel, k, s, g)
+    assert out.shape == expected.shape
+    assert _rel_err(out, expected) < 1e-5
+
+
+@pytest.mark.parametrize("name", IMPLEMENTATIONS)
+@pytest.mark.parametrize("geometry", GEOMETRIES[::2] + [GEOMETRIES[-1]], ids=_ids)
+def test_gradients_match_numpy(name, geometry):
+    b, h, w, c, k, s, g = geometry
+    x, kernel, dy = _random_case(geometry, name, "gradients")
+    fn = aggregation.get(name).function()
+    dx, dk = tb.grads(lambda a, kk: fn(a, kk, k, s, g), [x, kernel], dy)
+    dx_ref, dk_ref = npref.aggregate_grads(x, kernel, dy, k, s, g)
+    assert _rel_err(dx, dx_ref) < 1e-5
+    assert _rel_err(dk, dk_ref) < 1e-5
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+@pytest.mark.parametrize("name", IMPLEMENTATIONS)
+def test_half_precision_close_to_float64(name, dtype):
+    from keras.backend import standardize_dtype
+
+    geometry = (2, 9, 9, 8, 3, 2, 2)
+    b, h, w, c, k, s, g = geometry
+    x, kernel, _ = _random_case(geometry, name, dtype)
+    fn = aggregation.get(name).function()
+    out = fn(tb.tensor(x, dtype), tb.tensor(kernel, dtype), k, s, g)
+    assert standardize_dtype(out.dtype) == dtype
+    out = tb.to_numpy(tb.tensor(out, "float32"))
+    # Inputs rounded to 8 (bf16) or 11 (fp16) bits: errors of a few 1e-3.
+    assert _rel_err(out, npref.aggregate(x, kernel, k, s, g)) < 2e-2
+
+
+def test_padding_matches_keras_depthwise_conv():
+    """With the same kernel at every pixel, involution is a depthwise
+    convolution: the windows and padding must be those of Keras' own layer."""
+    import keras
+
+    rng = np.random.default_rng(11)
+    for (b, h, w, c, k, s, g) in [(1, 6, 7, 4, 2, 2, 2), (2, 9, 8, 4, 4, 3, 1), (1, 8, 8, 4, 3, 2, 4)]:
+        x = rng.standard_normal((b, h, w, c)).astype("float32")
+        taps = rng.standard_normal((g, k, k)).astype("float32")
+        ho, wo = -(-h // s), -(-w // s)
+        kernel = np.broadcast_to(taps.reshape(1, 1, 1, g * k * k), (b, ho, wo, g * k * k)).copy()
+        conv = keras.layers.DepthwiseConv2D(k, strides=s, padding="same", use_bias=False)
+        conv.build(x.shape)
+        dw = np.stack([taps[ch // (c // g)] for ch in range(c)], axis=-1)[..., None]  # (K, K, C, 1)
+        conv.set_weights([dw])
+        expected = tb.to_numpy(conv(x))
+        for name in IMPLEMENTATIONS:
+            out = tb.to_numpy(aggregation.get(name).function()(tb.tensor(x), tb.tensor(kernel), k, s, g))
+            np.testing.assert_allclose(out, expected, rtol=1e-4, atol=1e-5, err_msg=name)

@@ -1,0 +1,254 @@
+"""The Involution layer: whole-layer numerics, shapes, configuration, errors,
+mixed precision, variable resolution and serialization."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+import zlib
+
+import keras
+import numpy as np
+import pytest
+
+from layers import Involution, aggregation
+from tests import backend as tb
+from tests import numpy_reference as npref
+
+IMPLEMENTATIONS = aggregation.names()
+
+
+def _rng(*salt):
+    return np.random.default_rng(zlib.crc32(repr(salt).encode()))
+
+
+def _random_weights(layer, rng):
+    """Random values for every weight, BN statistics included (variance > 0)."""
+    weights = [rng.standard_normal(w.shape).astype("float32") * 0.5 for w in layer.get_weights()]
+    weights[5] = rng.uniform(0.5, 2.0, weights[5].shape).astype("float32")
+    return weights
+
+
+@pytest.mark.parametrize("training", [False, True], ids=["inference", "training"])
+@pytest.mark.parametrize("name", IMPLEMENTATIONS)
+@pytest.mark.parametrize(
+    "geometry", [(2, 9, 8, 8, 3, 1, 2, 4), (1, 11, 11, 12, 5, 2, 3, 2), (2, 7, 7, 3, 3, 3, 1, 4)],
+    ids=lambda g: "b{}-{}x{}-c{}-k{}-s{}-g{}-r{}".format(*g),
+)
+def test_layer_matches_numpy(name, geometry, training):
+    b, h, w, c, k, s, g, r = geometry
+    rng = _rng(name, geometry, training)
+    x = rng.standard_normal((b, h, w, c)).astype("float32")
+    layer = Involution(k, strides=s, groups=g, reduction_ratio=r, implementation=name, return_kernel=True)
+    layer.build(x.shape)
+    weights = _random_weights(layer, rng)
+    layer.set_weights(weights)
+    out, kernel = layer(tb.tensor(x), training=training)
+    expected, expected_kernel = npref.involution(x, weights, k, s, g, training=training)
+    ho, wo = -(-h // s), -(-w // s)
+    assert tuple(out.shape) == (b, ho, wo, c)
+    assert tuple(kernel.shape) == (b, ho, wo, g, k, k)
+    np.testing.assert_allclose(tb.to_numpy(out), expected, rtol=2e-4, atol=2e-4)
+    np.testing.assert_allclose(tb.to_numpy(kernel).reshape(b, ho, wo, -1), expected_kernel, rtol=2e-4, atol=2e-4)
+
+
+def test_weight_order_and_counts():
+    layer = Involution(3, groups=2, reduction_ratio=4)
+    layer.build((None, None, None, 16))
+    shapes = [tuple(w.shape) for w in layer.get_weights()]
+    assert shapes == [(1, 1, 16, 4), (4,), (4,), (4,), (4,), (4,), (1, 1, 4, 18), (18,)]
+    assert [v.trainable for v in layer.weights] == [True, True, True, True, False, False, True, True]
+
+
+def test_reduced_channels_never_zero():
+    layer = Involution(3, reduction_ratio=4)
+    out = layer(np.zeros((1, 5, 5, 3), "float32") + 1.0)
+    assert layer.reduced_channels == 1
+    assert tuple(out.shape) == (1, 5, 5, 3)
+
+
+@pytest.mark.parametrize("name", IMPLEMENTATIONS)
+def test_weight_gradients_agree_across_implementations(name):
+    rng = _rng("weight-grads")
+    x = rng.standard_normal((2, 9, 9, 8)).astype("float32")
+    dy = rng.standard_normal((2, 5, 5, 8)).astype("float32")
+    grads = {}
+    for impl in ("reference", name):
+        layer = Involution(3, strides=2, groups=2, reduction_ratio=2, implementation=impl)
+        layer.build(x.shape)
+        layer.set_weights(_random_weights(layer, _rng("weights")))
+        grads[impl] = tb.layer_weight_grads(layer, x, dy)
+    assert len(grads[name]) == 6  # reduce kernel, bias, gamma, beta, span kernel, bias
+    for got, want in zip(grads[name], grads["reference"], strict=True):
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("size", [(15, 17), (8, 8), (1, 1)])
+@pytest.mark.parametrize("k,s", [(1, 1), (2, 2), (4, 3), (7, 2)])
+def test_output_shape_equals_conv2d(size, k, s):
+    x = np.random.default_rng(0).standard_normal((2, *size, 4)).astype("float32")
+    conv = keras.layers.Conv2D(4, k, strides=s, padding="same")
+    inv = Involution(k, strides=s, groups=2, implementation="shiftsum")
+    assert tuple(inv(x).shape) == tuple(conv(x).shape)
+
+
+def test_declared_output_shape_equals_conv2d():
+    for k in range(1, 8):
+        for s in (1, 2, 3, 4):
+            for size in [(16, 16), (15, 17), (7, 6), (1, 1), (33, 33), (None, 9)]:
+                shape = (2, *size, 4)
+                conv = keras.layers.Conv2D(4, k, strides=s, padding="same")
+                inv = Involution(k, strides=s)
+                assert inv.compute_output_shape(shape) == tuple(conv.compute_output_shape(shape))
+
+
+def test_variable_resolution_model():
+    inputs = keras.Input((None, None, 8))
+    outputs = Involution(3, strides=2, groups=2)(inputs)
+    assert tuple(outputs.shape) == (None, None, None, 8)
+    model = keras.Model(inputs, outputs)
+    rng = _rng("variable")
+    for h, w in [(32, 32), (48, 40), (33, 17)]:
+        y = model(rng.standard_normal((2, h, w, 8)).astype("float32"))
+        assert tuple(y.shape) == (2, -(-h // 2), -(-w // 2), 8)
+
+
+def test_return_kernel_in_functional_model():
+    inputs = keras.Input((None, None, 4))
+    out, kernel = Involution(3, groups=2, return_kernel=True)(inputs)
+    assert tuple(kernel.shape) == (None, None, None, 2, 3, 3)
+    model = keras.Model(inputs, [out, kernel])
+    y, k = model(np.ones((1, 6, 5, 4), "float32"))
+    assert tuple(k.shape) == (1, 6, 5, 2, 3, 3)
+
+
+@pytest.mark.parametrize("policy", ["mixed_float16", "mixed_bfloat16"])
+def test_mixed_precision(policy):
+    rng = _rng(policy)
+    x = rng.standard_normal((2, 10, 10, 8)).astype("float32")
+    reference = Involution(3, strides=2, groups=2, reduction_ratio=2)
+    reference.build(x.shape)
+    weights = _random_weights(reference, rng)
+    reference.set_weights(weights)
+    expected = tb.to_numpy(reference(x))
+    for name in IMPLEMENTATIONS:
+        layer = Involution(3, strides=2, groups=2, reduction_ratio=2, implementation=name, dtype=policy)
+        layer.build(x.shape)
+        layer.set_weights(weights)
+        assert all(keras.backend.standardize_dtype(v.dtype) == "float32" for v in layer.weights)
+        out = layer(x)
+        assert keras.backend.standardize_dtype(out.dtype) == policy.split("_")[1]
+        got = tb.to_numpy(keras.ops.cast(out, "float32"))
+        assert np.linalg.norm(got - expected) / np.linalg.norm(expected) < 3e-2, name
+
+
+def test_matches_keras_example_layout_for_one_group():
+    """With G = 1 the layer computes what the Keras example's layer computes:
+    patches by tf.image.extract_patches, kernel channel index = i * K + j."""
+    if tb.NAME != "tensorflow":
+        pytest.skip("the Keras example's layer is TensorFlow-only")
+    import tensorflow as tf
+
+    rng = _rng("example")
+    x = rng.standard_normal((2, 9, 9, 3)).astype("float32")
+    layer = Involution(3, strides=2, groups=1, reduction_ratio=2, implementation="shiftsum", return_kernel=True)
+    out, kernel = layer(x)
+    # The example's aggregation: (B, H, W, K*K, 1, G) kernel times
+    # (B, H, W, K*K, C//G, G) patches, channel c at c // G, c % G.
+    patches = tf.image.extract_patches(x, [1, 3, 3, 1], [1, 2, 2, 1], [1, 1, 1, 1], "SAME")
+    patches = tf.reshape(patches, (2, 5, 5, 9, 3, 1))
+    k = tf.reshape(kernel, (2, 5, 5, 9, 1, 1))
+    example = tf.reshape(tf.reduce_sum(k * patches, axis=3), (2, 5, 5, 3))
+    np.testing.assert_allclose(out.numpy(), example.numpy(), rtol=1e-5, atol=1e-5)
+
+
+def test_config_round_trip():
+    layer = Involution(5, strides=2, groups=4, reduction_ratio=2, implementation="shiftsum",
+                       return_kernel=True, kernel_initializer="he_normal", name="inv")
+    config = layer.get_config()
+    for key in ("kernel_size", "strides", "groups", "reduction_ratio", "implementation",
+                "return_kernel", "kernel_initializer", "bias_initializer", "data_format"):
+        assert key in config
+    clone = Involution.from_config(config)
+    assert clone.get_config() == config
+
+
+def test_save_and_reload_in_fresh_process(tmp_path):
+    inputs = keras.Input((None, None, 8))
+    x = Involution(3, strides=2, groups=2, reduction_ratio=2, name="inv_a")(inputs)
+    outputs = Involution(5, groups=4, implementation="reference", name="inv_b")(x)
+    model = keras.Model(inputs, outputs)
+    rng = _rng("save")
+    for layer in model.layers[1:]:
+        layer.set_weights(_random_weights(layer, rng))
+    data = rng.standard_normal((2, 12, 10, 8)).astype("float32")
+    np.save(tmp_path / "input.npy", data)
+    np.save(tmp_path / "expected.npy", tb.to_numpy(model(data)))
+    model.save(tmp_path / "model.keras")
+    script = textwrap.dedent(f"""
+        import numpy as np, keras
+        import layers  # registers Involution
+        model = keras.saving.load_model({str(tmp_path / "model.keras")!r})
+        got = keras.ops.convert_to_numpy(model(np.load({str(tmp_path / "input.npy")!r})))
+        np.testing.assert_array_equal(got, np.load({str(tmp_path / "expected.npy")!r}))
+        print("identical")
+    """)
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    env = dict(os.environ, PYTHONPATH=root + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "identical" in result.stdout
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"kernel_size": 0}, "Received: kernel_size=0"),
+        ({"kernel_size": -3}, "Received: kernel_size=-3"),
+        ({"kernel_size": 2.5}, "Received: kernel_size=2.5"),
+        ({"kernel_size": (3, 5)}, "Received: kernel_size=(3, 5)"),
+        ({"kernel_size": 3, "strides": 0}, "Received: strides=0"),
+        ({"kernel_size": 3, "groups": -1}, "Received: groups=-1"),
+        ({"kernel_size": 3, "reduction_ratio": 0}, "Received: reduction_ratio=0"),
+        ({"kernel_size": 3, "implementation": "fastest"}, "Received: implementation='fastest'"),
+        ({"kernel_size": 3, "data_format": "channels_first"}, "Received: data_format='channels_first'"),
+    ],
+)
+def test_bad_arguments_at_construction(kwargs, message):
+    with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        Involution(**kwargs)
+
+
+def test_implementation_of_another_backend_is_explained():
+    other = next(n for n, impl in aggregation.IMPLEMENTATIONS.items() if tb.NAME not in impl.backends)
+    with pytest.raises(ValueError, match=f"not available.*Received: implementation='{other}'"):
+        Involution(3, implementation=other)
+
+
+@pytest.mark.parametrize(
+    "shape, kwargs, message",
+    [
+        ((2, 8, 8, 16), {"groups": 3}, "Received: groups=3 for 16 input channels"),
+        ((2, 8, 16), {}, "Received: input_shape=(2, 8, 16)"),
+        ((2, 8, 8, 2, 16), {}, "Received: input_shape=(2, 8, 8, 2, 16)"),
+    ],
+)
+def test_bad_shapes_at_build(shape, kwargs, message):
+    layer = Involution(3, **kwargs)
+    with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        layer.build(shape)
+
+
+def test_wrong_rank_at_call_is_clear():
+    with pytest.raises(ValueError, match="expected ndim=4|Received: input_shape"):
+        Involution(3)(np.zeros((2, 8, 8), "float32"))
+
+
+def test_auto_uses_a_registered_implementation():
+    layer = Involution(3)
+    x = tb.tensor(np.ones((1, 4, 4, 4), "float32"))
+    for training in (False, True):
+        assert layer.resolve_implementation(x, training) in Involution.implementations()
+    assert Involution(3, implementation="shiftsum").resolve_implementation(x) == "shiftsum"

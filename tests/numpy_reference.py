@@ -1,0 +1,103 @@
+"""A float64 NumPy involution, written from the definition with plain loops.
+
+Independent of every implementation under test: no Keras, no shared helpers.
+Padding follows TensorFlow's "SAME" rule (the odd pixel at the end), grouping
+the official code's (channel c in group c // (C / G); generated channel
+g * K * K + i * K + j weighs offset (i, j)).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+BN_EPSILON = 1e-3  # keras.layers.BatchNormalization's default
+
+
+def same_geometry(size: int, k: int, s: int) -> tuple[int, int]:
+    out = -(-size // s)
+    pad = max((out - 1) * s + k - size, 0)
+    return out, pad // 2
+
+
+def aggregate(x: np.ndarray, kernel: np.ndarray, k: int, s: int, groups: int) -> np.ndarray:
+    """x (B, H, W, C), kernel (B, Ho, Wo, G*K*K) -> (B, Ho, Wo, C), float64."""
+    x = x.astype(np.float64)
+    kernel = kernel.astype(np.float64)
+    b, h, w, c = x.shape
+    ho, top = same_geometry(h, k, s)
+    wo, left = same_geometry(w, k, s)
+    cg = c // groups
+    out = np.zeros((b, ho, wo, c))
+    for i in range(k):
+        for j in range(k):
+            for oy in range(ho):
+                iy = oy * s + i - top
+                if not 0 <= iy < h:
+                    continue
+                for ox in range(wo):
+                    ix = ox * s + j - left
+                    if not 0 <= ix < w:
+                        continue
+                    for g in range(groups):
+                        weight = kernel[:, oy, ox, g * k * k + i * k + j]  # (B,)
+                        out[:, oy, ox, g * cg:(g + 1) * cg] += weight[:, None] * x[:, iy, ix, g * cg:(g + 1) * cg]
+    return out
+
+
+def aggregate_grads(x, kernel, dy, k, s, groups):
+    """Gradients of sum(aggregate(x, kernel) * dy) with respect to x and kernel."""
+    x = x.astype(np.float64)
+    kernel = kernel.astype(np.float64)
+    dy = dy.astype(np.float64)
+    b, h, w, c = x.shape
+    ho, top = same_geometry(h, k, s)
+    wo, left = same_geometry(w, k, s)
+    cg = c // groups
+    dx = np.zeros_like(x)
+    dk = np.zeros_like(kernel)
+    for i in range(k):
+        for j in range(k):
+            for oy in range(ho):
+                iy = oy * s + i - top
+                if not 0 <= iy < h:
+                    continue
+                for ox in range(wo):
+                    ix = ox * s + j - left
+                    if not 0 <= ix < w:
+                        continue
+                    for g in range(groups):
+                        sl = slice(g * cg, (g + 1) * cg)
+                        t = g * k * k + i * k + j
+                        dk[:, oy, ox, t] += np.sum(dy[:, oy, ox, sl] * x[:, iy, ix, sl], axis=1)
+                        dx[:, iy, ix, sl] += kernel[:, oy, ox, t][:, None] * dy[:, oy, ox, sl]
+    return dx, dk
+
+
+def avg_pool_same(x: np.ndarray, s: int) -> np.ndarray:
+    """AveragePooling2D(s, s, padding="same"): padded cells are not counted."""
+    b, h, w, c = x.shape
+    ho, top = same_geometry(h, s, s)
+    wo, left = same_geometry(w, s, s)
+    out = np.zeros((b, ho, wo, c))
+    for oy in range(ho):
+        for ox in range(wo):
+            y0, x0 = max(oy * s - top, 0), max(ox * s - left, 0)
+            y1, x1 = min(oy * s - top + s, h), min(ox * s - left + s, w)
+            out[:, oy, ox] = x[:, y0:y1, x0:x1].mean(axis=(1, 2))
+    return out
+
+
+def involution(x, weights, k, s, groups, training=False):
+    """The whole layer. `weights` in get_weights() order: reduce kernel, reduce
+    bias, gamma, beta, moving mean, moving variance, span kernel, span bias."""
+    wr, br, gamma, beta, mean, var, ws, bs = (np.asarray(v, np.float64) for v in weights)
+    x = x.astype(np.float64)
+    pooled = avg_pool_same(x, s) if s > 1 else x
+    hidden = pooled @ wr.reshape(wr.shape[-2], wr.shape[-1]) + br
+    if training:
+        mean = hidden.mean(axis=(0, 1, 2))
+        var = hidden.var(axis=(0, 1, 2))
+    hidden = (hidden - mean) / np.sqrt(var + BN_EPSILON) * gamma + beta
+    hidden = np.maximum(hidden, 0.0)
+    kernel = hidden @ ws.reshape(ws.shape[-2], ws.shape[-1]) + bs
+    return aggregate(x, kernel, k, s, groups), kernel
