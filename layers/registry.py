@@ -32,6 +32,8 @@ class Entry:
         implementations: names usable on the current backend.
         factory: builds the Keras layer or model from keyword parameters.
         fixed_resolution: the only input resolution a model accepts, if any.
+        involution: whether it contains involution layers (its
+            `implementation` is then an aggregation implementation or "auto").
     """
 
     name: str
@@ -41,6 +43,7 @@ class Entry:
     implementations: Callable[[], list[str]]
     factory: Callable[..., keras.layers.Layer]
     fixed_resolution: int | None = None
+    involution: bool = False
 
 
 def _involution(*, kernel_size, stride, groups, reduction_ratio, implementation, **_):
@@ -68,14 +71,14 @@ _LAYER_AXES = frozenset({"kernel_size", "stride", "channels", "resolution", "bat
 
 _ENTRIES = [
     Entry("involution", "layer", "Involution (kernel generation + aggregation)",
-          _LAYER_AXES | {"groups", "reduction_ratio"}, Involution.implementations, _involution),
+          _LAYER_AXES | {"groups", "reduction_ratio"}, Involution.implementations, _involution, involution=True),
     Entry("conv2d", "layer", "keras.layers.Conv2D(C, K), C -> C", _LAYER_AXES, _baseline, _conv2d),
     Entry("depthwise", "layer", "keras.layers.DepthwiseConv2D(K)", _LAYER_AXES, _baseline, _depthwise),
     Entry("seed_conv", "model", "Keras example's CIFAR-10 conv model", frozenset({"batch"}),
           _baseline, lambda **_: models.seed_conv_model(), fixed_resolution=32),
     Entry("seed_involution", "model", "Keras example's CIFAR-10 involution model", frozenset({"batch"}),
           _involution_models, lambda *, implementation, **_: models.seed_involution_model(implementation),
-          fixed_resolution=32),
+          fixed_resolution=32, involution=True),
 ]
 for _depth in sorted(models.STAGES):
     _ENTRIES.append(Entry(
@@ -84,6 +87,7 @@ for _depth in sorted(models.STAGES):
         lambda *, implementation, resolution, _d=_depth, **_: models.rednet(
             _d, resolution, implementation=implementation
         ),
+        involution=True,
     ))
     _ENTRIES.append(Entry(
         f"resnet{_depth}", "model", f"ResNet-{_depth} (ImageNet head)", frozenset({"batch", "resolution"}),

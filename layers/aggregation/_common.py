@@ -12,7 +12,7 @@ is `max((out - 1) * s + K - size, 0)`, split with the odd pixel at the end.
 
 from __future__ import annotations
 
-from keras import ops
+from keras import backend, ops
 
 
 def output_size(size, stride: int):
@@ -33,6 +33,29 @@ def same_padding(size: int, kernel_size: int, stride: int) -> tuple[int, int, in
     return before, after, out
 
 
+def _pad(x, top, bottom, left, right):
+    """Zero-pad H and W with the backend's own op.
+
+    `keras.ops.pad` instantiates a Keras Operation on every eager call; the
+    global name counter it bumps is a guard of torch.compile, which then
+    recompiles on every call.
+    """
+    name = backend.backend()
+    if name == "torch":
+        import torch.nn.functional as F
+
+        return F.pad(x, (0, 0, left, right, top, bottom))
+    if name == "jax":
+        import jax.numpy as jnp
+
+        return jnp.pad(x, ((0, 0), (top, bottom), (left, right), (0, 0)))
+    if name == "tensorflow":
+        import tensorflow as tf
+
+        return tf.pad(x, [[0, 0], [top, bottom], [left, right], [0, 0]])
+    return ops.pad(x, [[0, 0], [top, bottom], [left, right], [0, 0]])
+
+
 def padded_input(x, kernel_size: int, stride: int):
     """Pad (or crop) x so that window (ho, wo) starts at row ho * s, column wo * s.
 
@@ -46,7 +69,7 @@ def padded_input(x, kernel_size: int, stride: int):
     if isinstance(h, int) and isinstance(w, int):
         top, bottom, ho = same_padding(h, kernel_size, stride)
         left, right, wo = same_padding(w, kernel_size, stride)
-        xp = ops.pad(x, [[0, 0], [top, max(bottom, 0)], [left, max(right, 0)], [0, 0]])
+        xp = _pad(x, top, max(bottom, 0), left, max(right, 0))
         if bottom < 0 or right < 0:
             # The strided windows stop short of the input's end: crop the rows
             # and columns that no window reads.
@@ -59,7 +82,7 @@ def padded_input(x, kernel_size: int, stride: int):
     left = ops.maximum(span_w - w, 0) // 2
     bottom = ops.maximum(span_h - h - top, 0)
     right = ops.maximum(span_w - w - left, 0)
-    xp = ops.pad(x, [[0, 0], [top, bottom], [left, right], [0, 0]])
+    xp = _pad(x, top, bottom, left, right)
     return xp[:, :span_h, :span_w, :], ho, wo
 
 

@@ -1,0 +1,1 @@
+"""The benchmark suite: `pytest bench --benchmark-only`."""

@@ -1,0 +1,122 @@
+"""TensorFlow runner.
+
+jit on: `tf.function(jit_compile=True)` (XLA); jit off: `tf.function` (a
+TensorFlow graph without XLA, how Keras runs on a CPU-only machine).
+TensorFlow executes synchronously on a CPU (the default), so a step's
+outputs exist when the call returns; on a GPU each round ends with
+`tf.test.experimental.sync_devices()`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import numpy as np
+import tensorflow as tf
+
+from bench import machine, memory
+from bench.backends import Runner, Step
+from bench.cases import Case
+
+
+class TensorFlowRunner(Runner):
+    name = "tensorflow"
+
+    def __init__(self):
+        # Allocate GPU memory as needed, so that the allocator's peak reflects
+        # the step and not a reservation of the whole card.
+        for gpu in tf.config.list_physical_devices("GPU"):
+            try:
+                tf.config.experimental.set_memory_growth(gpu, True)
+            except RuntimeError:  # already initialised
+                pass
+
+    def device_kind(self) -> str:
+        return "gpu" if tf.config.list_physical_devices("GPU") else "cpu"
+
+    def device_name(self) -> str:
+        gpus = tf.config.list_physical_devices("GPU")
+        if gpus:
+            return tf.config.experimental.get_device_details(gpus[0]).get("device_name", "GPU")
+        return machine.cpu_model()
+
+    def configure(self, tf32: bool) -> str:
+        tf.config.experimental.enable_tensor_float_32_execution(tf32)
+        if self.device_kind() == "cpu" and not tf.config.experimental.get_synchronous_execution():
+            raise RuntimeError("TensorFlow runs asynchronously: timings on CPU would not wait for the work")
+        return "float32 matmul/conv: TF32 allowed" if tf32 else "float32 matmul/conv: full FP32 (TF32 off)"
+
+    def versions(self) -> dict[str, str]:
+        info = tf.sysconfig.get_build_info()
+        return super().versions() | {
+            "tensorflow": tf.__version__,
+            "tensorflow_cuda": str(info.get("cuda_version", "")),
+            "tensorflow_cudnn": str(info.get("cudnn_version", "")),
+        }
+
+    def prepare(self, case: Case, module, x: np.ndarray, cotangent: np.ndarray, dtype: str) -> Step:
+        device = "/GPU:0" if self.device_kind() == "gpu" else "/CPU:0"
+        with tf.device(device):
+            xt = tf.identity(tf.cast(tf.constant(x), dtype))
+            gt = tf.identity(tf.constant(cotangent, tf.float32))
+        is_layer = case.kind == "layer"
+
+        if case.mode == "inference":
+
+            def fn(x):
+                return module(x, training=False)
+        else:
+            weights = module.trainable_variables
+
+            def fn(x):
+                with tf.GradientTape() as tape:
+                    tape.watch(x)
+                    y = module(x, training=True)
+                    loss = tf.reduce_sum(tf.cast(y, tf.float32) * gt)
+                return tape.gradient(loss, [x, *weights] if is_layer else weights)
+
+        graph_fn = tf.function(fn)
+        compiled = tf.function(fn, jit_compile=True) if case.jit else graph_fn
+
+        if self.device_kind() == "gpu":
+            def sync(_):
+                tf.test.experimental.sync_devices()
+        else:
+            def sync(_):
+                return None
+
+        return Step(
+            run=lambda: compiled(xt),
+            sync=sync,
+            eager=lambda: fn(xt),
+            info={"graph_fn": graph_fn, "x": xt, "device": device},
+        )
+
+    def measured_flops(self, step: Step) -> tuple[float | None, str]:
+        from tensorflow.python.profiler import model_analyzer, option_builder
+
+        graph = step.info["graph_fn"].get_concrete_function(step.info["x"]).graph
+        options = option_builder.ProfileOptionBuilder.float_operation()
+        options["output"] = "none"
+        total = model_analyzer.profile(graph, options=options).total_float_ops
+        return float(total), "tf.profiler on the TF graph (ops with registered FLOP statistics only)"
+
+    def peak_memory(self, step: Step) -> tuple[int | None, str]:
+        if self.device_kind() == "gpu":
+            tf.config.experimental.reset_memory_stats("GPU:0")
+            before = tf.config.experimental.get_memory_info("GPU:0")["current"]
+            step.round()
+            peak = tf.config.experimental.get_memory_info("GPU:0")["peak"]
+            return int(peak - before), "tf.config.experimental.get_memory_info (GPU allocator peak)"
+        return memory.peak_bytes(step.round), memory.SOURCE
+
+    @contextlib.contextmanager
+    def trace(self, logdir: str):
+        tf.profiler.experimental.start(logdir)
+        try:
+            yield
+        finally:
+            tf.profiler.experimental.stop()
+
+
+RUNNER = TensorFlowRunner()

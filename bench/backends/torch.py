@@ -1,0 +1,126 @@
+"""PyTorch runner.
+
+jit on: `torch.compile` of the step; jit off: eager. On CUDA each round ends
+with `torch.cuda.synchronize()`; CPU kernels run synchronously.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+
+import numpy as np
+import torch
+from keras.src.backend.torch.core import get_device
+
+from bench import machine, memory
+from bench.backends import Runner, Step
+from bench.cases import Case
+
+
+class TorchRunner(Runner):
+    name = "torch"
+
+    def device_kind(self) -> str:
+        return "gpu" if torch.cuda.is_available() else "cpu"
+
+    def device_name(self) -> str:
+        return torch.cuda.get_device_name(0) if torch.cuda.is_available() else machine.cpu_model()
+
+    def configure(self, tf32: bool) -> str:
+        torch.backends.cuda.matmul.allow_tf32 = tf32
+        torch.backends.cudnn.allow_tf32 = tf32  # on by default in PyTorch for convolutions
+        torch.set_float32_matmul_precision("high" if tf32 else "highest")
+        return "float32 matmul/conv: TF32 allowed" if tf32 else "float32 matmul/conv: full FP32 (TF32 off)"
+
+    def versions(self) -> dict[str, str]:
+        versions = super().versions() | {"torch": torch.__version__, "torch_cuda": str(torch.version.cuda)}
+        try:
+            import triton
+
+            versions["triton"] = triton.__version__
+        except ImportError:
+            pass
+        return versions
+
+    def prepare(self, case: Case, module, x: np.ndarray, cotangent: np.ndarray, dtype: str) -> Step:
+        device = get_device()
+        xt = torch.tensor(x, device=device).to(getattr(torch, dtype))
+        gt = torch.tensor(cotangent, dtype=torch.float32, device=device)
+
+        if case.mode == "inference":
+            def fn():
+                with torch.no_grad():
+                    return module(xt, training=False)
+        else:
+            weights = [v.value for v in module.trainable_variables]
+            inputs = [xt] if case.kind == "layer" else []
+            if inputs:
+                xt.requires_grad_(True)
+
+            def fn():
+                y = module(xt, training=True)
+                loss = (y.float() * gt).sum()
+                return torch.autograd.grad(loss, [*inputs, *weights])
+
+            def counted():
+                # FlopCounterMode tracks modules with multi-grad hooks, which
+                # autograd.grad refuses; backward() computes the same gradients.
+                y = module(xt, training=True)
+                (y.float() * gt).sum().backward(inputs=[*inputs, *weights])
+                for tensor in (*inputs, *weights):
+                    tensor.grad = None
+
+        compiled = torch.compile(fn) if case.jit else fn
+        if device.startswith("cuda") or device == "cuda":
+            def sync(_):
+                torch.cuda.synchronize()
+        else:
+            def sync(_):
+                return None
+        return Step(run=compiled, sync=sync, eager=fn if case.mode == "inference" else counted,
+                    info={"device": device})
+
+    def measured_flops(self, step: Step) -> tuple[float | None, str]:
+        from torch.utils.flop_counter import FlopCounterMode
+
+        with FlopCounterMode(display=False) as counter:
+            step.eager()
+        return float(counter.get_total_flops()), "torch.utils.flop_counter (convolutions and matmuls only)"
+
+    def peak_memory(self, step: Step) -> tuple[int | None, str]:
+        if self.device_kind() == "gpu":
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+            before = torch.cuda.memory_allocated()
+            step.round()
+            return int(torch.cuda.max_memory_allocated() - before), "torch.cuda.max_memory_allocated"
+        return memory.peak_bytes(step.round), memory.SOURCE
+
+    @contextlib.contextmanager
+    def trace(self, logdir: str):
+        """A Chrome/Perfetto trace JSON (TensorBoard's profile plugin cannot
+        read PyTorch traces) plus the operator table, in logdir."""
+        activities = [torch.profiler.ProfilerActivity.CPU]
+        if torch.cuda.is_available():
+            activities.append(torch.profiler.ProfilerActivity.CUDA)
+        os.makedirs(logdir, exist_ok=True)
+        with torch.profiler.profile(activities=activities, record_shapes=True) as prof:
+            yield
+        prof.export_chrome_trace(os.path.join(logdir, "trace.json"))
+        cuda = torch.cuda.is_available()
+        rows = []
+        for event in prof.key_averages():
+            device_us = getattr(event, "self_device_time_total", 0) if cuda else 0
+            rows.append({
+                "operation": event.key,
+                "occurrences": int(event.count),
+                "self_time_us": float(device_us or event.self_cpu_time_total),
+                "where": "device" if device_us else "host",
+            })
+        with open(os.path.join(logdir, "ops.json"), "w") as f:
+            json.dump(rows, f)
+
+
+RUNNER = TorchRunner()

@@ -1,0 +1,172 @@
+"""pytest wiring of the benchmark suite: `pytest bench --benchmark-only`.
+
+Options, the parametrization of `test_case` by the sweep's cases (cases that
+cannot run are collected as skipped, with their reason), the run directory,
+pytest-benchmark's machine info and JSON file, the end-of-run summary and
+report.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from bench.session import BenchSession, Options, UsageError
+
+_KEY = pytest.StashKey[BenchSession]()
+
+
+def pytest_addoption(parser):
+    group = parser.getgroup("involution-bench")
+    group.addoption("--sweep", metavar="NAME|PATH",
+                    help="sweep to run: smoke, quick, full, paper, models, or a TOML file "
+                         "(default: full with a GPU, quick without)")
+    group.addoption("--run-dir", metavar="DIR",
+                    help="run directory (default: reports/runs/<UTC time>-<backend>-<device>)")
+    group.addoption("--resume", metavar="DIR", help="continue the run in DIR, repeating no finished case")
+    group.addoption("--shard", metavar="I/N", help="run the I-th (from 0) of N deterministic slices of the sweep")
+    group.addoption("--tf32", action="store_true", help="allow TF32 in float32 matmuls/convolutions (default: off)")
+    group.addoption("--profile", nargs="?", const="*", metavar="EXPR",
+                    help="capture profiler traces of every case, or of the cases whose id matches the "
+                         "regular expression EXPR (write --profile=EXPR)")
+    group.addoption("--bench-time", type=float, metavar="SECONDS",
+                    help="seconds of timed rounds per case (default: the sweep's time_per_case)")
+    group.addoption("--bench-inject-failure", metavar="EXPR",
+                    help="make the cases whose id matches EXPR fail (a test of the harness)")
+    group.addoption("--no-report", action="store_true", help="do not write report.html at the end")
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_configure(config):
+    if config.option.help:
+        return
+    options = Options(
+        sweep=config.getoption("--sweep"), run_dir=config.getoption("--run-dir"),
+        resume=config.getoption("--resume"), shard=config.getoption("--shard"), tf32=config.getoption("--tf32"),
+        profile=config.getoption("--profile"), bench_time=config.getoption("--bench-time"),
+        inject_failure=config.getoption("--bench-inject-failure"), report=not config.getoption("--no-report"),
+    )
+    try:
+        session = BenchSession(options, config.rootpath)
+    except UsageError as error:
+        raise pytest.UsageError(str(error)) from None
+    config.stash[_KEY] = session
+    if not config.option.collectonly:
+        session.ensure_run_dir()
+        previous = session.run_dir.benchmark_json
+        if previous.exists():
+            # Keep the part written by the session being resumed; merged at the end.
+            previous.rename(previous.with_name(f"benchmark.part-{len(list(previous.parent.glob('benchmark.part-*')))}.json"))
+        if config.getoption("benchmark_json") is None:
+            config.option.benchmark_json = session.run_dir.benchmark_json
+
+
+def _session(config) -> BenchSession:
+    return config.stash[_KEY]
+
+
+def pytest_report_header(config):
+    if _KEY not in config.stash:
+        return None
+    s = _session(config)
+    runnable = sum(1 for _, reason in s.cases if reason is None)
+    return [
+        f"involution-bench: backend {s.backend} on {s.device_name} ({s.device}); {s.precision}",
+        f"sweep {s.sweep.name} ({s.sweep.source}): {len(s.cases)} cases, {runnable} runnable"
+        + (f", {len(s.finished)} already finished" if s.finished else ""),
+        f"run directory: {s.run_dir.path}",
+    ]
+
+
+def pytest_generate_tests(metafunc):
+    if "case" not in metafunc.fixturenames:
+        return
+    params = []
+    for case, reason in _session(metafunc.config).cases:
+        marks = [pytest.mark.skip(reason=f"{case.id}: {reason}")] if reason else []
+        params.append(pytest.param(case, id=case.id, marks=marks))
+    metafunc.parametrize("case", params)
+
+
+def pytest_collection_modifyitems(config, items):
+    if _KEY not in config.stash:
+        return
+    finished = _session(config).finished
+    if not finished:
+        return
+    keep, done = [], []
+    for item in items:
+        case = getattr(item, "callspec", None) and item.callspec.params.get("case")
+        (done if case is not None and case.id in finished else keep).append(item)
+    if done:
+        config.hook.pytest_deselected(items=done)
+        items[:] = keep
+
+
+@pytest.fixture
+def bench_session(request) -> BenchSession:
+    return _session(request.config)
+
+
+def pytest_benchmark_update_machine_info(config, machine_info):
+    if _KEY in config.stash:
+        machine_info["involution_bench"] = _session(config).machine_info()
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_sessionfinish(session, exitstatus):
+    config = session.config
+    if _KEY not in config.stash or config.option.collectonly:
+        return
+    s = _session(config)
+    _merge_benchmark_json(s.run_dir.benchmark_json)
+    if s.options.report and s.run_dir.results.exists():
+        try:
+            from reports import build
+
+            s.report_path = build.build_report([s.run_dir.path], output=s.run_dir.report)
+        except Exception as error:  # the results are safe; say why the report is missing
+            s.report_error = f"{type(error).__name__}: {error}"
+
+
+def _merge_benchmark_json(path: Path) -> None:
+    """Merge benchmark.json with the parts of resumed sessions."""
+    parts = sorted(path.parent.glob("benchmark.part-*.json"))
+    if not parts:
+        return
+    documents = []
+    for part in [*parts, path]:
+        try:
+            documents.append(json.loads(part.read_text()))
+        except (OSError, ValueError):
+            continue
+    if not documents:
+        return
+    merged = documents[-1]
+    seen = set()
+    benchmarks = []
+    for document in documents:
+        for bench in document.get("benchmarks", []):
+            if bench.get("fullname") not in seen:
+                seen.add(bench.get("fullname"))
+                benchmarks.append(bench)
+    merged["benchmarks"] = benchmarks
+    path.write_text(json.dumps(merged, indent=4))
+    for part in parts:
+        part.unlink()
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    if _KEY not in config.stash or config.option.collectonly:
+        return
+    s = _session(config)
+    terminalreporter.section("involution-bench")
+    for line in s.summary_lines():
+        terminalreporter.write_line(line)
+    if getattr(s, "report_path", None):
+        terminalreporter.write_line(f"  report: {s.report_path}")
+    elif getattr(s, "report_error", None):
+        terminalreporter.write_line(f"  report not written: {s.report_error} "
+                                    f"(build it with: python -m reports build {s.run_dir.path})")

@@ -1,0 +1,316 @@
+"""One benchmark run: its options, cases, run directory, and how a case
+becomes a result row.
+
+case -> layer/model (registry) -> Step (backend runner) -> warm-up ->
+benchmark.pedantic rounds -> memory, counters, profile -> one row appended to
+results.jsonl and copied (plain values) into benchmark.extra_info.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import statistics
+import time
+import traceback
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from bench import backends, machine, rundir, sweeps, timing
+from bench.cases import Case, drop_reason
+from layers import counting, registry
+from layers.aggregation import auto
+
+MAX_STORED_ROUNDS = 256
+# Row fields copied into benchmark.extra_info (plain numbers and strings).
+EXTRA_INFO = (
+    "case_id", "layer", "implementation", "implementation_resolved", "mode", "kernel_size", "stride", "groups",
+    "reduction_ratio", "resolution", "channels", "batch", "dtype", "jit", "backend", "device", "device_name",
+    "precision", "params", "trainable_params", "macs", "flops", "flops_measured", "flops_measured_source",
+    "bytes_min", "bytes_aggregation", "largest_intermediate_bytes", "peak_memory_bytes", "peak_memory_source",
+    "compile_seconds", "throughput", "gflops_per_s", "gbytes_per_s", "flops_fraction", "bandwidth_fraction",
+    "status", "error",
+)
+
+
+class UsageError(ValueError):
+    """Bad command-line input; the message names the option."""
+
+
+def parse_shard(text: str | None) -> tuple[int, int] | None:
+    if text is None:
+        return None
+    match = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", text)
+    if not match or not int(match[2]) or int(match[1]) >= int(match[2]):
+        raise UsageError(
+            "--shard takes I/N with 0 <= I < N (the I-th of N slices, counted from 0 like a "
+            f"Kubernetes completion index or a Slurm array task id). Received: --shard={text}"
+        )
+    return int(match[1]), int(match[2])
+
+
+def shard_cases(cases: list[Case], shard: tuple[int, int] | None) -> list[Case]:
+    """Deterministic slice: case i of the id-sorted sweep goes to shard i mod N."""
+    if shard is None:
+        return cases
+    index, count = shard
+    ordered = sorted(cases, key=lambda c: c.id)
+    return [case for i, case in enumerate(ordered) if i % count == index]
+
+
+@dataclass
+class Options:
+    sweep: str | None = None
+    run_dir: str | None = None
+    resume: str | None = None
+    shard: str | None = None
+    tf32: bool = False
+    profile: str | None = None
+    bench_time: float | None = None
+    inject_failure: str | None = None
+    report: bool = True
+
+
+@dataclass
+class Summary:
+    started: float = field(default_factory=time.perf_counter)
+    statuses: dict[str, int] = field(default_factory=dict)
+    overheads: list[float] = field(default_factory=list)
+    timed: float = 0.0
+    fastest_median: float | None = None
+
+
+class BenchSession:
+    def __init__(self, options: Options, root: Path):
+        self.options = options
+        self.runner = backends.current()
+        self.backend = self.runner.name
+        self.device = self.runner.device_kind()
+        self.device_name = self.runner.device_name()
+        self.precision = self.runner.configure(options.tf32)
+        self.shard = parse_shard(options.shard)
+
+        if options.resume:
+            self.run_dir = rundir.RunDir(options.resume)
+            previous = self.run_dir.read_meta()
+            if not previous:
+                raise UsageError(f"--resume: {options.resume} has no run.json; is it a run directory? "
+                                 f"Received: --resume={options.resume}")
+            if previous.get("backend") != self.backend:
+                raise UsageError(f"--resume: the run used KERAS_BACKEND={previous.get('backend')}, this process "
+                                 f"{self.backend}; set KERAS_BACKEND={previous.get('backend')}")
+            sweep_name = options.sweep or previous.get("sweep_source") or previous.get("sweep")
+            self.shard = self.shard or (tuple(previous["shard"]) if previous.get("shard") else None)
+        else:
+            sweep_name = options.sweep or ("full" if self.device == "gpu" else "quick")
+            path = options.run_dir or root / "reports" / "runs" / (
+                f"{rundir.utc_stamp()}-{self.backend}-{'cpu' if self.device == 'cpu' else machine.slug(self.device_name)}"
+            )
+            self.run_dir = rundir.RunDir(path)
+        try:
+            self.sweep = sweeps.load(sweep_name)
+        except sweeps.SweepError as error:
+            raise UsageError(str(error)) from None
+        if options.bench_time is not None and options.bench_time <= 0:
+            raise UsageError(f"--bench-time must be positive seconds. Received: --bench-time={options.bench_time}")
+        self.time_per_case = options.bench_time or self.sweep.time_per_case
+        self.profile = re.compile(options.profile) if options.profile not in (None, "*") else options.profile
+        self.inject = re.compile(options.inject_failure) if options.inject_failure else None
+
+        cases = shard_cases(self.sweep.cases(self.backend, self.device), self.shard)
+        self.cases = [(case, drop_reason(case, self.backend, self.device)) for case in cases]
+        self.finished = self.run_dir.finished_ids() if options.resume else set()
+        self.summary = Summary()
+        self.overhead_per_round: float | None = None
+        self.machine = machine.info()
+        self.versions = self.runner.versions()
+        self._created = False
+
+    # -- run directory -----------------------------------------------------
+    def ensure_run_dir(self) -> None:
+        if self._created:
+            return
+        if self.options.resume:
+            self.run_dir.repair_tail()
+        self.run_dir.create({
+            "started": rundir.utc_stamp(),
+            "backend": self.backend,
+            "device": self.device,
+            "device_name": self.device_name,
+            "sweep": self.sweep.name,
+            "sweep_source": self.sweep.source,
+            "shard": list(self.shard) if self.shard else None,
+            "precision": self.precision,
+            "tf32": self.options.tf32,
+            "machine": self.machine,
+            "versions": self.versions,
+        })
+        self._created = True
+
+    def machine_info(self) -> dict:
+        return {
+            "backend": self.backend, "device": self.device, "device_name": self.device_name,
+            "precision": self.precision, "tf32": self.options.tf32, **self.machine, **self.versions,
+        }
+
+    # -- one case ----------------------------------------------------------
+    def selected_for_profile(self, case: Case) -> bool:
+        if self.profile is None:
+            return False
+        return self.profile == "*" or bool(self.profile.search(case.id))
+
+    def base_row(self, case: Case) -> dict:
+        return {
+            "case_id": case.id, **case.params(), "kind": case.kind, "backend": self.backend, "device": self.device,
+            "device_name": self.device_name, "precision": self.precision, "tf32": self.options.tf32,
+            "sweep": self.sweep.name, "shard": "/".join(map(str, self.shard)) if self.shard else "",
+        }
+
+    def run(self, case: Case, benchmark) -> dict:
+        self.ensure_run_dir()
+        started = time.perf_counter()
+        row = self.base_row(case)
+        timed = 0.0
+        try:
+            module, x = self._build(case)
+            row.update(self._analytic(case, module))
+            row["implementation_resolved"] = self._resolved(case, module, x)
+            out_shape = module.compute_output_shape(x.shape)
+            rng = np.random.default_rng(zlib.crc32(case.id.encode()) + 1)
+            cotangent = rng.standard_normal(tuple(out_shape)).astype("float32")
+            compute_dtype = keras.DTypePolicy(case.dtype).compute_dtype
+            step = self.runner.prepare(case, module, x, cotangent, compute_dtype if case.kind == "layer" else "float32")
+            if self.overhead_per_round is None:
+                self.overhead_per_round = timing.harness_overhead(step.sync)
+            warm = timing.warm_up(step.round)
+            rounds = timing.plan_rounds(warm.estimate, self.time_per_case, self.sweep.min_rounds, self.sweep.max_rounds)
+            if self.inject and self.inject.search(case.id):
+                raise RuntimeError("failure injected by --bench-inject-failure (a test of the harness)")
+            if benchmark.enabled:
+                benchmark.pedantic(step.round, rounds=rounds, iterations=1, warmup_rounds=0)
+                row.update(self._stats(benchmark.stats.stats))
+                timed = sum(benchmark.stats.stats.data)
+            row.update(compile_seconds=warm.compile_seconds, warmup_calls=warm.calls)
+            row["peak_memory_bytes"], row["peak_memory_source"] = self.runner.peak_memory(step)
+            row["flops_measured"], row["flops_measured_source"] = self.runner.measured_flops(step)
+            row.update(self._rates(case, row))
+            if self.selected_for_profile(case):
+                from bench import profiling
+
+                row.update(profiling.capture(self, case, step))
+            row.update(status="ok", error="")
+        except Exception as error:  # a failing case is a row, the sweep goes on
+            row.update(status=self.runner.classify(error), error=_describe(error))
+        row["wall_s"] = time.perf_counter() - started
+        row["overhead_s"] = row["wall_s"] - timed
+        row["finished"] = rundir.utc_stamp()
+        self.run_dir.append(row)
+        benchmark.extra_info.update({k: row.get(k) for k in EXTRA_INFO if _plain(row.get(k))})
+        self._count(row, timed)
+        return row
+
+    def _build(self, case: Case):
+        policy = keras.config.dtype_policy()
+        keras.config.set_dtype_policy(case.dtype)
+        try:
+            keras.utils.set_random_seed(zlib.crc32(case.id.encode()))
+            module = registry.build(case.layer, **case.params())
+            shape = (case.batch, case.resolution, case.resolution, case.channels)
+            if case.kind == "layer":
+                module.build(shape)
+        finally:
+            keras.config.set_dtype_policy(policy)
+        rng = np.random.default_rng(zlib.crc32(case.id.encode()))
+        x = rng.standard_normal(shape).astype("float32")
+        return module, x
+
+    def _analytic(self, case: Case, module) -> dict:
+        if case.kind == "layer":
+            figures = counting.layer_figures(
+                case.layer, case.implementation if case.implementation != "auto" else "shiftsum",
+                batch=case.batch, resolution=case.resolution, channels=case.channels, kernel_size=case.kernel_size,
+                stride=case.stride, groups=case.groups, reduction_ratio=case.reduction_ratio, dtype=case.dtype,
+                mode=case.mode,
+            )
+            return figures.as_dict()
+        macs = counting.model_macs(module) * case.batch
+        trainable = sum(int(np.prod(w.shape)) for w in module.trainable_weights)
+        return {
+            "params": counting.model_params(module), "trainable_params": trainable, "macs": macs,
+            "flops": 2 * macs * (3 if case.mode == "training" else 1),
+            "bytes_min": None, "bytes_aggregation": None, "largest_intermediate_bytes": None,
+        }
+
+    def _resolved(self, case: Case, module, x) -> str:
+        if not registry.get(case.layer).involution:
+            return case.implementation
+        if case.implementation != "auto":
+            return case.implementation
+        return auto.choose(self.backend, self.device, case.mode)
+
+    @staticmethod
+    def _stats(stats) -> dict:
+        data = list(stats.data)
+        stride = max(1, len(data) // MAX_STORED_ROUNDS)
+        return {
+            "rounds": len(data), "median_s": stats.median, "mean_s": stats.mean, "min_s": stats.min,
+            "max_s": stats.max, "stddev_s": stats.stddev if len(data) > 1 else 0.0, "q1_s": stats.q1,
+            "q3_s": stats.q3, "iqr_s": stats.iqr, "rounds_s": data[::stride][:MAX_STORED_ROUNDS],
+        }
+
+    def _rates(self, case: Case, row: dict) -> dict:
+        median = row.get("median_s")
+        if not median:
+            return {}
+        peaks = machine.peaks(self.device_name, case.dtype, self.options.tf32)
+        rates = {"throughput": case.batch / median, "gflops_per_s": row["flops"] / median / 1e9, **peaks}
+        if row.get("bytes_min"):
+            rates["gbytes_per_s"] = row["bytes_min"] / median / 1e9
+        if peaks["peak_flops"]:
+            rates["flops_fraction"] = row["flops"] / median / peaks["peak_flops"]
+        if peaks["peak_bandwidth"] and row.get("bytes_min"):
+            rates["bandwidth_fraction"] = row["bytes_min"] / median / peaks["peak_bandwidth"]
+        return rates
+
+    def _count(self, row: dict, timed: float) -> None:
+        s = self.summary
+        s.statuses[row["status"]] = s.statuses.get(row["status"], 0) + 1
+        s.overheads.append(row["overhead_s"])
+        s.timed += timed
+        if row.get("median_s") and (s.fastest_median is None or row["median_s"] < s.fastest_median):
+            s.fastest_median = row["median_s"]
+
+    # -- end of run --------------------------------------------------------
+    def summary_lines(self) -> list[str]:
+        s = self.summary
+        wall = time.perf_counter() - s.started
+        done = sum(s.statuses.values())
+        lines = [f"involution-bench: {done} case(s) on {self.backend}/{self.device_name} "
+                 f"({', '.join(f'{v} {k}' for k, v in sorted(s.statuses.items())) or 'none run'}); "
+                 f"sweep {self.sweep.name}{' shard ' + '/'.join(map(str, self.shard)) if self.shard else ''}"]
+        lines.append(f"  wall time {wall:.1f} s, of which timed rounds {s.timed:.1f} s")
+        if s.overheads:
+            lines.append(f"  per-case overhead (build, warm-up, memory, counters): median "
+                         f"{statistics.median(s.overheads):.2f} s, total {sum(s.overheads):.1f} s")
+        if self.overhead_per_round is not None:
+            share = ""
+            if s.fastest_median:
+                share = f" ({100 * self.overhead_per_round / s.fastest_median:.2f}% of the fastest case's median)"
+            lines.append(f"  harness cost per round: {self.overhead_per_round * 1e6:.2f} us{share}")
+        lines.append(f"  results: {self.run_dir.results}")
+        return lines
+
+
+def _plain(value) -> bool:
+    return isinstance(value, (int, float, str, bool)) and value is not None
+
+
+def _describe(error: BaseException) -> str:
+    text = f"{type(error).__name__}: {error}".strip()
+    frames = traceback.extract_tb(error.__traceback__)
+    where = next((f"{os.path.basename(f.filename)}:{f.lineno}" for f in reversed(frames)), "")
+    return (text[:1500] + (f" [at {where}]" if where else "")).replace("\n", " ")

@@ -1,0 +1,274 @@
+"""Build report.html (and results.csv) from run directories.
+
+load (tidy table) -> tables and plots (functions of it) -> one renderer
+(a Jinja2 template) -> a single self-contained HTML file: plots embedded as
+PNG, tables sortable by an inline script, nothing fetched from the network.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import html
+import importlib.util
+import io
+from pathlib import Path
+
+import jinja2
+import matplotlib.pyplot as plt
+import pandas as pd
+
+from reports import load, plots, tables
+
+TEMPLATES = Path(__file__).parent / "templates"
+MAX_ROWS = 2000  # rows of the all-results table in the HTML (results.csv has all)
+
+
+def _png(fig) -> str:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=100)
+    plt.close(fig)
+    return base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def _fmt(value):
+    if isinstance(value, float):
+        if value != value:  # NaN
+            return "–"
+        return f"{value:.4g}" if abs(value) < 1e6 else f"{value:,.0f}"
+    return value
+
+
+def _table(frame: pd.DataFrame, caption: str = "", limit: int | None = None) -> dict:
+    shown = frame.head(limit) if limit else frame
+    if limit and len(frame) > limit:
+        caption = f"{caption} (first {limit} of {len(frame)} rows; all are in results.csv)".strip()
+    shown = shown.map(_fmt) if hasattr(shown, "map") else shown.applymap(_fmt)
+    body = shown.to_html(index=False, classes="sortable", border=0, na_rep="–", escape=True)
+    return {"kind": "table", "html": body, "caption": caption}
+
+
+def _figure(fig, alt: str, caption: str = "") -> dict | None:
+    return None if fig is None else {"kind": "figure", "png": _png(fig), "alt": alt, "caption": caption}
+
+
+def _environment(loaded: load.Loaded) -> list[dict]:
+    blocks = []
+    for run in loaded.runs:
+        machine = run.get("machine", {}) or {}
+        versions = run.get("versions", {}) or {}
+        items = [
+            ("run directory", run.get("run_dir", "")),
+            ("backend", run.get("backend", "unknown")),
+            ("device", f"{run.get('device_name', '')} ({run.get('device', '')})"),
+            ("precision policy", run.get("precision", "unknown")),
+            ("sweep", f"{run.get('sweep', '')} ({run.get('sweep_source', '')})"
+                      + (f", shard {run['shard'][0]}/{run['shard'][1]}" if run.get("shard") else "")),
+            ("started", run.get("started", "")),
+            ("CPU", f"{machine.get('cpu', '')} ({machine.get('cpu_count', '?')} logical cores)"),
+        ]
+        if machine.get("gpu_name"):
+            items.append(("GPU", f"{machine['gpu_name']}, driver {machine.get('gpu_driver', '?')}, "
+                                 f"{machine.get('gpu_memory', '?')}"))
+        items.append(("versions", ", ".join(f"{k} {v}" for k, v in versions.items() if v and v != "None")))
+        items.append(("Python / OS", f"{machine.get('python', '')} / {machine.get('platform', '')}"))
+        blocks.append({"kind": "env", "items": items})
+    blocks.append({"kind": "note", "text": (
+        "Times are medians of timed rounds after warm-up; each round ends by waiting for the device. "
+        "FLOPs and bytes are analytic (layers.counting); measured FLOPs come from the framework counter named in "
+        "each row. Peak memory is measured (its source is named in each row).")})
+    return blocks
+
+
+def _summary(loaded: load.Loaded) -> list[dict]:
+    t = loaded.table
+    blocks = []
+    if not t.empty:
+        ok = int((t["status"] == "ok").sum())
+        pairs = tables.matched(t)
+        cards = [("cases", f"{len(t):,}"), ("ok", f"{ok:,}"), ("failed or unsupported", f"{len(t) - ok:,}")]
+        if not pairs.empty:
+            cards += [("involution faster than Conv2D", f"{int((pairs['speedup'] > 1).sum())} / {len(pairs)}"),
+                      ("involution lighter than Conv2D", f"{int((pairs['memory_ratio'] < 1).sum())} / {len(pairs)}")]
+        blocks.append({"kind": "cards", "items": cards})
+        wins = tables.wins(t)
+        if not wins.empty:
+            blocks.append(_table(wins, "Where involution wins: per implementation, the cases that beat the "
+                                       "Conv2D of the same work (same backend, device, sizes, dtype, mode, jit)."))
+            best = tables.winning_cases(t)
+            if not best.empty:
+                blocks.append(_table(best, "Involution cases faster than Conv2D, best first."))
+            else:
+                blocks.append({"kind": "note", "text": "No involution case was faster than its Conv2D."})
+        best = tables.best_implementation(t)
+        if not best.empty:
+            blocks.append(_table(best, "Best involution implementation per backend, device, mode and dtype: "
+                                       "how often each is the fastest, and its geometric-mean slowdown against "
+                                       "the fastest of each case (1.0 = always fastest)."))
+        failures = tables.failures(t)
+        if not failures.empty:
+            blocks.append(_table(failures, "Cases that did not run (their rows are kept with the reason)."))
+    if loaded.skipped:
+        shown = "; ".join(loaded.skipped[:20]) + (f"; and {len(loaded.skipped) - 20} more" if len(
+            loaded.skipped) > 20 else "")
+        blocks.append({"kind": "note", "text": f"Skipped {len(loaded.skipped)} input line(s): {shown}"})
+    return blocks
+
+
+def _axes(loaded: load.Loaded) -> list[dict]:
+    blocks = []
+    for axis in tables.AXES:
+        pivot = tables.latency_pivot(loaded.table, axis) if not loaded.table.empty else pd.DataFrame()
+        if pivot.empty:
+            continue
+        label = plots.LABELS.get(axis, axis)
+        blocks.append({"kind": "heading", "text": f"By {label}"})
+        figure = _figure(plots.latency_vs_axis(loaded.table, axis), f"latency against {label}")
+        if figure:
+            blocks.append(figure)
+        blocks.append(_table(pivot, f"Median latency (ms) by {label}; other axes at their most common value."))
+        blocks.append(_table(tables.axis_table(loaded.table, axis),
+                             f"By {label}: latency, peak memory, analytic GFLOPs and parameters, and ratios to "
+                             "Conv2D (below 1: cheaper than Conv2D)."))
+    if not blocks:
+        blocks.append({"kind": "note", "text": "No axis has two values among the successful involution cases."})
+    return blocks
+
+
+def _costs(loaded: load.Loaded) -> list[dict]:
+    t = loaded.table
+    if t.empty:
+        return []
+    blocks = [
+        _figure(plots.memory_vs_resolution(t), "peak memory against resolution"),
+        _figure(plots.flops_params_vs_kernel(t), "FLOPs and parameters against kernel size"),
+        _figure(plots.speedup_heatmap(t), "speed-up heat map over kernel size and groups",
+                "Conv2D latency divided by the fastest involution's, for each kernel size and group count "
+                "(the other axes at their most common value); above 1 (blue) involution is faster."),
+    ]
+    blocks = [b for b in blocks if b]
+    if not any(b.get("alt", "").startswith("speed-up") for b in blocks):
+        blocks.append({"kind": "note", "text": "No heat map: the runs do not vary kernel size and groups together "
+                                               "(the full sweep does)."})
+    return blocks
+
+
+def _roofline(loaded: load.Loaded) -> list[dict]:
+    fig = plots.roofline(loaded.table) if not loaded.table.empty else None
+    return [_figure(fig, "roofline", "Each point a layer case: analytic FLOPs over analytic minimal bytes against "
+                                     "achieved FLOP/s.")] if fig else []
+
+
+def _spread(loaded: load.Loaded) -> list[dict]:
+    fig = plots.rounds_spread(loaded.table, loaded.rounds)
+    return [_figure(fig, "spread of repeated rounds", "Round times over each case's median; the cases whose "
+                                                      "10-90% range is widest are shown.")] if fig else []
+
+
+def _profiles(loaded: load.Loaded) -> list[dict]:
+    rows = tables.profiled(loaded.table)
+    blocks = []
+    for _, row in rows.iterrows():
+        blocks.append({"kind": "heading", "text": row["case_id"]})
+        trace_dir = row["trace_dir"]
+        if row.get("backend") == "torch":
+            blocks.append({"kind": "text", "text": f"PyTorch trace (Chrome/Perfetto JSON): {trace_dir}/trace.json. "
+                                                   "TensorBoard's profile plugin cannot read PyTorch traces: open it "
+                                                   "in chrome://tracing or the Perfetto UI."})
+        else:
+            blocks.append({"kind": "code", "text": f"tensorboard --logdir {Path(trace_dir).parents[2]}\n"
+                                                   f"# Profile tab, session {Path(trace_dir).name}"})
+        ops = row.get("top_ops")
+        if isinstance(ops, list) and ops:
+            blocks.append(_table(pd.DataFrame(ops), f"Top operations by self time ({row.get('top_ops_source', '')})."))
+    return blocks
+
+
+def _models(loaded: load.Loaded) -> list[dict]:
+    blocks = []
+    t = loaded.table
+    frame = tables.models(t)
+    if not frame.empty:
+        blocks.append(_table(frame, "Whole networks: median step latency, throughput (images/s), peak memory, "
+                                    "parameters (M) and GMACs per image (analytic)."))
+        figure = _figure(plots.model_latency(t), "whole-network latency")
+        if figure:
+            blocks.append(figure)
+    if loaded.histories is not None:
+        h = loaded.histories
+        blocks.append({"kind": "heading", "text": "The Keras example's CIFAR-10 experiment"})
+        final = h.sort_values("epoch").groupby("model").tail(1)
+        columns = [c for c in ("model", "epoch", "loss", "accuracy", "val_loss", "val_accuracy", "epoch_seconds",
+                               "trainable_params", "non_trainable_params", "dataset") if c in final]
+        blocks.append(_table(final[columns], "Last epoch of each model. The example reports val_accuracy 0.7304 "
+                                             "(conv, 319,178 trainable parameters) and 0.4719 (involution, 13,074 "
+                                             "trainable and 6 non-trainable) after 20 epochs."))
+        figure = _figure(plots.training_curves(h), "training curves")
+        if figure:
+            blocks.append(figure)
+    if loaded.kernel_maps:
+        items = [(base64.b64encode(p.read_bytes()).decode("ascii"), html.unescape(p.stem.replace("_", " ")))
+                 for p in loaded.kernel_maps]
+        blocks.append({"kind": "heading", "text": "Involution kernel maps"})
+        blocks.append({"kind": "note", "text": "For each image, the sum of every generated K x K kernel of inv_1, "
+                                               "inv_2 and inv_3 (the example's figure)."})
+        blocks.append({"kind": "images", "items": items})
+    return blocks
+
+
+def _all_results(loaded: load.Loaded) -> list[dict]:
+    t = loaded.table
+    if t.empty:
+        return []
+    columns = [c for c in ("case_id", "status", "backend", "series", "latency_ms", "iqr_s", "rounds",
+                           "peak_memory_mb", "gflops", "flops_measured", "flops_measured_source", "params",
+                           "compile_seconds", "throughput", "gflops_per_s", "gbytes_per_s") if c in t]
+    return [_table(t[columns].sort_values("case_id"), "Every case.", limit=MAX_ROWS)]
+
+
+def write_tables(loaded: load.Loaded, folder: Path) -> list[Path]:
+    written = []
+    table = loaded.table.drop(columns=["top_ops"], errors="ignore")
+    csv = folder / "results.csv"
+    table.to_csv(csv, index=False)
+    written.append(csv)
+    if importlib.util.find_spec("pyarrow") is not None and not table.empty:
+        parquet = folder / "results.parquet"
+        table.astype({c: "string" for c in table.columns if table[c].dtype == object}).to_parquet(parquet)
+        written.append(parquet)
+    return written
+
+
+def build_report(run_dirs: list[str | Path], output: str | Path | None = None) -> Path:
+    """Write report.html (to `output`, or into the first run directory) and
+    results.csv (+ results.parquet with pyarrow) beside it."""
+    loaded = load.load_runs(run_dirs)
+    output = Path(output) if output else Path(run_dirs[0]) / "report.html"
+    output.parent.mkdir(parents=True, exist_ok=True)
+    write_tables(loaded, output.parent)
+
+    sections = [
+        {"id": "environment", "title": "Environment", "blocks": _environment(loaded)},
+        {"id": "summary", "title": "Summary", "blocks": _summary(loaded)},
+        {"id": "axes", "title": "Per axis", "intro": "Each view moves one axis; the others sit at their most common "
+                                                     "value among the successful involution cases.",
+         "blocks": _axes(loaded)},
+        {"id": "costs", "title": "Memory, FLOPs, parameters", "blocks": _costs(loaded)},
+        {"id": "roofline", "title": "Roofline", "blocks": _roofline(loaded)},
+        {"id": "spread", "title": "Spread of rounds", "blocks": _spread(loaded)},
+        {"id": "profiles", "title": "Profiled cases", "blocks": _profiles(loaded)},
+        {"id": "models", "title": "Whole networks", "blocks": _models(loaded)},
+        {"id": "results", "title": "All results", "blocks": _all_results(loaded)},
+    ]
+    sections = [s for s in sections if s["blocks"]]
+    backends = sorted(loaded.table["backend"].dropna().unique()) if "backend" in loaded.table else []
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=True)
+    page = env.get_template("report.html.j2").render(
+        title="involution-bench report",
+        subtitle=f"Involution against Conv2D and DepthwiseConv2D · backends: {', '.join(backends) or 'none'}",
+        generated=dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        runs=loaded.runs,
+        sections=sections,
+    )
+    output.write_text(page, encoding="utf-8")
+    return output

@@ -1,0 +1,149 @@
+"""Run directories -> one tidy table.
+
+One row per case and run, a column per axis and per metric. Everything the
+reports show is a function of this table (and of the per-round table for the
+spread of repeated rounds). Bad input never raises a traceback: a missing
+directory or a run without any valid row is a `ReportError` naming the path;
+a line cut by a crash, a line of another schema version or a foreign JSON
+document is skipped and listed in `Loaded.skipped`.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+SCHEMA = 1
+REQUIRED = ("case_id", "layer", "implementation", "status")
+AXES = ("layer", "implementation", "kernel_size", "stride", "groups", "reduction_ratio", "resolution",
+        "channels", "batch", "dtype", "mode", "jit")
+
+
+class ReportError(Exception):
+    """Input the reports cannot use at all; the message names the file."""
+
+
+@dataclass
+class Loaded:
+    table: pd.DataFrame
+    rounds: pd.DataFrame
+    runs: list[dict]
+    skipped: list[str] = field(default_factory=list)
+    histories: pd.DataFrame | None = None
+    kernel_maps: list[Path] = field(default_factory=list)
+
+
+def _read_rows(path: Path, skipped: list[str]) -> list[dict]:
+    rows = []
+    try:
+        handle = open(path, encoding="utf-8", errors="replace")
+    except OSError as error:
+        raise ReportError(f"{path}: cannot be read ({error.strerror})") from None
+    with handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except ValueError:
+                skipped.append(f"{path}:{number}: not a complete JSON line (a run cut short?)")
+                continue
+            if not isinstance(row, dict) or any(key not in row for key in REQUIRED):
+                skipped.append(f"{path}:{number}: not a result row (missing {', '.join(REQUIRED)})")
+                continue
+            if row.get("schema") != SCHEMA:
+                skipped.append(f"{path}:{number}: schema version {row.get('schema')!r}, this report reads {SCHEMA}")
+                continue
+            rows.append(row)
+    return rows
+
+
+def load_runs(paths: list[str | Path]) -> Loaded:
+    """Load run directories (shards, backends, machines) into one table."""
+    if not paths:
+        raise ReportError("no run directory given")
+    skipped: list[str] = []
+    rows, rounds, runs, histories, maps = [], [], [], [], []
+    for raw in paths:
+        path = Path(raw)
+        if not path.exists():
+            raise ReportError(f"{path}: no such run directory")
+        if not path.is_dir():
+            raise ReportError(f"{path}: not a directory (give the run directory that holds results.jsonl)")
+        results = path / "results.jsonl"
+        history = path / "seed_history.jsonl"
+        if not results.exists() and not history.exists():
+            raise ReportError(f"{path}: no results.jsonl (nor seed_history.jsonl): not a benchmark run directory")
+        meta = {}
+        if (path / "run.json").exists():
+            try:
+                meta = json.loads((path / "run.json").read_text())
+                if not isinstance(meta, dict):
+                    raise ValueError
+            except ValueError:
+                skipped.append(f"{path / 'run.json'}: not valid JSON, environment details unknown")
+                meta = {}
+        runs.append({"run_dir": str(path), **meta})
+        if results.exists():
+            for row in _read_rows(results, skipped):
+                row["run_dir"] = str(path)
+                for index, seconds in enumerate(row.pop("rounds_s", None) or []):
+                    rounds.append({"case_id": row["case_id"], "run_dir": str(path), "round": index,
+                                   "seconds": seconds})
+                rows.append(row)
+        if history.exists():
+            for row in _read_rows_plain(history, skipped):
+                histories.append({**row, "run_dir": str(path)})
+        maps += sorted(path.glob("kernel_maps*.png"))
+    if not rows and not histories:
+        raise ReportError(f"{', '.join(map(str, paths))}: no valid result rows"
+                          + (f" ({len(skipped)} line(s) skipped)" if skipped else " (an empty run)"))
+    table = pd.DataFrame(rows)
+    if not table.empty:
+        # One row per case and run: a resumed run may repeat a case cut short.
+        table = table.drop_duplicates(subset=["run_dir", "case_id"], keep="last").reset_index(drop=True)
+        table = _derive(table)
+    return Loaded(
+        table=table,
+        rounds=pd.DataFrame(rounds, columns=["case_id", "run_dir", "round", "seconds"]),
+        runs=runs,
+        skipped=skipped,
+        histories=pd.DataFrame(histories) if histories else None,
+        kernel_maps=maps,
+    )
+
+
+def _read_rows_plain(path: Path, skipped: list[str]) -> list[dict]:
+    out = []
+    with open(path, encoding="utf-8", errors="replace") as handle:
+        for number, line in enumerate(handle, start=1):
+            try:
+                row = json.loads(line)
+                if not isinstance(row, dict) or "epoch" not in row:
+                    raise ValueError
+                out.append(row)
+            except ValueError:
+                if line.strip():
+                    skipped.append(f"{path}:{number}: not a training-history row")
+    return out
+
+
+def _derive(table: pd.DataFrame) -> pd.DataFrame:
+    """Columns every view uses: readable units and a series label."""
+    for column in ("median_s", "peak_memory_bytes", "flops", "params", "flops_measured", "bytes_min"):
+        if column not in table:
+            table[column] = float("nan")
+    table["latency_ms"] = table["median_s"] * 1e3
+    table["peak_memory_mb"] = table["peak_memory_bytes"] / 1e6
+    table["gflops"] = table["flops"] / 1e9
+    impl = table.get("implementation_resolved", table["implementation"]).fillna(table["implementation"])
+    series = table["layer"].where(table["implementation"] == "keras", table["layer"] + "/" + table["implementation"])
+    auto = table["implementation"] == "auto"
+    series = series.where(~auto, series + " (" + impl.astype(str) + ")")
+    table["series"] = series
+    if "backend" in table and table["backend"].nunique() > 1:
+        table["series"] = table["series"] + " · " + table["backend"]
+    return table

@@ -1,0 +1,176 @@
+"""Plots: each a short function of the tidy table; None when it has no data."""
+
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import seaborn as sns  # noqa: E402
+
+from reports import tables  # noqa: E402
+
+sns.set_theme(style="whitegrid", context="notebook")
+LABELS = {"kernel_size": "kernel size K", "stride": "stride", "groups": "groups G", "reduction_ratio":
+          "reduction ratio r", "resolution": "resolution (px)", "channels": "channels C", "batch": "batch",
+          "dtype": "dtype", "mode": "mode"}
+
+
+def _figure(width=7.5, height=4.2):
+    return plt.subplots(figsize=(width, height), constrained_layout=True)
+
+
+def _legend_outside(ax, **kwargs):
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="small", title=None, frameon=False, **kwargs)
+
+
+def _series_order(frame: pd.DataFrame) -> list[str]:
+    return sorted(frame["series"].unique(), key=lambda s: (not s.startswith("involution"), s))
+
+
+def latency_vs_axis(table: pd.DataFrame, axis: str):
+    frame = tables.axis_slice(table, axis)
+    if frame.empty:
+        return None
+    fig, ax = _figure(10, 4.2)
+    numeric = pd.api.types.is_numeric_dtype(frame[axis])
+    plot = sns.lineplot if numeric else sns.pointplot
+    plot(data=frame, x=axis, y="latency_ms", hue="series", hue_order=_series_order(frame), marker="o", ax=ax,
+         **({"errorbar": None} if numeric else {"errorbar": None, "linestyle": "none", "dodge": 0.3}))
+    ax.set(yscale="log", xlabel=LABELS.get(axis, axis), ylabel="median latency (ms, log)",
+           title=f"Latency against {LABELS.get(axis, axis)}")
+    if numeric:
+        ax.set_xticks(sorted(frame[axis].unique()))
+    _legend_outside(ax)
+    return fig
+
+
+def memory_vs_resolution(table: pd.DataFrame):
+    frame = tables.axis_slice(table, "resolution")
+    if frame.empty or frame["peak_memory_mb"].isna().all():
+        return None
+    fig, ax = _figure(10, 4.2)
+    sns.lineplot(data=frame, x="resolution", y="peak_memory_mb", hue="series", hue_order=_series_order(frame),
+                 marker="o", errorbar=None, ax=ax)
+    source = frame["peak_memory_source"].dropna().iloc[0] if "peak_memory_source" in frame else ""
+    ax.set(yscale="log", xlabel="resolution (px)", ylabel="peak memory during a step (MB, log)",
+           title="Peak memory against resolution")
+    ax.set_xticks(sorted(frame["resolution"].unique()))
+    ax.set_xlabel(f"resolution (px); memory measured by {source}")
+    _legend_outside(ax)
+    return fig
+
+
+def flops_params_vs_kernel(table: pd.DataFrame):
+    frame = tables.axis_slice(table, "kernel_size")
+    if frame.empty:
+        return None
+    frame = frame.drop_duplicates(subset=["layer", "kernel_size"])
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4), constrained_layout=True)
+    sns.lineplot(data=frame, x="kernel_size", y="gflops", hue="layer", marker="o", ax=left)
+    sns.lineplot(data=frame, x="kernel_size", y="params", hue="layer", marker="o", ax=right)
+    left.set(yscale="log", xlabel="kernel size K", ylabel="GFLOPs per step (analytic)", title="FLOPs")
+    right.set(yscale="log", xlabel="kernel size K", ylabel="parameters", title="Parameters")
+    for ax in (left, right):
+        ax.set_xticks(sorted(frame["kernel_size"].unique()))
+        ax.legend(fontsize="small", title=None)
+    return fig
+
+
+def speedup_heatmap(table: pd.DataFrame):
+    """Conv2D latency over the best involution's, over kernel size x groups."""
+    pairs = tables.matched(table)
+    if pairs.empty or pairs["kernel_size"].nunique() < 2 or pairs["groups"].nunique() < 2:
+        return None
+    context = {a: tables._modal(pairs[a]) for a in ("stride", "reduction_ratio", "resolution", "channels",
+                                                     "batch", "dtype", "mode", "jit", "backend")}
+    keep = np.ones(len(pairs), bool)
+    for a, value in context.items():
+        keep &= (pairs[a] == value).to_numpy()
+    frame = pairs[keep]
+    if frame["kernel_size"].nunique() < 2 or frame["groups"].nunique() < 2:
+        return None
+    grid = frame.groupby(["groups", "kernel_size"])["speedup"].max().unstack("kernel_size")
+    fig, ax = _figure(6.5, 4.2)
+    sns.heatmap(np.log2(grid), annot=grid.round(2), fmt="", cmap="RdBu", center=0, ax=ax,
+                cbar_kws={"label": "log2 speed-up over Conv2D"})
+    ax.set(title=f"Best involution vs Conv2D ({context['mode']}, stride {context['stride']}, "
+                 f"{context['resolution']} px, C {context['channels']})", xlabel="kernel size K", ylabel="groups G")
+    return fig
+
+
+def roofline(table: pd.DataFrame):
+    rows = tables.ok_layers(table)
+    rows = rows[rows["bytes_min"].notna() & rows["gflops_per_s"].notna()] if not rows.empty else rows
+    if rows.empty:
+        return None
+    rows = rows.assign(intensity=rows["flops"] / rows["bytes_min"])
+    fig, ax = _figure(10, 4.8)
+    sns.scatterplot(data=rows, x="intensity", y="gflops_per_s", hue="series", hue_order=_series_order(rows),
+                    style="mode", ax=ax, s=40)
+    peaks = rows[["peak_flops", "peak_bandwidth"]].dropna() if "peak_flops" in rows else pd.DataFrame()
+    if not peaks.empty:
+        flops, bandwidth = peaks.iloc[0]
+        x = np.logspace(np.log10(rows["intensity"].min() / 2), np.log10(rows["intensity"].max() * 2), 100)
+        ax.plot(x, np.minimum(flops, bandwidth * x) / 1e9, color="0.2", lw=1.5, label="device roof (datasheet)")
+        title = "Roofline (ceilings from the device datasheet)"
+    else:
+        title = "Achieved rate against arithmetic intensity (no known ceilings for this device)"
+    ax.set(xscale="log", yscale="log", xlabel="arithmetic intensity (FLOP per byte of bytes_min)",
+           ylabel="achieved GFLOP/s", title=title)
+    _legend_outside(ax)
+    return fig
+
+
+def rounds_spread(table: pd.DataFrame, rounds: pd.DataFrame, limit: int = 40):
+    if rounds.empty or table.empty:
+        return None
+    frame = rounds.merge(table[["case_id", "run_dir", "median_s"]], on=["case_id", "run_dir"])
+    frame = frame[frame["median_s"] > 0]
+    if frame.empty:
+        return None
+    frame = frame.assign(relative=frame["seconds"] / frame["median_s"])
+    spread = frame.groupby("case_id")["relative"].agg(lambda s: s.quantile(0.9) / s.quantile(0.1))
+    chosen = spread.sort_values(ascending=False).index[:limit]
+    frame = frame[frame["case_id"].isin(chosen)]
+    fig, ax = plt.subplots(figsize=(9, 0.22 * len(chosen) + 1.6), constrained_layout=True)
+    sns.boxplot(data=frame, y="case_id", x="relative", order=list(chosen), ax=ax, fliersize=2, color="#9ecae1")
+    ax.set(xscale="log", xlabel="round time / case median (log)", ylabel="",
+           title=f"Spread of repeated rounds ({len(chosen)} widest of {spread.size} cases)")
+    ax.tick_params(axis="y", labelsize=7)
+    return fig
+
+
+def model_latency(table: pd.DataFrame):
+    rows = table[(table["kind"] == "model") & (table["status"] == "ok")] if not table.empty else table
+    if rows.empty:
+        return None
+    fig, ax = _figure(7.5, 0.35 * rows["case_id"].nunique() + 1.8)
+    sns.barplot(data=rows, y="series", x="latency_ms", hue="mode", ax=ax, errorbar=None)
+    ax.set(xscale="log", xlabel="median step latency (ms, log)", ylabel="", title="Whole networks")
+    return fig
+
+
+EXAMPLE_VAL_ACCURACY = {"seed_conv": 0.7304, "seed_involution": 0.4719}
+
+
+def training_curves(histories: pd.DataFrame | None):
+    if histories is None or histories.empty:
+        return None
+    frame = histories.melt(id_vars=["model", "epoch"], value_vars=["loss", "val_loss", "accuracy", "val_accuracy"],
+                           var_name="metric")
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4), constrained_layout=True)
+    for ax, kind in zip(axes, ("loss", "accuracy"), strict=True):
+        part = frame[frame["metric"].str.endswith(kind)]
+        sns.lineplot(data=part, x="epoch", y="value", hue="model", style="metric", marker="o", ax=ax)
+        ax.set(title=kind.capitalize(), ylabel=kind)
+        if kind == "accuracy":
+            for model, value in EXAMPLE_VAL_ACCURACY.items():
+                ax.axhline(value, ls=":", lw=1, color="0.3")
+                ax.annotate(f"example's final val_accuracy, {model}: {value}", (0, value), fontsize="x-small",
+                            xytext=(2, 2), textcoords="offset points", color="0.3")
+        ax.legend(fontsize="x-small", title=None)
+    return fig

@@ -1,0 +1,193 @@
+"""Tables: short functions of the tidy table (`reports.load`).
+
+A sweep that moves one axis at a time leaves the others at a base value; a
+per-axis view keeps the rows where every other axis sits at its most common
+value among the involution cases, so the same code reads one-axis sweeps,
+grids and merged runs. Baselines (Conv2D, DepthwiseConv2D) are matched on
+the axes they have: groups and reduction ratio do not apply to them.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+CONTEXT = ("kernel_size", "stride", "groups", "reduction_ratio", "resolution", "channels", "batch", "dtype",
+           "mode", "jit")
+AXES = ("kernel_size", "stride", "groups", "reduction_ratio", "resolution", "channels", "batch", "dtype", "mode")
+INVOLUTION_ONLY = ("groups", "reduction_ratio")
+MATCH = ("backend", "device_name", "kernel_size", "stride", "resolution", "channels", "batch", "dtype", "mode", "jit")
+METRICS = {"latency_ms": "latency (ms)", "peak_memory_mb": "peak memory (MB)", "gflops": "GFLOPs",
+           "params": "parameters"}
+
+
+def ok_layers(table: pd.DataFrame) -> pd.DataFrame:
+    if table.empty:
+        return table
+    return table[(table["status"] == "ok") & (table["kind"] == "layer")]
+
+
+def _modal(values: pd.Series):
+    counts = values.value_counts()
+    return counts.index[0] if len(counts) else None
+
+
+def axis_slice(table: pd.DataFrame, axis: str) -> pd.DataFrame:
+    """Layer rows in which only `axis` (and the layer/implementation) varies.
+
+    Per backend and device, the other axes are fixed at the combination under
+    which the involution cases take the most values of `axis` (with a
+    one-axis-at-a-time sweep: the base case). Empty when no such combination
+    has two values.
+    """
+    rows = ok_layers(table)
+    if rows.empty:
+        return rows
+    parts = []
+    others = [a for a in CONTEXT if a != axis]
+    for _, group in rows.groupby(["backend", "device_name"], sort=True):
+        inv = group[group["layer"] == "involution"]
+        if inv.empty:
+            continue
+        spread = inv.groupby(others, dropna=False)[axis].agg(["nunique", "size"])
+        spread = spread[spread["nunique"] >= 2]
+        if spread.empty:
+            continue
+        fixed = dict(zip(others, spread.sort_values(["nunique", "size"], ascending=False).index[0], strict=True))
+        chosen = inv[_matches(inv, fixed)]
+        base = group[group["layer"] != "involution"]
+        base = base[_matches(base, {a: v for a, v in fixed.items() if a not in INVOLUTION_ONLY})]
+        if axis in INVOLUTION_ONLY and len(base):
+            # The baselines do not have this axis: the same row at every value.
+            base = pd.concat([base.assign(**{axis: v}) for v in sorted(chosen[axis].unique())], ignore_index=True)
+        parts += [chosen, base]
+    return pd.concat(parts, ignore_index=True) if parts else rows.iloc[0:0]
+
+
+def _matches(frame: pd.DataFrame, fixed: dict) -> np.ndarray:
+    keep = np.ones(len(frame), bool)
+    for a, value in fixed.items():
+        keep &= (frame[a] == value).to_numpy()
+    return keep
+
+
+def _with_ratios(frame: pd.DataFrame, by: list[str]) -> pd.DataFrame:
+    conv = frame[frame["layer"] == "conv2d"].set_index(by)[["latency_ms", "peak_memory_mb"]]
+    conv = conv[~conv.index.duplicated()]
+    joined = frame.join(conv, on=by, rsuffix="_conv2d")
+    frame = frame.assign(
+        latency_vs_conv2d=joined["latency_ms"] / joined["latency_ms_conv2d"],
+        memory_vs_conv2d=joined["peak_memory_mb"] / joined["peak_memory_mb_conv2d"],
+    )
+    return frame
+
+
+def axis_table(table: pd.DataFrame, axis: str) -> pd.DataFrame:
+    """Per value of `axis`: every series' latency, memory, FLOPs and params,
+    and involution/Conv2D ratios (a ratio < 1 means involution is cheaper)."""
+    frame = axis_slice(table, axis)
+    if frame.empty:
+        return frame
+    by = [axis] + (["backend"] if frame["backend"].nunique() > 1 else [])
+    frame = _with_ratios(frame, by)
+    columns = [axis, "series", *METRICS, "latency_vs_conv2d", "memory_vs_conv2d"]
+    return frame[columns].sort_values([axis, "latency_ms"]).reset_index(drop=True)
+
+
+def latency_pivot(table: pd.DataFrame, axis: str) -> pd.DataFrame:
+    """Median latency (ms): a row per axis value, a column per series."""
+    frame = axis_slice(table, axis)
+    if frame.empty:
+        return frame
+    pivot = frame.pivot_table(index=axis, columns="series", values="latency_ms", aggfunc="median")
+    pivot = pivot[sorted(pivot.columns, key=lambda s: (not s.startswith("involution"), s))]
+    pivot.columns.name = None
+    return pivot.reset_index()
+
+
+def matched(table: pd.DataFrame) -> pd.DataFrame:
+    """Every involution case next to the Conv2D case of the same work."""
+    rows = ok_layers(table)
+    inv = rows[rows["layer"] == "involution"]
+    conv = rows[rows["layer"] == "conv2d"]
+    if inv.empty or conv.empty:
+        return pd.DataFrame()
+    conv = conv[[*MATCH, "latency_ms", "peak_memory_mb", "case_id"]].drop_duplicates(subset=list(MATCH))
+    pairs = inv.merge(conv, on=list(MATCH), suffixes=("", "_conv2d"))
+    pairs["speedup"] = pairs["latency_ms_conv2d"] / pairs["latency_ms"]
+    pairs["memory_ratio"] = pairs["peak_memory_mb"] / pairs["peak_memory_mb_conv2d"]
+    return pairs
+
+
+def wins(table: pd.DataFrame) -> pd.DataFrame:
+    """Per involution series: how many cases beat Conv2D on time or memory."""
+    pairs = matched(table)
+    if pairs.empty:
+        return pairs
+    out = pairs.groupby(["backend", "series"]).agg(
+        cases=("case_id", "count"),
+        faster=("speedup", lambda s: int((s > 1).sum())),
+        lighter=("memory_ratio", lambda s: int((s < 1).sum())),
+        median_speedup=("speedup", "median"),
+        best_speedup=("speedup", "max"),
+    )
+    return out.reset_index().sort_values(["backend", "median_speedup"], ascending=[True, False])
+
+
+def winning_cases(table: pd.DataFrame, limit: int = 50) -> pd.DataFrame:
+    """Involution cases faster than Conv2D, best first."""
+    pairs = matched(table)
+    if pairs.empty:
+        return pairs
+    best = pairs[pairs["speedup"] > 1].sort_values("speedup", ascending=False).head(limit)
+    return best[["case_id", "series", "latency_ms", "latency_ms_conv2d", "speedup", "memory_ratio"]].reset_index(
+        drop=True)
+
+
+def best_implementation(table: pd.DataFrame) -> pd.DataFrame:
+    """Per backend, device, mode and dtype: the involution implementation that
+    is fastest most often, and every implementation's geometric-mean slowdown
+    against the fastest of each case."""
+    rows = ok_layers(table)
+    inv = rows[(rows["layer"] == "involution") & (rows["implementation"] != "auto")]
+    if inv.empty:
+        return pd.DataFrame()
+    group = ["backend", "device_name", "mode", "dtype"]
+    geometry = ["kernel_size", "stride", "groups", "reduction_ratio", "resolution", "channels", "batch", "jit"]
+    fastest = inv.groupby(group + geometry)["latency_ms"].transform("min")
+    inv = inv.assign(slowdown=inv["latency_ms"] / fastest, fastest=inv["latency_ms"] == fastest)
+    out = inv.groupby([*group, "implementation"]).agg(
+        cases=("case_id", "count"), fastest_in=("fastest", "sum"),
+        geomean_slowdown=("slowdown", lambda s: float(np.exp(np.log(s).mean()))),
+    ).reset_index()
+    return out.sort_values([*group, "geomean_slowdown"]).reset_index(drop=True)
+
+
+def statuses(table: pd.DataFrame) -> pd.DataFrame:
+    if table.empty:
+        return pd.DataFrame()
+    return table.groupby(["backend", "status"]).size().rename("cases").reset_index()
+
+
+def failures(table: pd.DataFrame) -> pd.DataFrame:
+    if table.empty:
+        return pd.DataFrame()
+    return table[table["status"] != "ok"][["case_id", "backend", "status", "error"]].reset_index(drop=True)
+
+
+def models(table: pd.DataFrame) -> pd.DataFrame:
+    if table.empty:
+        return pd.DataFrame()
+    rows = table[(table["kind"] == "model") & (table["status"] == "ok")]
+    if rows.empty:
+        return pd.DataFrame()
+    rows = rows.assign(gmacs=rows["macs"] / rows["batch"] / 1e9, params_m=rows["params"] / 1e6)
+    columns = ["layer", "series", "backend", "mode", "batch", "resolution", "latency_ms", "throughput",
+               "peak_memory_mb", "params_m", "gmacs"]
+    return rows[[c for c in columns if c in rows]].sort_values(["mode", "layer"]).reset_index(drop=True)
+
+
+def profiled(table: pd.DataFrame) -> pd.DataFrame:
+    if table.empty or "trace_dir" not in table:
+        return pd.DataFrame()
+    return table[table["trace_dir"].notna() & (table["trace_dir"] != "")]
