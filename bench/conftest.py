@@ -81,13 +81,14 @@ def pytest_report_header(config):
 
 
 def pytest_generate_tests(metafunc):
-    if "case" not in metafunc.fixturenames:
+    # Parametrized by id (a plain string in benchmark.json); `case` resolves it.
+    if "case_id" not in metafunc.fixturenames:
         return
     params = []
     for case, reason in _session(metafunc.config).cases:
         marks = [pytest.mark.skip(reason=f"{case.id}: {reason}")] if reason else []
-        params.append(pytest.param(case, id=case.id, marks=marks))
-    metafunc.parametrize("case", params)
+        params.append(pytest.param(case.id, id=case.id, marks=marks))
+    metafunc.parametrize("case_id", params)
 
 
 def pytest_collection_modifyitems(config, items):
@@ -98,8 +99,8 @@ def pytest_collection_modifyitems(config, items):
         return
     keep, done = [], []
     for item in items:
-        case = getattr(item, "callspec", None) and item.callspec.params.get("case")
-        (done if case is not None and case.id in finished else keep).append(item)
+        case_id = getattr(item, "callspec", None) and item.callspec.params.get("case_id")
+        (done if case_id in finished else keep).append(item)
     if done:
         config.hook.pytest_deselected(items=done)
         items[:] = keep
@@ -108,6 +109,11 @@ def pytest_collection_modifyitems(config, items):
 @pytest.fixture
 def bench_session(request) -> BenchSession:
     return _session(request.config)
+
+
+@pytest.fixture
+def case(case_id, bench_session):
+    return bench_session.by_id[case_id]
 
 
 def pytest_benchmark_update_machine_info(config, machine_info):

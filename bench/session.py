@@ -123,6 +123,7 @@ class BenchSession:
 
         cases = shard_cases(self.sweep.cases(self.backend, self.device), self.shard)
         self.cases = [(case, drop_reason(case, self.backend, self.device)) for case in cases]
+        self.by_id = {case.id: case for case in cases}
         self.finished = self.run_dir.finished_ids() if options.resume else set()
         self.summary = Summary()
         self.overhead_per_round: float | None = None
@@ -267,7 +268,8 @@ class BenchSession:
         if not median:
             return {}
         peaks = machine.peaks(self.device_name, case.dtype, self.options.tf32)
-        rates = {"throughput": case.batch / median, "gflops_per_s": row["flops"] / median / 1e9, **peaks}
+        rates = {"throughput": case.batch / median, "gflops_per_s": row["flops"] / median / 1e9, **peaks,
+                 "gbytes_per_s": None, "flops_fraction": None, "bandwidth_fraction": None}
         if row.get("bytes_min"):
             rates["gbytes_per_s"] = row["bytes_min"] / median / 1e9
         if peaks["peak_flops"]:

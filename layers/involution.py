@@ -31,15 +31,23 @@ def _positive_int(name: str, value) -> int:
 def stage(name: str):
     """Name a stage of the layer so that it shows in profiler traces.
 
-    `keras.name_scope` becomes a TensorFlow name scope or a JAX named scope
-    (both end up in op names of the trace); PyTorch ops are grouped under a
-    `torch.profiler.record_function` range.
+    `keras.name_scope` becomes a TensorFlow name scope (op names in the trace)
+    or a JAX named scope (HLO op metadata, which GPU traces show). PyTorch ops
+    are grouped under a `torch.profiler.record_function` range; JAX also
+    gets a `jax.profiler.TraceAnnotation`, a range in traces of steps that
+    run the layer's Python (op by op), since XLA's CPU events carry no scope.
     """
     with keras.name_scope(name):
-        if backend.backend() == "torch":
+        name_backend = backend.backend()
+        if name_backend == "torch":
             import torch
 
             with torch.profiler.record_function(name):
+                yield
+        elif name_backend == "jax":
+            import jax
+
+            with jax.profiler.TraceAnnotation(name):
                 yield
         else:
             yield

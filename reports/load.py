@@ -75,7 +75,7 @@ def load_runs(paths: list[str | Path]) -> Loaded:
             raise ReportError(f"{path}: not a directory (give the run directory that holds results.jsonl)")
         results = path / "results.jsonl"
         history = path / "seed_history.jsonl"
-        if not results.exists() and not history.exists():
+        if not results.exists() and not history.exists() and not list(path.glob("kernel_maps*.png")):
             raise ReportError(f"{path}: no results.jsonl (nor seed_history.jsonl): not a benchmark run directory")
         meta = {}
         if (path / "run.json").exists():
@@ -98,7 +98,7 @@ def load_runs(paths: list[str | Path]) -> Loaded:
             for row in _read_rows_plain(history, skipped):
                 histories.append({**row, "run_dir": str(path)})
         maps += sorted(path.glob("kernel_maps*.png"))
-    if not rows and not histories:
+    if not rows and not histories and not maps:
         raise ReportError(f"{', '.join(map(str, paths))}: no valid result rows"
                           + (f" ({len(skipped)} line(s) skipped)" if skipped else " (an empty run)"))
     table = pd.DataFrame(rows)

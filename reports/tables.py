@@ -72,9 +72,8 @@ def _matches(frame: pd.DataFrame, fixed: dict) -> np.ndarray:
 
 
 def _with_ratios(frame: pd.DataFrame, by: list[str]) -> pd.DataFrame:
-    conv = frame[frame["layer"] == "conv2d"].set_index(by)[["latency_ms", "peak_memory_mb"]]
-    conv = conv[~conv.index.duplicated()]
-    joined = frame.join(conv, on=by, rsuffix="_conv2d")
+    conv = frame[frame["layer"] == "conv2d"][[*by, "latency_ms", "peak_memory_mb"]].drop_duplicates(subset=by)
+    joined = frame.merge(conv, on=by, how="left", suffixes=("", "_conv2d"))
     frame = frame.assign(
         latency_vs_conv2d=joined["latency_ms"] / joined["latency_ms_conv2d"],
         memory_vs_conv2d=joined["peak_memory_mb"] / joined["peak_memory_mb_conv2d"],

@@ -1,0 +1,120 @@
+"""Profiler traces of selected cases (`--profile[=EXPR]`).
+
+After a case's timed rounds (so its numbers are untouched), a few steps run
+under the backend's profiler:
+
+- TensorFlow (`tf.profiler`) and JAX (`jax.profiler`) write TensorBoard's
+  layout, one session per case named after its id:
+  `<run-dir>/traces/plugins/profile/<case id>/<host>.xplane.pb`; open with
+  `tensorboard --logdir <run-dir>/traces`. On a CPU, XLA's events carry no
+  framework names, so a JAX capture adds one op-by-op step after the
+  compiled ones: its ranges name the layer's stages.
+- PyTorch (`torch.profiler`) writes `<run-dir>/traces/torch/<case id>/trace.json`
+  (Chrome/Perfetto format; TensorBoard's profile plugin cannot read it).
+
+The top operations by self time are extracted into the case's row.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import shutil
+from collections import defaultdict
+
+STEPS = 3
+TOP = 15
+OP_BY_OP = "op-by-op step (names the layer's stages)"
+STAGES = ("kernel_generation", "aggregation")
+
+
+def capture(session, case, step) -> dict:
+    backend = session.runner.name
+    traces = session.run_dir.traces
+    scratch = traces / f".capture-{case.id}"
+    shutil.rmtree(scratch, ignore_errors=True)
+    op_by_op = backend == "jax" and case.jit
+    if op_by_op:
+        step.sync(step.eager())  # compile every op outside the trace
+    with session.runner.trace(str(scratch)):
+        for _ in range(STEPS):
+            step.round()
+        if op_by_op:
+            import jax
+
+            with jax.profiler.TraceAnnotation(OP_BY_OP):
+                step.sync(step.eager())
+    if backend == "torch":
+        target = traces / "torch" / case.id
+        shutil.rmtree(target, ignore_errors=True)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.move(str(scratch), target)
+        with open(target / "ops.json") as f:
+            ops = sorted(json.load(f), key=lambda r: -r["self_time_us"])[:TOP]
+        source = "torch.profiler key_averages (self time; device time on CUDA)"
+    else:
+        sessions = sorted(glob.glob(str(scratch / "plugins" / "profile" / "*")))
+        if not sessions:
+            raise RuntimeError(f"the profiler wrote no session under {scratch}")
+        target = traces / "plugins" / "profile" / case.id
+        shutil.rmtree(target, ignore_errors=True)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.move(sessions[-1], target)
+        shutil.rmtree(scratch, ignore_errors=True)
+        ops, source = top_operations(str(target))
+    return {"trace_dir": str(target), "top_ops": ops, "top_ops_source": source}
+
+
+def _table_rows(data: bytes) -> list[dict]:
+    tables = json.loads(data)
+    table = tables[0] if isinstance(tables, list) else tables
+    columns = [c["id"] for c in table.get("cols", [])]
+    return [{c: cell.get("v") if isinstance(cell, dict) else None for c, cell in zip(columns, row["c"], strict=False)}
+            for row in table.get("rows", [])]
+
+
+def top_operations(session_dir: str, top: int = TOP) -> tuple[list[dict], str]:
+    """Top operations of an xplane session by self time: xprof's framework
+    op statistics where it has them, else trace events summed by name."""
+    from xprof.convert import raw_to_tool_data
+
+    files = sorted(glob.glob(os.path.join(session_dir, "*.xplane.pb")))
+    if not files:
+        return [], "no .xplane.pb"
+    data, _ = raw_to_tool_data.xspace_to_tool_data(files, "framework_op_stats", {})
+    rows = [r for r in _table_rows(data) if r.get("type") not in (None, "IDLE") and r.get("total_self_time")]
+    if rows:
+        rows.sort(key=lambda r: -r["total_self_time"])
+        return [{"operation": r["operation"], "type": r["type"], "where": r.get("host_or_device", ""),
+                 "occurrences": int(r.get("occurrences") or 0), "self_time_us": float(r["total_self_time"])}
+                for r in rows[:top]], "xprof framework_op_stats (self time)"
+    data, _ = raw_to_tool_data.xspace_to_tool_data(files, "trace_viewer@", {})
+    return _from_events(json.loads(data).get("traceEvents", []), top)
+
+
+def _from_events(events: list[dict], top: int) -> tuple[list[dict], str]:
+    """Compiled ops: events on the runtime's worker threads, outside the
+    op-by-op step; stages: the layer's named ranges inside it."""
+    threads = {(e.get("pid"), e.get("tid")): e.get("args", {}).get("name", "") for e in events
+               if e.get("ph") == "M" and e.get("name") == "thread_name"}
+    windows = [(e["ts"], e["ts"] + e.get("dur", 0)) for e in events if e.get("name") == OP_BY_OP]
+    totals: dict[str, list[float]] = defaultdict(lambda: [0.0, 0])
+    stages: dict[str, list[float]] = defaultdict(lambda: [0.0, 0])
+    for event in events:
+        name = event.get("name", "")
+        if event.get("ph") != "X" or name.startswith(("$", "end: ", "ThreadpoolListener", "ThunkExecutor")):
+            continue
+        inside = any(start <= event.get("ts", 0) <= end for start, end in windows)
+        if inside and name in STAGES:
+            stages[name][0] += float(event.get("dur", 0.0))
+            stages[name][1] += 1
+        elif not inside and threads.get((event.get("pid"), event.get("tid"))) != "python" and name != OP_BY_OP:
+            totals[name][0] += float(event.get("dur", 0.0))
+            totals[name][1] += 1
+    ranked = sorted(totals.items(), key=lambda item: -item[1][0])[:top]
+    rows = [{"operation": name, "type": "compiled op", "where": "host", "occurrences": count, "self_time_us": total}
+            for name, (total, count) in ranked]
+    rows += [{"operation": name, "type": "stage", "where": "op-by-op step", "occurrences": count,
+              "self_time_us": total} for name, (total, count) in stages.items()]
+    return rows, "xprof trace viewer events: compiled ops by total time, and the stages of one op-by-op step"

@@ -1,0 +1,101 @@
+"""The smoke sweep end to end: rows, fields, files, summary and report."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+
+from bench import sweeps
+from bench.cases import drop_reason
+from bench.session import EXTRA_INFO
+from tests import backend as tb
+from tests.bench.conftest import INJECTED
+
+
+def _runnable():
+    cases = sweeps.load("smoke").cases(tb.NAME, "cpu")
+    return {c.id for c in cases if drop_reason(c, tb.NAME, "cpu") is None}
+
+
+def test_exit_code_and_summary(smoke_run):
+    assert smoke_run.returncode == 0, smoke_run.output[-4000:]
+    out = smoke_run.output
+    assert "involution-bench:" in out and "wall time" in out and "per-case overhead" in out
+    assert "harness cost per round" in out
+    assert f"report: {smoke_run.path / 'report.html'}" in out
+    assert (smoke_run.path / "report.html").stat().st_size > 10_000
+
+
+def test_one_row_per_runnable_case(smoke_run):
+    ids = [row["case_id"] for row in smoke_run.rows]
+    assert sorted(ids) == sorted(_runnable())
+
+
+def test_injected_failure_is_a_row_and_the_sweep_goes_on(smoke_run):
+    rows = {row["case_id"]: row for row in smoke_run.rows}
+    failed = [i for i in rows if re.search(INJECTED, i)]
+    assert len(failed) == 1
+    assert rows[failed[0]]["status"] == "error" and "injected" in rows[failed[0]]["error"]
+    assert all(row["status"] == "ok" for i, row in rows.items() if i not in failed), [
+        (i, r["error"]) for i, r in rows.items() if r["status"] != "ok"]
+    assert f"{failed[0]}: recorded with status error" in smoke_run.output
+
+
+def test_dropped_cases_are_reported_with_a_reason(smoke_run):
+    dropped = {c.id: drop_reason(c, tb.NAME, "cpu") for c in sweeps.load("smoke").cases(tb.NAME, "cpu")}
+    dropped = {k: v for k, v in dropped.items() if v}
+    if tb.NAME in ("jax", "torch"):
+        assert dropped, "the fused kernel must be listed as dropped on a CPU"
+    for case_id, reason in dropped.items():
+        assert f"{case_id}: {reason}" in smoke_run.output
+
+
+def test_every_field_present_and_plausible(smoke_run):
+    for row in smoke_run.rows:
+        if row["status"] != "ok":
+            continue
+        for key in EXTRA_INFO + ("median_s", "rounds", "rounds_s", "wall_s", "overhead_s"):
+            assert key in row, (row["case_id"], key)
+        # No datasheet peaks for a CPU: the fractions are recorded as unknown.
+        assert row["flops_fraction"] is None and row["bandwidth_fraction"] is None
+        assert row["backend"] == tb.NAME and row["device"] == "cpu"
+        assert row["params"] > 0 and row["trainable_params"] > 0 and row["macs"] > 0
+        assert row["flops"] == 2 * row["macs"] * (3 if row["mode"] == "training" else 1)
+        assert 0 < row["min_s"] <= row["median_s"] <= row["max_s"]
+        assert row["rounds"] >= 3 and len(row["rounds_s"]) == min(row["rounds"], 256)
+        assert abs(row["throughput"] - row["batch"] / row["median_s"]) < 1e-6 * row["throughput"]
+        assert row["compile_seconds"] >= 0 and row["warmup_calls"] >= 3
+        assert row["peak_memory_bytes"] > 0 and "memray" in row["peak_memory_source"]
+        assert row["flops_measured"] > 0 and row["flops_measured_source"]
+        assert "TF32 off" in row["precision"] or "highest" in row["precision"]
+        if row["kind"] == "layer":
+            assert row["bytes_min"] > 0 and row["gbytes_per_s"] > 0
+        assert row["implementation_resolved"] != "auto"
+
+
+def test_benchmark_json_is_pytest_benchmarks_format(smoke_run):
+    document = json.loads((smoke_run.path / "benchmark.json").read_text())
+    info = document["machine_info"]["involution_bench"]
+    assert info["backend"] == tb.NAME and "keras" in info and info["precision"]
+    assert info["cpu"] and info["cpu_count"] >= 1
+    ok = {row["case_id"] for row in smoke_run.rows if row["status"] == "ok"}
+    names = {b["params"]["case_id"] for b in document["benchmarks"]}
+    assert ok <= names
+    for bench in document["benchmarks"]:
+        extra = bench["extra_info"]
+        assert extra["case_id"] == bench["params"]["case_id"]
+        assert all(isinstance(v, (int, float, str, bool)) for v in extra.values())
+        assert bench["stats"]["median"] > 0
+    compare = subprocess.run([sys.executable, "-m", "pytest_benchmark", "compare", str(smoke_run.path /
+                                                                                       "benchmark.json")],
+                             capture_output=True, text=True, timeout=120)
+    assert compare.returncode == 0, compare.stderr
+    assert "test_case" in compare.stdout
+
+
+def test_run_json_describes_the_run(smoke_run):
+    meta = json.loads((smoke_run.path / "run.json").read_text())
+    assert meta["backend"] == tb.NAME and meta["sweep"] == "smoke" and meta["precision"]
+    assert meta["versions"]["keras"]
