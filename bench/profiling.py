@@ -1,7 +1,7 @@
 """Profiler traces of selected cases (`--profile[=EXPR]`).
 
-After a case's timed rounds (so its numbers are untouched), a few steps run
-under the backend's profiler:
+After a case's timed rounds (so its numbers are untouched), a few steps (at
+least 5 and about 50 ms) run under the backend's profiler:
 
 - TensorFlow (`tf.profiler`) and JAX (`jax.profiler`) write TensorBoard's
   layout, one session per case named after its id:
@@ -23,7 +23,8 @@ import os
 import shutil
 from collections import defaultdict
 
-STEPS = 3
+STEPS = 5
+ATTEMPTS = 3
 TOP = 15
 OP_BY_OP = "op-by-op step (names the layer's stages)"
 STAGES = ("kernel_generation", "aggregation")
@@ -32,38 +33,59 @@ STAGES = ("kernel_generation", "aggregation")
 def capture(session, case, step) -> dict:
     backend = session.runner.name
     traces = session.run_dir.traces
-    scratch = traces / f".capture-{case.id}"
-    shutil.rmtree(scratch, ignore_errors=True)
     op_by_op = backend == "jax" and case.jit
     if op_by_op:
         step.sync(step.eager())  # compile every op outside the trace
-    with session.runner.trace(str(scratch)):
-        for _ in range(STEPS):
-            step.round()
-        if op_by_op:
-            import jax
+    steps = max(STEPS, min(50, int(0.05 / max(_step_seconds(step), 1e-6))))
+    attempts = 0
+    while attempts < ATTEMPTS:
+        attempts += 1
+        scratch = traces / f".capture-{case.id}"
+        shutil.rmtree(scratch, ignore_errors=True)
+        with session.runner.trace(str(scratch)):
+            for _ in range(steps):
+                step.round()
+            if op_by_op:
+                import jax
 
-            with jax.profiler.TraceAnnotation(OP_BY_OP):
-                step.sync(step.eager())
+                with jax.profiler.TraceAnnotation(OP_BY_OP):
+                    step.sync(step.eager())
+        target, ops, source = _collect(backend, traces, scratch, case.id)
+        # TensorFlow's host tracer now and then records a session without
+        # any op-level event (executor events only): capture it again.
+        if backend != "tensorflow" or source.startswith("xprof framework_op_stats"):
+            break
+    return {"trace_dir": str(target), "top_ops": ops, "top_ops_source": source, "profile_steps": steps,
+            "profile_attempts": attempts}
+
+
+def _step_seconds(step) -> float:
+    import time
+
+    start = time.perf_counter()
+    step.round()
+    return time.perf_counter() - start
+
+
+def _collect(backend: str, traces, scratch, case_id: str):
     if backend == "torch":
-        target = traces / "torch" / case.id
+        target = traces / "torch" / case_id
         shutil.rmtree(target, ignore_errors=True)
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.move(str(scratch), target)
         with open(target / "ops.json") as f:
             ops = sorted(json.load(f), key=lambda r: -r["self_time_us"])[:TOP]
-        source = "torch.profiler key_averages (self time; device time on CUDA)"
-    else:
-        sessions = sorted(glob.glob(str(scratch / "plugins" / "profile" / "*")))
-        if not sessions:
-            raise RuntimeError(f"the profiler wrote no session under {scratch}")
-        target = traces / "plugins" / "profile" / case.id
-        shutil.rmtree(target, ignore_errors=True)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.move(sessions[-1], target)
-        shutil.rmtree(scratch, ignore_errors=True)
-        ops, source = top_operations(str(target))
-    return {"trace_dir": str(target), "top_ops": ops, "top_ops_source": source}
+        return target, ops, "torch.profiler key_averages (self time; device time on CUDA)"
+    sessions = sorted(glob.glob(str(scratch / "plugins" / "profile" / "*")))
+    if not sessions:
+        raise RuntimeError(f"the profiler wrote no session under {scratch}")
+    target = traces / "plugins" / "profile" / case_id
+    shutil.rmtree(target, ignore_errors=True)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.move(sessions[-1], target)
+    shutil.rmtree(scratch, ignore_errors=True)
+    ops, source = top_operations(str(target))
+    return target, ops, source
 
 
 def _table_rows(data: bytes) -> list[dict]:

@@ -202,8 +202,8 @@ def sample_images(count: int = 10) -> np.ndarray:
     """Photographs shipped with scikit-image, centre-cropped to 32x32 RGB."""
     from skimage import data, transform
 
-    names = ["astronaut", "coffee", "chelsea", "rocket", "camera", "immunohistochemistry", "retina", "hubble_deep_field",
-             "colorwheel", "logo"]
+    names = ["astronaut", "coffee", "chelsea", "rocket", "camera", "immunohistochemistry", "retina",
+             "hubble_deep_field", "colorwheel", "logo"]
     out = []
     for name in names[:count]:
         try:
@@ -222,7 +222,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.seed_models", description=__doc__.split("\n\n")[0])
     parser.add_argument("--epochs", type=int, default=20, help="epochs per model (the example: 20)")
     parser.add_argument("--cifar10", metavar="PATH", help="folder of the official python CIFAR-10 batches")
-    parser.add_argument("--run-dir", metavar="DIR", help="where to write (default: reports/runs/<UTC>-seed-<backend>)")
+    parser.add_argument("--run-dir", metavar="DIR",
+                        help="where to write (default: reports/runs/<UTC>-seed-<backend>)")
     parser.add_argument("--download", action="store_true", help="download CIFAR-10 into Keras' cache if missing")
     parser.add_argument("--sample-images", action="store_true",
                         help="also draw kernel maps for scikit-image's sample photographs (works without CIFAR-10)")

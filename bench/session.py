@@ -107,9 +107,8 @@ class BenchSession:
             self.shard = self.shard or (tuple(previous["shard"]) if previous.get("shard") else None)
         else:
             sweep_name = options.sweep or ("full" if self.device == "gpu" else "quick")
-            path = options.run_dir or root / "reports" / "runs" / (
-                f"{rundir.utc_stamp()}-{self.backend}-{'cpu' if self.device == 'cpu' else machine.slug(self.device_name)}"
-            )
+            device = "cpu" if self.device == "cpu" else machine.slug(self.device_name)
+            path = options.run_dir or root / "reports" / "runs" / f"{rundir.utc_stamp()}-{self.backend}-{device}"
             self.run_dir = rundir.RunDir(path)
         try:
             self.sweep = sweeps.load(sweep_name)

@@ -266,7 +266,7 @@ def build_report(run_dirs: list[str | Path], output: str | Path | None = None) -
     page = env.get_template("report.html.j2").render(
         title="involution-bench report",
         subtitle=f"Involution against Conv2D and DepthwiseConv2D · backends: {', '.join(backends) or 'none'}",
-        generated=dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        generated=dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
         runs=loaded.runs,
         sections=sections,
     )

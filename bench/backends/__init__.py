@@ -62,6 +62,10 @@ class Runner:
     def versions(self) -> dict[str, str]:
         return {"keras": keras.__version__}
 
+    def sync_function(self) -> Callable[[Any], None]:
+        """What ends every timed round: blocks until a step's outputs exist."""
+        raise NotImplementedError
+
     def prepare(self, case: Case, module, x: np.ndarray, cotangent: np.ndarray, dtype: str) -> Step:
         """x: float32 input, cast to `dtype` on the device; cotangent: the
         output gradient of a training step."""

@@ -38,6 +38,9 @@ class JaxRunner(Runner):
 
         return super().versions() | {"jax": jax.__version__, "jaxlib": jaxlib.__version__}
 
+    def sync_function(self):
+        return jax.block_until_ready
+
     def prepare(self, case: Case, module, x: np.ndarray, cotangent: np.ndarray, dtype: str) -> Step:
         # stateless_call passes keyword arguments straight to call(); layers
         # such as Conv2D take no `training`.
@@ -63,7 +66,7 @@ class JaxRunner(Runner):
         compiled = jitted if case.jit else fn
         return Step(
             run=lambda: compiled(*args),
-            sync=jax.block_until_ready,
+            sync=self.sync_function(),
             eager=lambda: fn(*args),
             info={"jitted": jitted, "args": args},
         )

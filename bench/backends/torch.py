@@ -44,6 +44,15 @@ class TorchRunner(Runner):
             pass
         return versions
 
+    def sync_function(self):
+        if torch.cuda.is_available():
+            def sync(_):
+                torch.cuda.synchronize()
+        else:
+            def sync(_):  # CPU kernels return when done
+                return None
+        return sync
+
     def prepare(self, case: Case, module, x: np.ndarray, cotangent: np.ndarray, dtype: str) -> Step:
         device = get_device()
         xt = torch.tensor(x, device=device).to(getattr(torch, dtype))
@@ -73,13 +82,7 @@ class TorchRunner(Runner):
                     tensor.grad = None
 
         compiled = torch.compile(fn) if case.jit else fn
-        if device.startswith("cuda") or device == "cuda":
-            def sync(_):
-                torch.cuda.synchronize()
-        else:
-            def sync(_):
-                return None
-        return Step(run=compiled, sync=sync, eager=fn if case.mode == "inference" else counted,
+        return Step(run=compiled, sync=self.sync_function(), eager=fn if case.mode == "inference" else counted,
                     info={"device": device})
 
     def measured_flops(self, step: Step) -> tuple[float | None, str]:

@@ -1,0 +1,117 @@
+"""The measurements themselves: the harness's own cost, analytic against
+measured FLOPs, and measured peak memory against the tensors a step must
+hold."""
+
+from __future__ import annotations
+
+import statistics
+import time
+
+import numpy as np
+import pytest
+
+from bench import backends, timing
+from bench.backends import Step
+from bench.cases import Case
+from layers import counting, registry
+from tests import backend as tb
+
+RUNNER = backends.current()
+
+
+def _spin(seconds: float) -> None:
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        pass
+
+
+def test_harness_adds_under_five_percent_to_a_100us_operation(benchmark):
+    """A 100 us step timed through the harness (Step.round inside
+    benchmark.pedantic, the backend's device wait included) against the same
+    step in a bare loop."""
+    output = tb.tensor(np.ones((4, 4), "float32"))
+    step = Step(run=lambda: (_spin(100e-6), output)[1], sync=RUNNER.sync_function(), eager=lambda: None)
+
+    def bare(rounds: int) -> float:
+        times = []
+        for _ in range(rounds):
+            start = time.perf_counter()
+            step.sync(step.run())
+            times.append(time.perf_counter() - start)
+        return statistics.median(times)
+
+    baseline = min(bare(1000) for _ in range(3))
+    benchmark.pedantic(step.round, rounds=3000, iterations=1, warmup_rounds=100)
+    harness = benchmark.stats.stats.median
+    assert harness < baseline * 1.05, (harness, baseline)
+    assert timing.harness_overhead(step.sync) < 5e-6
+
+
+def test_round_planning():
+    assert timing.plan_rounds(0.01, 1.0, 5, 1000) == 100
+    assert timing.plan_rounds(2.0, 1.0, 5, 1000) == 5
+    assert timing.plan_rounds(1e-7, 1.0, 5, 1000) == 1000
+    warm = timing.warm_up(lambda: _spin(1e-3), min_calls=3, min_seconds=0.01)
+    assert warm.calls >= 3 and 0.5e-3 < warm.estimate < 20e-3
+
+
+def _measured(case: Case):
+    module = registry.build(case.layer, **case.params())
+    shape = (case.batch, case.resolution, case.resolution, case.channels)
+    module.build(shape)
+    x = np.random.default_rng(0).standard_normal(shape).astype("float32")
+    g = np.ones(tuple(module.compute_output_shape(shape)), "float32")
+    return RUNNER.prepare(case, module, x, g, "float32")
+
+
+def _case(**changes) -> Case:
+    base = dict(layer="conv2d", implementation="keras", kernel_size=3, stride=1, groups=0, reduction_ratio=0,
+                resolution=16, channels=32, batch=2, dtype="float32", mode="inference", jit=False)
+    return Case(**(base | changes))
+
+
+def _analytic(case: Case):
+    return counting.layer_figures(case.layer, case.implementation, batch=case.batch, resolution=case.resolution,
+                                  channels=case.channels, kernel_size=case.kernel_size, stride=case.stride,
+                                  groups=case.groups, reduction_ratio=case.reduction_ratio, mode=case.mode)
+
+
+def test_conv2d_flops_agree_with_the_framework_counter():
+    """TensorFlow's profiler and PyTorch's FlopCounterMode see a whole
+    Conv2D; XLA sees it on a CPU but skips the products with zero padding
+    (8% of a 3x3 convolution at 16 px, 2% at 64 px)."""
+    case = _case(resolution=64, channels=16)
+    measured, source = RUNNER.measured_flops(_measured(case))
+    assert measured is not None, source
+    assert abs(measured / _analytic(case).flops - 1) < 0.05, (measured, _analytic(case).flops, source)
+
+
+def test_involution_flops_agree_with_xla_cost_analysis():
+    """XLA's cost analysis sees the whole involution on a CPU (TensorFlow's
+    profiler and PyTorch's counter skip its elementwise aggregation)."""
+    if tb.NAME != "jax":
+        pytest.skip("XLA cost analysis is the counter that sees the whole involution (JAX backend)")
+    case = _case(layer="involution", implementation="shiftsum", kernel_size=7, groups=4, reduction_ratio=4,
+                 channels=64, jit=True)
+    measured, source = RUNNER.measured_flops(_measured(case))
+    analytic = _analytic(case).flops
+    assert abs(measured / analytic - 1) < 0.05, (measured, analytic, source)
+    # Training: the analytic figure is the ideal 3x the forward pass; the
+    # shift-sum's backward also adds each tap's input gradient into the padded
+    # input, which XLA counts: more, never less.
+    case = _case(**(case.params() | {"mode": "training"}))
+    measured, _ = RUNNER.measured_flops(_measured(case))
+    assert 1.0 <= measured / _analytic(case).flops < 1.5
+
+
+def test_peak_memory_holds_the_patch_tensor():
+    """The reference implementation builds a (B, H, W, K*K, C) tensor: the
+    measured peak of a step must hold at least that."""
+    case = _case(layer="involution", implementation="reference", kernel_size=7, groups=4, reduction_ratio=4,
+                 channels=32, resolution=24, batch=4)
+    patches = case.batch * case.resolution**2 * 49 * case.channels * 4
+    peak, source = RUNNER.peak_memory(_measured(case))
+    assert peak >= patches, (peak, patches, source)
+    conv = _case(channels=32, resolution=24, batch=4)
+    conv_peak, _ = RUNNER.peak_memory(_measured(conv))
+    assert conv_peak < peak

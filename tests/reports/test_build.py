@@ -1,0 +1,147 @@
+"""report.html: self-contained, every plot embedded, the tables there;
+results.csv beside it; the command line's exit codes; scale."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import subprocess
+import sys
+import time
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from reports import build
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+class Page(HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.images, self.tables, self.sections, self.links = [], 0, [], []
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        if tag == "img":
+            self.images.append(attrs.get("src", ""))
+        if tag == "table" and "sortable" in attrs.get("class", ""):
+            self.tables += 1
+        if tag == "section":
+            self.sections.append(attrs.get("id"))
+        for key in ("src", "href"):
+            if attrs.get(key):
+                self.links.append(attrs[key])
+
+
+def _parse(path: Path) -> Page:
+    page = Page()
+    page.feed(path.read_text())
+    return page
+
+
+def test_report_of_a_run(fixtures, tmp_path):
+    out = build.build_report([fixtures / "run_base"], output=tmp_path / "report.html")
+    page = _parse(out)
+    assert page.sections == ["environment", "summary", "axes", "costs", "roofline", "spread", "profiles", "results"]
+    assert len(page.images) == 7  # kernel size, stride, groups; FLOPs+params; heat map; roofline; spread
+    for src in page.images:
+        assert src.startswith("data:image/png;base64,")
+        assert base64.b64decode(src.split(",", 1)[1])[:8] == b"\x89PNG\r\n\x1a\n"
+    assert page.tables >= 8
+    assert not [link for link in page.links if link.startswith(("http:", "https:", "//"))]
+    text = out.read_text()
+    assert "Fixture CPU" in text and "full FP32 (TF32 off)" in text and "involution/aggregation/Mul" in text
+    csv = pd.read_csv(tmp_path / "results.csv")
+    assert len(csv) == 18 and {"case_id", "latency_ms", "series"} <= set(csv.columns)
+
+
+def test_report_of_a_training_run(fixtures, tmp_path):
+    out = build.build_report([fixtures / "run_seed"], output=tmp_path / "report.html")
+    page = _parse(out)
+    assert "models" in page.sections
+    text = out.read_text()
+    assert "0.7304" in text and "0.4719" in text and "Involution kernel maps" in text
+    assert len(page.images) == 2  # training curves, kernel maps
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    return subprocess.run([sys.executable, "-m", "reports", *args], capture_output=True, text=True, env=env,
+                          cwd=ROOT, timeout=300)
+
+
+def test_cli_build(fixtures, tmp_path):
+    result = _cli("build", str(fixtures / "run_base"), str(fixtures / "run_new"), "-o", str(tmp_path / "r.html"))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == str(tmp_path / "r.html")
+
+
+def test_cli_build_lists_what_it_skipped(fixtures, tmp_path):
+    result = _cli("build", str(fixtures / "run_broken"), "-o", str(tmp_path / "r.html"))
+    assert result.returncode == 0
+    assert result.stderr.count("skipped: ") == 3
+    assert "Skipped 3 input line(s)" in (tmp_path / "r.html").read_text()
+
+
+@pytest.mark.parametrize("name, message", [
+    ("no_such_run", "no such run directory"),
+    ("run_empty", "an empty run"),
+    ("run_foreign", "no valid result rows"),
+])
+def test_cli_bad_input_is_one_line_and_exit_2(fixtures, tmp_path, name, message):
+    result = _cli("build", str(fixtures / name), "-o", str(tmp_path / "r.html"))
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and name in lines[0] and message in lines[0]
+
+
+def test_cli_compare_exit_codes(fixtures, tmp_path):
+    slower = _cli("compare", str(fixtures / "run_base"), str(fixtures / "run_new"), "--plot", str(tmp_path / "c.png"))
+    assert slower.returncode == 1, slower.stderr
+    assert "involution-shiftsum-k7s1g4r4-32px-c64-b8-f32-inf-nojit" in slower.stdout
+    assert "20.0%" in slower.stdout and "1 of 18 matched case(s) slower" in slower.stdout
+    assert (tmp_path / "c.png").read_bytes()[:4] == b"\x89PNG"
+    lenient = _cli("compare", str(fixtures / "run_base"), str(fixtures / "run_new"), "--threshold", "25%",
+                   "--plot", str(tmp_path / "c.png"))
+    assert lenient.returncode == 0
+    same = _cli("compare", str(fixtures / "run_base"), str(fixtures / "run_base"), "--plot", str(tmp_path / "c.png"))
+    assert same.returncode == 0
+    bad = _cli("compare", str(fixtures / "run_base"), str(fixtures / "run_new"), "--threshold", "fast")
+    assert bad.returncode == 2 and "Received: --threshold=fast" in bad.stderr
+
+
+def test_ten_thousand_cases_in_under_a_minute(fixtures, tmp_path):
+    template = json.loads((fixtures / "run_base" / "results.jsonl").read_text().splitlines()[0])
+    run = tmp_path / "big"
+    run.mkdir()
+    (run / "run.json").write_text((fixtures / "run_base" / "run.json").read_text())
+    with open(run / "results.jsonl", "w") as f:
+        i = 0
+        for layer, impls in (("involution", ("reference", "shiftsum", "xla")), ("conv2d", ("keras",)),
+                             ("depthwise", ("keras",))):
+            for impl in impls:
+                for k in (1, 3, 5, 7, 9, 11, 13):
+                    for s in (1, 2, 3, 4):
+                        for g in ((1, 2, 4, 8, 16) if layer == "involution" else (0,)):
+                            for res in (7, 14, 28, 56, 112, 224):
+                                for batch in (1, 8, 32, 64):
+                                    if i >= 10_000:
+                                        break
+                                    row = template | {
+                                        "layer": layer, "implementation": impl, "kernel_size": k, "stride": s,
+                                        "groups": g, "resolution": res, "batch": batch,
+                                        "median_s": 1e-4 * k * k * res / s * (3 if layer == "conv2d" else 1) + i * 1e-9,
+                                        "case_id": f"{layer}-{impl}-k{k}s{s}g{g}-{res}px-b{batch}-{i}"}
+                                    f.write(json.dumps(row) + "\n")
+                                    i += 1
+    assert i == 10_000
+    start = time.perf_counter()
+    out = build.build_report([run], output=tmp_path / "big.html")
+    elapsed = time.perf_counter() - start
+    assert elapsed < 60, elapsed
+    assert "first 2000 of 10000 rows" in out.read_text()

@@ -1,0 +1,57 @@
+"""Loading run directories into the tidy table; bad input."""
+
+from __future__ import annotations
+
+import pytest
+
+from reports import load
+
+
+def test_one_row_per_case_with_derived_columns(fixtures):
+    loaded = load.load_runs([fixtures / "run_base"])
+    t = loaded.table
+    assert len(t) == 18 and not loaded.skipped
+    assert set(t["series"]) == {"conv2d", "depthwise", "involution/shiftsum", "involution/reference"}
+    row = t[t["case_id"] == "conv2d-keras-k7s1-32px-c64-b8-f32-inf-nojit"].iloc[0]
+    assert row["latency_ms"] == pytest.approx(25.0) and row["peak_memory_mb"] == pytest.approx(20.0)
+    assert len(loaded.rounds) == 18 * 20
+    assert loaded.runs[0]["backend"] == "tensorflow"
+
+
+def test_runs_merge(fixtures):
+    loaded = load.load_runs([fixtures / "run_base", fixtures / "run_new"])
+    assert len(loaded.table) == 36 and loaded.table["run_dir"].nunique() == 2
+
+
+def test_broken_lines_are_skipped_and_listed(fixtures):
+    loaded = load.load_runs([fixtures / "run_broken"])
+    assert len(loaded.table) == 18
+    assert len(loaded.skipped) == 3
+    text = "\n".join(loaded.skipped)
+    assert "results.jsonl:19: not a result row" in text
+    assert "results.jsonl:20: schema version 2" in text
+    assert "results.jsonl:21: not a complete JSON line" in text
+
+
+@pytest.mark.parametrize("name, message", [
+    ("run_empty", "no valid result rows (an empty run)"),
+    ("run_foreign", "no valid result rows (2 line(s) skipped)"),
+    ("no_such_run", "no such run directory"),
+])
+def test_unusable_input_names_the_path(fixtures, name, message):
+    with pytest.raises(load.ReportError) as info:
+        load.load_runs([fixtures / name])
+    assert name in str(info.value) and message in str(info.value)
+
+
+def test_a_file_or_a_foreign_folder(fixtures, tmp_path):
+    with pytest.raises(load.ReportError, match="not a directory"):
+        load.load_runs([fixtures / "run_base" / "run.json"])
+    with pytest.raises(load.ReportError, match="not a benchmark run directory"):
+        load.load_runs([tmp_path])
+
+
+def test_seed_history(fixtures):
+    loaded = load.load_runs([fixtures / "run_seed"])
+    assert loaded.table.empty
+    assert len(loaded.histories) == 6 and len(loaded.kernel_maps) == 1

@@ -1,0 +1,74 @@
+"""Every table against numbers worked out by hand from run_base (see
+fixtures/make_fixtures.py)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from reports import load, tables
+
+
+@pytest.fixture
+def table(fixtures):
+    return load.load_runs([fixtures / "run_base"]).table
+
+
+def test_kernel_size_view(table):
+    frame = tables.axis_table(table, "kernel_size")
+    assert sorted(frame["kernel_size"].unique()) == [3, 5, 7]
+    assert len(frame) == 12  # 4 series x 3 kernel sizes, all at stride 1, groups 4
+    shiftsum = frame[frame["series"] == "involution/shiftsum"].set_index("kernel_size")
+    assert shiftsum.loc[3, "latency_vs_conv2d"] == pytest.approx(4 / 6)
+    assert shiftsum.loc[7, "latency_vs_conv2d"] == pytest.approx(35 / 25)
+    assert shiftsum.loc[3, "memory_vs_conv2d"] == pytest.approx(10 / 20)
+    pivot = tables.latency_pivot(table, "kernel_size").set_index("kernel_size")
+    assert list(pivot.columns)[:2] == ["involution/reference", "involution/shiftsum"]
+    assert pivot.loc[5, "depthwise"] == pytest.approx(2.3)
+
+
+def test_groups_view_repeats_the_baselines(table):
+    frame = tables.axis_table(table, "groups")
+    assert sorted(frame["groups"].unique()) == [1, 4]
+    conv = frame[frame["series"] == "conv2d"]
+    assert list(conv["latency_ms"]) == [25.0, 25.0]
+    ref = frame[(frame["series"] == "involution/reference")].set_index("groups")
+    assert ref.loc[1, "latency_vs_conv2d"] == pytest.approx(90 / 25)
+
+
+def test_stride_view(table):
+    pivot = tables.latency_pivot(table, "stride").set_index("stride")
+    assert pivot.loc[2, "conv2d"] == pytest.approx(6.5) and pivot.loc[2, "involution/shiftsum"] == pytest.approx(10)
+
+
+def test_axes_without_two_values_have_no_view(table):
+    for axis in ("resolution", "channels", "batch", "dtype", "mode", "reduction_ratio"):
+        assert tables.axis_table(table, axis).empty
+
+
+def test_wins(table):
+    wins = tables.wins(table).set_index("series")
+    assert wins.loc["involution/shiftsum", "cases"] == 5
+    assert wins.loc["involution/shiftsum", "faster"] == 2
+    assert wins.loc["involution/shiftsum", "lighter"] == 1
+    assert wins.loc["involution/shiftsum", "median_speedup"] == pytest.approx(25 / 30)
+    assert wins.loc["involution/shiftsum", "best_speedup"] == pytest.approx(1.5)
+    assert wins.loc["involution/reference", "faster"] == 0
+    best = tables.winning_cases(table)
+    assert list(best["case_id"]) == ["involution-shiftsum-k3s1g4r4-32px-c64-b8-f32-inf-nojit",
+                                     "involution-shiftsum-k5s1g4r4-32px-c64-b8-f32-inf-nojit"]
+
+
+def test_best_implementation(table):
+    best = tables.best_implementation(table).set_index("implementation")
+    assert best.loc["shiftsum", "fastest_in"] == 5 and best.loc["shiftsum", "geomean_slowdown"] == 1.0
+    expected = np.exp(np.mean(np.log([10 / 4, 45 / 12, 100 / 35, 30 / 10, 90 / 30])))
+    assert best.loc["reference", "geomean_slowdown"] == pytest.approx(expected)
+    assert best.loc["reference", "fastest_in"] == 0
+
+
+def test_statuses_failures_models_profiles(table):
+    assert tables.statuses(table)["cases"].sum() == 18
+    assert tables.failures(table).empty
+    assert tables.models(table).empty
+    assert len(tables.profiled(table)) == 1
