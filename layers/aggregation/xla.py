@@ -13,10 +13,17 @@ from layers.aggregation import shiftsum
 
 
 @functools.cache
-def _compiled(kernel_size: int, stride: int, groups: int):
+def _compiled(kernel_size: int, stride: int, groups: int, channels: int, dtype: str):
     import tensorflow as tf
 
-    @tf.function(jit_compile=True, reduce_retracing=True)
+    # One trace per layer geometry: batch, height and width stay open (XLA
+    # compiles each concrete shape), the channels must stay known.
+    signature = [
+        tf.TensorSpec([None, None, None, channels], dtype),
+        tf.TensorSpec([None, None, None, groups * kernel_size * kernel_size], dtype),
+    ]
+
+    @tf.function(jit_compile=True, input_signature=signature)
     def run(x, kernel):
         return shiftsum.aggregate(x, kernel, kernel_size, stride, groups)
 
@@ -25,4 +32,4 @@ def _compiled(kernel_size: int, stride: int, groups: int):
 
 def aggregate(x, kernel, kernel_size: int, stride: int, groups: int):
     """x (B, H, W, C), kernel (B, Ho, Wo, G*K*K) -> (B, Ho, Wo, C)."""
-    return _compiled(kernel_size, stride, groups)(x, kernel)
+    return _compiled(kernel_size, stride, groups, int(x.shape[-1]), x.dtype.name)(x, kernel)

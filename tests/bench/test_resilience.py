@@ -18,6 +18,11 @@ from bench.cases import drop_reason
 from tests import backend as tb
 from tests.bench.conftest import ROOT, TINY, bench_command, bench_env, run_bench
 
+# The run directory, resume, interrupt and option logic does not depend on the
+# backend; each of these tests starts several subprocesses, so CI runs them once.
+pytestmark = pytest.mark.skipif(tb.NAME != "tensorflow", reason="backend-independent harness logic, "
+                                "tested in the tensorflow environment")
+
 
 def _complete_rows(path: Path) -> list[dict]:
     rows = []
