@@ -18,7 +18,21 @@ class Choice(NamedTuple):
 
 FALLBACK = Choice("shiftsum", "not measured: portable default")
 
-TABLE: dict[tuple[str, str, str], Choice] = {}
+_CPU = "docs/PERF.md 'What auto picks': AMD EPYC, 2 cores, 2026-11-22, RedNet stages at batch 8"
+_H100 = ("BASELINES.md: H100, JAX jit, RedNet stages, the stacked and shift-sum keras.ops formulations "
+         "(measured before this project, not re-measured with this code)")
+
+TABLE: dict[tuple[str, str, str], Choice] = {
+    ("tensorflow", "cpu", "inference"): Choice("xla", _CPU),
+    ("tensorflow", "cpu", "training"): Choice("xla", _CPU),
+    ("jax", "cpu", "inference"): Choice("shiftsum", _CPU),
+    # XLA's gradient of the shift-sum is slow; the stacked patches' is not.
+    ("jax", "cpu", "training"): Choice("reference", _CPU),
+    ("torch", "cpu", "inference"): Choice("shiftsum", _CPU),
+    ("torch", "cpu", "training"): Choice("shiftsum", _CPU),
+    ("jax", "gpu", "inference"): Choice("shiftsum", _H100),
+    ("jax", "gpu", "training"): Choice("reference", _H100),
+}
 
 
 def choose(backend_name: str, device: str, mode: str) -> str:
