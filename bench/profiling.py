@@ -107,12 +107,50 @@ def top_operations(session_dir: str, top: int = TOP) -> tuple[list[dict], str]:
     data, _ = raw_to_tool_data.xspace_to_tool_data(files, "framework_op_stats", {})
     rows = [r for r in _table_rows(data) if r.get("type") not in (None, "IDLE") and r.get("total_self_time")]
     if rows:
-        rows.sort(key=lambda r: -r["total_self_time"])
-        return [{"operation": r["operation"], "type": r["type"], "where": r.get("host_or_device", ""),
-                 "occurrences": int(r.get("occurrences") or 0), "self_time_us": float(r["total_self_time"])}
-                for r in rows[:top]], "xprof framework_op_stats (self time)"
+        ops = [{"operation": r["operation"], "type": r["type"], "where": r.get("host_or_device", ""),
+                "occurrences": int(r.get("occurrences") or 0), "self_time_us": float(r["total_self_time"])}
+               for r in rows]
+        # XLA clusters inside a TensorFlow graph (jit_compile) are missing from
+        # the framework op statistics: take them from the trace events.
+        trace, _ = raw_to_tool_data.xspace_to_tool_data(files, "trace_viewer@", {})
+        clusters = _xla_cluster_ops(json.loads(trace).get("traceEvents", []))
+        ops = sorted(ops + clusters, key=lambda r: -r["self_time_us"])[:top]
+        source = "xprof framework_op_stats (self time)"
+        if clusters:
+            source += "; XLA clusters and their ops from trace events (total time)"
+        return ops, source
     data, _ = raw_to_tool_data.xspace_to_tool_data(files, "trace_viewer@", {})
     return _from_events(json.loads(data).get("traceEvents", []), top)
+
+
+XLA_CLUSTER = "CpuExecutable::ExecuteAsyncOnStream"
+
+
+def _xla_cluster_ops(events: list[dict]) -> list[dict]:
+    """The XLA-compiled clusters of a TensorFlow graph: each cluster run (the
+    executable's range) and the compiled ops inside it on the same thread."""
+    windows = defaultdict(list)
+    for e in events:
+        if e.get("ph") == "X" and e.get("name") == XLA_CLUSTER:
+            windows[(e.get("pid"), e.get("tid"))].append((e["ts"], e["ts"] + e.get("dur", 0)))
+    if not windows:
+        return []
+    totals: dict[tuple[str, str], list[float]] = defaultdict(lambda: [0.0, 0])
+    for e in events:
+        spans = windows.get((e.get("pid"), e.get("tid")))
+        name = e.get("name", "")
+        if e.get("ph") != "X" or not spans or name.startswith(("end: ", "ThreadpoolListener")):
+            continue
+        if name == XLA_CLUSTER:
+            key = ("XLA cluster run", "XLA cluster")
+        elif any(start <= e.get("ts", 0) and e.get("ts", 0) + e.get("dur", 0) <= end for start, end in spans):
+            key = (name, "XLA op")
+        else:
+            continue
+        totals[key][0] += float(e.get("dur", 0.0))
+        totals[key][1] += 1
+    return [{"operation": name, "type": kind, "where": "Host", "occurrences": count, "self_time_us": total}
+            for (name, kind), (total, count) in totals.items()]
 
 
 def _from_events(events: list[dict], top: int) -> tuple[list[dict], str]:
