@@ -214,19 +214,7 @@ class BenchSession:
         return row
 
     def _build(self, case: Case):
-        policy = keras.config.dtype_policy()
-        keras.config.set_dtype_policy(case.dtype)
-        try:
-            keras.utils.set_random_seed(zlib.crc32(case.id.encode()))
-            module = registry.build(case.layer, **case.params())
-            shape = (case.batch, case.resolution, case.resolution, case.channels)
-            if case.kind == "layer":
-                module.build(shape)
-        finally:
-            keras.config.set_dtype_policy(policy)
-        rng = np.random.default_rng(zlib.crc32(case.id.encode()))
-        x = rng.standard_normal(shape).astype("float32")
-        return module, x
+        return build_case(case)
 
     def _analytic(self, case: Case, module) -> dict:
         if case.kind == "layer":
@@ -250,7 +238,7 @@ class BenchSession:
             return case.implementation
         if case.implementation != "auto":
             return case.implementation
-        return auto.choose(self.backend, self.device, case.mode)
+        return auto.choose(self.backend, self.device, case.mode, keras.DTypePolicy(case.dtype).compute_dtype)
 
     @staticmethod
     def _stats(stats) -> dict:
@@ -304,6 +292,24 @@ class BenchSession:
             lines.append(f"  harness cost per round: {self.overhead_per_round * 1e6:.2f} us{share}")
         lines.append(f"  results: {self.run_dir.results}")
         return lines
+
+
+def build_case(case: Case) -> tuple[keras.layers.Layer, np.ndarray]:
+    """The case's layer or model, built under its dtype policy with weights
+    seeded by the case id, and its float32 input (B, H, W, C)."""
+    policy = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(case.dtype)
+    try:
+        keras.utils.set_random_seed(zlib.crc32(case.id.encode()))
+        module = registry.build(case.layer, **case.params())
+        shape = (case.batch, case.resolution, case.resolution, case.channels)
+        if case.kind == "layer":
+            module.build(shape)
+    finally:
+        keras.config.set_dtype_policy(policy)
+    rng = np.random.default_rng(zlib.crc32(case.id.encode()))
+    x = rng.standard_normal(shape).astype("float32")
+    return module, x
 
 
 def _plain(value) -> bool:

@@ -222,14 +222,14 @@ class Involution(keras.layers.Layer):
         if self.implementation != "auto":
             return self.implementation
         mode = "training" if training else "inference"
-        return auto.choose(backend.backend(), _device_kind(x), mode)
+        return auto.choose(backend.backend(), _device_kind(x), mode, backend.standardize_dtype(x.dtype))
 
     def call(self, inputs, training=None):
         x = inputs  # (B, H, W, C)
         with stage("kernel_generation"):
             pooled = self.pool(x) if self.pool is not None else x  # (B, Ho, Wo, C)
-            hidden = ops.relu(self.bn(self.reduce(pooled), training=training))  # (B, Ho, Wo, C/r)
-            kernel = self.span(hidden)  # (B, Ho, Wo, G*K*K)
+            hidden = ops.relu(self.bn(_pointwise(self.reduce, pooled), training=training))  # (B, Ho, Wo, C/r)
+            kernel = _pointwise(self.span, hidden)  # (B, Ho, Wo, G*K*K)
         with stage("aggregation"):
             impl = aggregation.get(self.resolve_implementation(x, training))
             out = impl.function()(x, kernel, self.kernel_size, self.strides, self.groups)
@@ -264,3 +264,18 @@ class Involution(keras.layers.Layer):
             }
         )
         return config
+
+
+def _pointwise(conv: keras.layers.Conv2D, x):
+    """A 1x1 Conv2D of the generation branch, with the layer's own weights.
+
+    On PyTorch it is a matmul over the channel axis: the same function
+    without the channels-first transposes of PyTorch's convolution (two extra
+    passes over the generated kernel) and without a sub-layer call per step.
+    Elsewhere it is the Conv2D itself, which XLA and TensorFlow run
+    channels-last: on an H100 the matmul made JAX's float32 layer slower
+    (docs/PERF.md, section 5).
+    """
+    if backend.backend() == "torch":
+        return ops.matmul(x, conv.kernel[0, 0]) + conv.bias  # (..., C_in) @ (C_in, C_out)
+    return conv(x)

@@ -19,28 +19,32 @@ def same_geometry(size: int, k: int, s: int) -> tuple[int, int]:
     return out, pad // 2
 
 
+def _taps(h: int, w: int, k: int, s: int):
+    """Every (output row, output column, input row, input column, i, j) where
+    window offset (i, j) of an output pixel lands inside the input."""
+    ho, top = same_geometry(h, k, s)
+    wo, left = same_geometry(w, k, s)
+    for i in range(k):
+        for j in range(k):
+            for oy in range(ho):
+                iy = oy * s + i - top
+                for ox in range(wo):
+                    ix = ox * s + j - left
+                    if 0 <= iy < h and 0 <= ix < w:
+                        yield oy, ox, iy, ix, i, j
+
+
 def aggregate(x: np.ndarray, kernel: np.ndarray, k: int, s: int, groups: int) -> np.ndarray:
     """x (B, H, W, C), kernel (B, Ho, Wo, G*K*K) -> (B, Ho, Wo, C), float64."""
     x = x.astype(np.float64)
     kernel = kernel.astype(np.float64)
     b, h, w, c = x.shape
-    ho, top = same_geometry(h, k, s)
-    wo, left = same_geometry(w, k, s)
     cg = c // groups
-    out = np.zeros((b, ho, wo, c))
-    for i in range(k):
-        for j in range(k):
-            for oy in range(ho):
-                iy = oy * s + i - top
-                if not 0 <= iy < h:
-                    continue
-                for ox in range(wo):
-                    ix = ox * s + j - left
-                    if not 0 <= ix < w:
-                        continue
-                    for g in range(groups):
-                        weight = kernel[:, oy, ox, g * k * k + i * k + j]  # (B,)
-                        out[:, oy, ox, g * cg:(g + 1) * cg] += weight[:, None] * x[:, iy, ix, g * cg:(g + 1) * cg]
+    out = np.zeros((b, same_geometry(h, k, s)[0], same_geometry(w, k, s)[0], c))
+    for oy, ox, iy, ix, i, j in _taps(h, w, k, s):
+        for g in range(groups):
+            weight = kernel[:, oy, ox, g * k * k + i * k + j]  # (B,)
+            out[:, oy, ox, g * cg:(g + 1) * cg] += weight[:, None] * x[:, iy, ix, g * cg:(g + 1) * cg]
     return out
 
 
@@ -50,26 +54,15 @@ def aggregate_grads(x, kernel, dy, k, s, groups):
     kernel = kernel.astype(np.float64)
     dy = dy.astype(np.float64)
     b, h, w, c = x.shape
-    ho, top = same_geometry(h, k, s)
-    wo, left = same_geometry(w, k, s)
     cg = c // groups
     dx = np.zeros_like(x)
     dk = np.zeros_like(kernel)
-    for i in range(k):
-        for j in range(k):
-            for oy in range(ho):
-                iy = oy * s + i - top
-                if not 0 <= iy < h:
-                    continue
-                for ox in range(wo):
-                    ix = ox * s + j - left
-                    if not 0 <= ix < w:
-                        continue
-                    for g in range(groups):
-                        sl = slice(g * cg, (g + 1) * cg)
-                        t = g * k * k + i * k + j
-                        dk[:, oy, ox, t] += np.sum(dy[:, oy, ox, sl] * x[:, iy, ix, sl], axis=1)
-                        dx[:, iy, ix, sl] += kernel[:, oy, ox, t][:, None] * dy[:, oy, ox, sl]
+    for oy, ox, iy, ix, i, j in _taps(h, w, k, s):
+        for g in range(groups):
+            sl = slice(g * cg, (g + 1) * cg)
+            t = g * k * k + i * k + j
+            dk[:, oy, ox, t] += np.sum(dy[:, oy, ox, sl] * x[:, iy, ix, sl], axis=1)
+            dx[:, iy, ix, sl] += kernel[:, oy, ox, t][:, None] * dy[:, oy, ox, sl]
     return dx, dk
 
 

@@ -1,17 +1,17 @@
 """JAX runner.
 
-Layers and models run through `stateless_call` with their variables as
-arguments, so a step is a pure function: jit on wraps it in `jax.jit`, jit
+Layers and models run under a `keras.StatelessScope` with their variables
+as arguments, so a step is a pure function: jit on wraps it in `jax.jit`, jit
 off runs it op by op. Each round ends with `jax.block_until_ready`.
 """
 
 from __future__ import annotations
 
 import contextlib
-import inspect
 
 import jax
 import jax.numpy as jnp
+import keras
 import numpy as np
 
 from bench import machine, memory
@@ -42,21 +42,27 @@ class JaxRunner(Runner):
         return jax.block_until_ready
 
     def prepare(self, case: Case, module, x: np.ndarray, cotangent: np.ndarray, dtype: str) -> Step:
-        # stateless_call passes keyword arguments straight to call(); layers
-        # such as Conv2D take no `training`.
-        kwargs = (lambda training: {"training": training}) if "training" in inspect.signature(
-            module.call).parameters else (lambda training: {})
         trainable = [v.value for v in module.trainable_variables]
         non_trainable = [v.value for v in module.non_trainable_variables]
+
+        def apply(tv, x, ntv, training):
+            # Through __call__ (not stateless_call, which calls call() and so
+            # skips the mixed-precision autocast of the weights), with the
+            # variables bound to the step's arguments.
+            mapping = [*zip(module.trainable_variables, tv, strict=True),
+                       *zip(module.non_trainable_variables, ntv, strict=True)]
+            with keras.StatelessScope(state_mapping=mapping):
+                return module(x, training=training)
+
         xj = jax.device_put(jnp.asarray(x, dtype))
         gj = jax.device_put(cotangent.astype(np.float32))
 
         if case.mode == "inference":
             def fn(tv, x, ntv):
-                return module.stateless_call(tv, ntv, x, **kwargs(False))[0]
+                return apply(tv, x, ntv, False)
         else:
             def loss(tv, x, ntv):
-                y, _ = module.stateless_call(tv, ntv, x, **kwargs(True))
+                y = apply(tv, x, ntv, True)
                 return jnp.sum(y.astype(jnp.float32) * gj)
 
             fn = jax.grad(loss, argnums=(0, 1) if case.kind == "layer" else 0)

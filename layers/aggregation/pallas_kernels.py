@@ -67,19 +67,29 @@ def _store(ref, rows, cols, value, mask):
     plgpu.store(ref.at[rows2, cols2], value.astype(ref.dtype), mask=mask)
 
 
+def _output_pixels(p):
+    """This program's BLOCK_P flat output pixels, their mask and (b, ho, wo)."""
+    pix = pl.program_id(0) * p["bp"] + _iota(p["bp"])
+    n_pix = p["b"] * p["ho"] * p["wo"]
+    p_ok = pix < n_pix
+    return pix, n_pix, p_ok, pix // (p["wo"] * p["ho"]), (pix // p["wo"]) % p["ho"], pix % p["wo"]
+
+
 def _taps(p, body, carry):
     """Run body(i, j, carry) over the K*K window offsets.
 
-    A `fori_loop` in both modes, so the interpreter runs the same code as the
-    GPU: unrolled when compiled (like Triton's static_range), rolled in the
-    interpreter, where an unrolled K=7 body takes seconds to compile.
+    Compiled for a GPU the taps are unrolled in Python (Pallas' Triton
+    lowering rejects an unrolled `fori_loop`), as Triton's `static_range`
+    does; in the interpreter they stay a rolled `fori_loop`, since an
+    unrolled K=7 body takes seconds to interpret-compile.
     """
     k = p["k"]
-
-    def step(t, carry):
-        return body(t // k, t % k, carry)
-
-    return jax.lax.fori_loop(0, k * k, step, carry, unroll=1 if _interpret() else k * k)
+    if _interpret():
+        return jax.lax.fori_loop(0, k * k, lambda t, c: body(t // k, t % k, c), carry)
+    for i in range(k):
+        for j in range(k):
+            carry = body(i, j, carry)
+    return carry
 
 
 def _fwd_kernel(x_ref, k_ref, o_ref, *, p):
@@ -88,12 +98,7 @@ def _fwd_kernel(x_ref, k_ref, o_ref, *, p):
     cc = (pl.program_id(1) % p["n_cblk"]) * bc + _iota(bc)  # channel within group
     c_ok = cc < cg
     c = g * cg + cc
-    pix = pl.program_id(0) * bp + _iota(bp)  # flat output pixel (b, ho, wo)
-    n_pix = p["b"] * p["ho"] * p["wo"]
-    p_ok = pix < n_pix
-    wo = pix % p["wo"]
-    ho = (pix // p["wo"]) % p["ho"]
-    b = pix // (p["wo"] * p["ho"])
+    pix, n_pix, p_ok, b, ho, wo = _output_pixels(p)
 
     def tap(i, j, acc):
         hi = ho * S + i - p["top"]
@@ -112,12 +117,7 @@ def _fwd_kernel(x_ref, k_ref, o_ref, *, p):
 def _dk_kernel(x_ref, dy_ref, dk_ref, *, p):
     K, S, cg, bp, bc = p["k"], p["s"], p["cg"], p["bp"], p["bc"]
     g = pl.program_id(1)
-    pix = pl.program_id(0) * bp + _iota(bp)
-    n_pix = p["b"] * p["ho"] * p["wo"]
-    p_ok = pix < n_pix
-    wo = pix % p["wo"]
-    ho = (pix // p["wo"]) % p["ho"]
-    b = pix // (p["wo"] * p["ho"])
+    pix, n_pix, p_ok, b, ho, wo = _output_pixels(p)
 
     def tap(i, j, carry):
         hi = ho * S + i - p["top"]

@@ -21,6 +21,7 @@ only: library helpers such as `tl.zeros` or `tl.sum` are decorated when
 from __future__ import annotations
 
 import functools
+import os
 
 import torch
 import triton
@@ -133,19 +134,51 @@ def _bwd_input(k_ptr, dy_ptr, dx_ptr, n_pix, H, W, C, HO, WO, CG, N_CBLK, PAD_T,
              mask=p_ok[:, None] & c_ok[None, :])
 
 
+# Tile shapes autotuned per geometry on CUDA (the first call of a geometry
+# times each; benchmarks exclude it as warm-up). BLOCK_C is not tuned: it is
+# the group's channels (up to 64) so each weight is loaded once per pixel.
+_CONFIGS = [
+    triton.Config({"BLOCK_P": block_p}, num_warps=warps, num_stages=2)
+    for block_p, warps in ((32, 2), (64, 4), (128, 4), (128, 8), (256, 8))
+]
+_KEY = ["n_pix", "C", "CG", "K", "STRIDE"]
+
+
+def _autotune() -> bool:
+    return os.environ.get("INVOLUTION_TRITON_AUTOTUNE", "1") != "0"
+
+
 @functools.cache
 def _compiled(interpret: bool):
-    """The three kernels, compiled for CUDA or wrapped by Triton's interpreter."""
-    wrap = InterpretedFunction if interpret else triton.jit
-    return wrap(_fwd), wrap(_bwd_kernel), wrap(_bwd_input)
+    """The three kernels: wrapped by Triton's interpreter, or compiled for
+    CUDA (autotuned over _CONFIGS unless INVOLUTION_TRITON_AUTOTUNE=0)."""
+    if interpret:
+        return InterpretedFunction(_fwd), InterpretedFunction(_bwd_kernel), InterpretedFunction(_bwd_input)
+    if not _autotune():
+        return triton.jit(_fwd), triton.jit(_bwd_kernel), triton.jit(_bwd_input)
+    tune = triton.autotune(configs=_CONFIGS, key=_KEY)
+    return tune(triton.jit(_fwd)), tune(triton.jit(_bwd_kernel)), tune(triton.jit(_bwd_input))
 
 
 def _tiles(group_channels: int) -> tuple[int, int]:
-    """(BLOCK_P, BLOCK_C): the group's channels in one block up to 64, and
-    about 4K elements a tile."""
+    """(BLOCK_P, BLOCK_C) when not autotuned: the group's channels in one
+    block up to 64, and about 4K elements a tile."""
     block_c = min(triton.next_power_of_2(group_channels), 64)
     block_p = max(16, min(128, 4096 // block_c))
     return block_p, block_c
+
+
+def _launch(kernel, interpret: bool, n_pix: int, channel_blocks: int, args: tuple, block_c: int, **constexprs):
+    """Launch over (pixel blocks, channel_blocks): BLOCK_P from the
+    autotuner when it runs, else from _tiles."""
+    if interpret or not _autotune():
+        block_p = _tiles(block_c)[0]
+        kernel[(triton.cdiv(n_pix, block_p), channel_blocks)](*args, BLOCK_P=block_p, BLOCK_C=block_c, **constexprs)
+    else:
+        def grid(meta):
+            return (triton.cdiv(n_pix, meta["BLOCK_P"]), channel_blocks)
+
+        kernel[grid](*args, BLOCK_C=block_c, **constexprs)
 
 
 def _geometry(x, kernel_size, stride):
@@ -170,14 +203,15 @@ class InvolutionAggregation(torch.autograd.Function):
         kernel = kernel.contiguous()
         b, h, w, c, ho, wo, top, left = _geometry(x, kernel_size, stride)
         cg = c // groups
-        fwd, _, _ = _compiled(x.device.type != "cuda")
+        interpret = x.device.type != "cuda"
+        fwd, _, _ = _compiled(interpret)
         out = torch.empty((b, ho, wo, c), device=x.device, dtype=x.dtype)
-        block_p, block_c = _tiles(cg)
+        block_c = _tiles(cg)[1]
         n_cblk = triton.cdiv(cg, block_c)
         n_pix = b * ho * wo
-        grid = (triton.cdiv(n_pix, block_p), groups * n_cblk)
-        fwd[grid](x, kernel, out, n_pix, h, w, c, ho, wo, cg, n_cblk, top, left,
-                  K=kernel_size, STRIDE=stride, BLOCK_P=block_p, BLOCK_C=block_c)
+        _launch(fwd, interpret, n_pix, groups * n_cblk,
+                (x, kernel, out, n_pix, h, w, c, ho, wo, cg, n_cblk, top, left), block_c,
+                K=kernel_size, STRIDE=stride)
         ctx.save_for_backward(x, kernel)
         ctx.geometry = (kernel_size, stride, groups)
         return out
@@ -189,25 +223,29 @@ class InvolutionAggregation(torch.autograd.Function):
         dy = dy.contiguous()
         b, h, w, c, ho, wo, top, left = _geometry(x, kernel_size, stride)
         cg = c // groups
-        _, bwd_k, bwd_x = _compiled(x.device.type != "cuda")
-        block_p, block_c = _tiles(cg)
+        interpret = x.device.type != "cuda"
+        _, bwd_k, bwd_x = _compiled(interpret)
+        block_c = _tiles(cg)[1]
         dx = dk = None
         if ctx.needs_input_grad[1]:
             dk = torch.empty_like(kernel)
             n_pix = b * ho * wo
-            grid = (triton.cdiv(n_pix, block_p), groups)
-            bwd_k[grid](x, dy, dk, n_pix, h, w, c, ho, wo, cg, top, left,
-                        K=kernel_size, STRIDE=stride, BLOCK_P=block_p, BLOCK_C=block_c)
+            _launch(bwd_k, interpret, n_pix, groups, (x, dy, dk, n_pix, h, w, c, ho, wo, cg, top, left), block_c,
+                    K=kernel_size, STRIDE=stride)
         if ctx.needs_input_grad[0]:
             dx = torch.empty_like(x)
             n_cblk = triton.cdiv(cg, block_c)
             n_pix = b * h * w
-            grid = (triton.cdiv(n_pix, block_p), groups * n_cblk)
-            bwd_x[grid](kernel, dy, dx, n_pix, h, w, c, ho, wo, cg, n_cblk, top, left,
-                        K=kernel_size, STRIDE=stride, BLOCK_P=block_p, BLOCK_C=block_c)
+            _launch(bwd_x, interpret, n_pix, groups * n_cblk,
+                    (kernel, dy, dx, n_pix, h, w, c, ho, wo, cg, n_cblk, top, left), block_c,
+                    K=kernel_size, STRIDE=stride)
         return dx, dk, None, None, None
 
 
+# Under torch.compile the kernels run as an opaque call between compiled
+# graphs: Dynamo cannot trace Triton's interpreter (CPU tensors), and a graph
+# break costs one launch gap, not a recompilation.
+@torch.compiler.disable
 def aggregate(x, kernel, kernel_size: int, stride: int, groups: int):
     """x (B, H, W, C), kernel (B, Ho, Wo, G*K*K) -> (B, Ho, Wo, C); torch tensors."""
     return InvolutionAggregation.apply(x, kernel, kernel_size, stride, groups)

@@ -12,6 +12,13 @@ INPUT_SHAPE = (32, 32, 3)
 CLASSES = 10
 
 
+def _classifier(x, inputs, name: str) -> keras.Model:
+    """The example's head: flatten, a 64-unit ReLU dense layer, 10 logits."""
+    x = kl.Flatten(name="flatten")(x)
+    x = kl.Dense(64, activation="relu", name="dense")(x)
+    return keras.Model(inputs, kl.Dense(CLASSES, name="logits")(x), name=name)
+
+
 def seed_conv_model() -> keras.Model:
     """Three 3x3 convolutions (32, 64, 64 filters), two max-pools, a 64-unit
     dense layer and 10 logits: 319,178 trainable parameters."""
@@ -22,10 +29,7 @@ def seed_conv_model() -> keras.Model:
         x = kl.ReLU(name=f"relu_{index}")(x)
         if index < 3:
             x = kl.MaxPooling2D(2, name=f"pool_{index}")(x)
-    x = kl.Flatten(name="flatten")(x)
-    x = kl.Dense(64, activation="relu", name="dense")(x)
-    outputs = kl.Dense(CLASSES, name="logits")(x)
-    return keras.Model(inputs, outputs, name="seed_conv")
+    return _classifier(x, inputs, "seed_conv")
 
 
 def seed_involution_model(implementation: str = "auto") -> keras.Model:
@@ -40,10 +44,7 @@ def seed_involution_model(implementation: str = "auto") -> keras.Model:
         x = kl.ReLU(name=f"relu_{index}")(x)
         if index < 3:
             x = kl.MaxPooling2D(2, name=f"pool_{index}")(x)
-    x = kl.Flatten(name="flatten")(x)
-    x = kl.Dense(64, activation="relu", name="dense")(x)
-    outputs = kl.Dense(CLASSES, name="logits")(x)
-    return keras.Model(inputs, outputs, name="seed_involution")
+    return _classifier(x, inputs, "seed_involution")
 
 
 def kernel_map_model(model: keras.Model) -> keras.Model:

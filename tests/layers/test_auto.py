@@ -7,13 +7,24 @@ from layers.aggregation import auto
 
 
 def test_table_entries_are_valid():
-    for (backend, device, mode), choice in auto.TABLE.items():
+    for key, choice in auto.TABLE.items():
+        backend, device, mode, *precision = key
         assert backend in aggregation.get(choice.implementation).backends
         assert device in ("cpu", "gpu") and mode in ("inference", "training")
+        assert precision in ([], ["float32"], ["half"])
         assert choice.evidence
 
 
 def test_fallback_for_unmeasured_combinations():
-    assert auto.choose("torch", "gpu", "training") == "shiftsum"
-    assert "not measured" in auto.evidence("torch", "gpu", "training")
+    assert auto.choose("tensorflow", "gpu", "training") == "shiftsum"
+    assert "not measured" in auto.evidence("tensorflow", "gpu", "training")
     assert auto.choose("jax", "cpu", "training") == "reference"
+
+
+def test_fused_kernels_on_gpus_and_the_dtype_specific_entry():
+    assert auto.choose("torch", "gpu", "training") == "triton"
+    assert auto.choose("jax", "gpu", "training", "bfloat16") == "pallas"
+    assert auto.choose("jax", "gpu", "inference", "float32") == "pallas"
+    assert auto.choose("jax", "gpu", "inference", "bfloat16") == "shiftsum"
+    assert auto.choose("jax", "gpu", "inference") == "pallas"  # no dtype: the float32 entry
+    assert "H100" in auto.evidence("torch", "gpu", "inference")
