@@ -269,13 +269,14 @@ class Involution(keras.layers.Layer):
 def _pointwise(conv: keras.layers.Conv2D, x):
     """A 1x1 Conv2D of the generation branch, with the layer's own weights.
 
-    On PyTorch it is a matmul over the channel axis: the same function
-    without the channels-first transposes of PyTorch's convolution (two extra
-    passes over the generated kernel) and without a sub-layer call per step.
-    Elsewhere it is the Conv2D itself, which XLA and TensorFlow run
-    channels-last: on an H100 the matmul made JAX's float32 layer slower
-    (docs/PERF.md, section 5).
+    On PyTorch with CUDA it is a matmul over the channel axis: the same
+    function without the channels-first transposes of PyTorch's convolution
+    (two extra passes over the generated kernel) and without a sub-layer call
+    per step. Elsewhere it is the Conv2D itself: XLA and TensorFlow run it
+    channels-last, and on an H100 the matmul made JAX's float32 layer slower
+    (docs/PERF.md, section 5); on CPUs PyTorch 2.13's matmul with 4 output
+    columns (C // reduction_ratio = 4) took milliseconds for a 64x16 input.
     """
-    if backend.backend() == "torch":
+    if backend.backend() == "torch" and x.is_cuda:
         return ops.matmul(x, conv.kernel[0, 0]) + conv.bias  # (..., C_in) @ (C_in, C_out)
     return conv(x)
