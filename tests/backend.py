@@ -16,6 +16,32 @@ def tensor(x: np.ndarray, dtype: str | None = None):
     return ops.convert_to_tensor(x, dtype=dtype)
 
 
+def call(fn, *inputs: np.ndarray) -> np.ndarray:
+    """fn(*inputs) as a NumPy array; compiled on JAX.
+
+    JAX's eager mode compiles every primitive on its own: a K*K-tap
+    aggregation costs seconds that way, and a jitted program is what the
+    layer runs as in a model anyway."""
+    if NAME == "jax":
+        import jax
+
+        return to_numpy(jax.jit(fn)(*inputs))
+    return to_numpy(fn(*(tensor(a) for a in inputs)))
+
+
+def output_shape(layer, x: np.ndarray) -> tuple:
+    """The shape layer(x) has when called, without running it on JAX.
+
+    `jax.eval_shape` runs the call's Python code on abstract values: the
+    shapes are those of a real call, without compiling each primitive."""
+    if NAME == "jax":
+        import jax
+
+        layer.build(x.shape)
+        return tuple(jax.eval_shape(layer, x).shape)
+    return tuple(layer(x).shape)
+
+
 def grads(fn, inputs: list[np.ndarray], cotangent: np.ndarray) -> list[np.ndarray]:
     """Gradients of sum(fn(*inputs) * cotangent) with respect to each input."""
     if NAME == "jax":
@@ -23,7 +49,8 @@ def grads(fn, inputs: list[np.ndarray], cotangent: np.ndarray) -> list[np.ndarra
         import jax.numpy as jnp
 
         loss = lambda *a: jnp.sum(fn(*a).astype(jnp.float32) * cotangent)
-        return [np.asarray(g) for g in jax.grad(loss, argnums=tuple(range(len(inputs))))(*map(jnp.asarray, inputs))]
+        grad = jax.jit(jax.grad(loss, argnums=tuple(range(len(inputs)))))  # see call()
+        return [np.asarray(g) for g in grad(*map(jnp.asarray, inputs))]
     if NAME == "torch":
         import torch
         from keras.src.backend.torch.core import get_device
@@ -53,7 +80,7 @@ def layer_weight_grads(layer, x: np.ndarray, cotangent: np.ndarray, training: bo
             y, _ = layer.stateless_call(tv, non_trainable, jnp.asarray(x), training=training)
             return jnp.sum(y.astype(jnp.float32) * cotangent)
 
-        return [np.asarray(g) for g in jax.grad(loss)(trainable)]
+        return [np.asarray(g) for g in jax.jit(jax.grad(loss))(trainable)]  # see call()
     if NAME == "torch":
         import torch
 
