@@ -52,6 +52,14 @@ def _figure(fig, alt: str, caption: str = "") -> dict | None:
     return None if fig is None else {"kind": "figure", "png": _png(fig), "alt": alt, "caption": caption}
 
 
+def _readable_stamp(stamp: str) -> str:
+    """'20261123T205555Z' (the run directory's stamp) as '2026-11-23 20:55:55 UTC'."""
+    try:
+        return dt.datetime.strptime(stamp, "%Y%m%dT%H%M%SZ").strftime("%Y-%m-%d %H:%M:%S UTC")
+    except (TypeError, ValueError):
+        return str(stamp)
+
+
 def _environment(loaded: load.Loaded) -> list[dict]:
     blocks = []
     for run in loaded.runs:
@@ -64,7 +72,7 @@ def _environment(loaded: load.Loaded) -> list[dict]:
             ("precision policy", run.get("precision", "unknown")),
             ("sweep", f"{run.get('sweep', '')} ({run.get('sweep_source', '')})"
                       + (f", shard {run['shard'][0]}/{run['shard'][1]}" if run.get("shard") else "")),
-            ("started", run.get("started", "")),
+            ("started", _readable_stamp(run.get("started", ""))),
             ("CPU", f"{machine.get('cpu', '')} ({machine.get('cpu_count', '?')} logical cores)"),
         ]
         if machine.get("gpu_name"):

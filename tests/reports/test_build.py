@@ -56,6 +56,7 @@ def test_report_of_a_run(fixtures, tmp_path):
     assert not [link for link in page.links if link.startswith(("http:", "https:", "//"))]
     text = out.read_text()
     assert "Fixture CPU" in text and "full FP32 (TF32 off)" in text and "involution/aggregation/Mul" in text
+    assert "2026-11-22 12:00:00 UTC" in text  # the run's start, readable
     csv = pd.read_csv(tmp_path / "results.csv")
     assert len(csv) == 18 and {"case_id", "latency_ms", "series"} <= set(csv.columns)
 
