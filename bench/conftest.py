@@ -21,8 +21,8 @@ _KEY = pytest.StashKey[BenchSession]()
 def pytest_addoption(parser):
     group = parser.getgroup("involution-bench")
     group.addoption("--sweep", metavar="NAME|PATH",
-                    help="sweep to run: smoke, quick, full, paper, models, or a TOML file "
-                         "(default: full with a GPU, quick without)")
+                    help="sweep to run: smoke, quick, gpu, full, paper, models, or a TOML file "
+                         "(default: gpu with a GPU, quick without)")
     group.addoption("--run-dir", metavar="DIR",
                     help="run directory (default: reports/runs/<UTC time>-<backend>-<device>)")
     group.addoption("--resume", metavar="DIR", help="continue the run in DIR, repeating no finished case")
@@ -32,7 +32,11 @@ def pytest_addoption(parser):
                     help="capture profiler traces of every case, or of the cases whose id matches the "
                          "regular expression EXPR (write --profile=EXPR)")
     group.addoption("--bench-time", type=float, metavar="SECONDS",
-                    help="seconds of timed rounds per case (default: the sweep's time_per_case)")
+                    help="seconds of timed rounds a case may take at most; its rounds stop earlier once the median "
+                         "is precise to the sweep's precision (default: the sweep's time_per_case)")
+    group.addoption("--l2", choices=("cold", "warm"), default=None,
+                    help="cold: write a buffer of twice the GPU's L2 before each timed step; warm: leave the "
+                         "cache as the previous step left it (default: cold with a GPU, warm on a CPU)")
     group.addoption("--bench-inject-failure", metavar="EXPR",
                     help="make the cases whose id matches EXPR fail (a test of the harness)")
     group.addoption("--no-report", action="store_true", help="do not write report.html at the end")
@@ -45,7 +49,7 @@ def pytest_configure(config):
     options = Options(
         sweep=config.getoption("--sweep"), run_dir=config.getoption("--run-dir"),
         resume=config.getoption("--resume"), shard=config.getoption("--shard"), tf32=config.getoption("--tf32"),
-        profile=config.getoption("--profile"), bench_time=config.getoption("--bench-time"),
+        profile=config.getoption("--profile"), bench_time=config.getoption("--bench-time"), l2=config.getoption("--l2"),
         inject_failure=config.getoption("--bench-inject-failure"), report=not config.getoption("--no-report"),
     )
     try:

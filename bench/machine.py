@@ -25,6 +25,24 @@ DATASHEET_PEAKS = {
 }
 
 
+# name pattern -> L2 cache bytes, for backends that cannot ask the device
+# (PyTorch reads it from the device properties). NVIDIA's architecture
+# whitepapers; the H200's as PyTorch reports it.
+L2_BYTES = {
+    r"H200": 60 * 2**20,
+    r"H100": 50 * 2**20,
+    r"A100": 40 * 2**20,
+    r"L4\b": 48 * 2**20,
+}
+
+
+def l2_bytes(device_name: str) -> int | None:
+    for pattern, size in L2_BYTES.items():
+        if re.search(pattern, device_name):
+            return size
+    return None
+
+
 def cpu_model() -> str:
     try:
         with open("/proc/cpuinfo") as f:

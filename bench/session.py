@@ -2,8 +2,10 @@
 becomes a result row.
 
 case -> layer/model (registry) -> Step (backend runner) -> warm-up ->
-benchmark.pedantic rounds -> memory, counters, profile -> one row appended to
-results.jsonl and copied (plain values) into benchmark.extra_info.
+timed rounds (`bench.timing.Timer`: latency, and device time on GPUs, with the
+GPU's conditions from `bench.nvml`) -> memory, counters, profile -> one row
+appended to results.jsonl; the latency rounds become pytest-benchmark's
+rounds and the plain row values its extra_info.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from bench import backends, machine, rundir, sweeps, timing
+from bench import backends, machine, nvml, rundir, sweeps, timing
 from bench.cases import Case, drop_reason
 from layers import counting, registry
 from layers.aggregation import auto
@@ -33,7 +35,8 @@ EXTRA_INFO = (
     "precision", "params", "trainable_params", "macs", "flops", "flops_measured", "flops_measured_source",
     "bytes_min", "bytes_aggregation", "largest_intermediate_bytes", "peak_memory_bytes", "peak_memory_source",
     "compile_seconds", "throughput", "gflops_per_s", "gbytes_per_s", "flops_fraction", "bandwidth_fraction",
-    "status", "error",
+    "rates_from", "stopped_by", "device_median_s", "device_q1_s", "device_q3_s", "device_rounds",
+    "device_stopped_by", "device_time_source", "l2", "l2_flush_bytes", *nvml.FIELDS, "status", "error",
 )
 
 
@@ -71,6 +74,7 @@ class Options:
     tf32: bool = False
     profile: str | None = None
     bench_time: float | None = None
+    l2: str | None = None
     inject_failure: str | None = None
     report: bool = True
 
@@ -106,7 +110,7 @@ class BenchSession:
             sweep_name = options.sweep or previous.get("sweep_source") or previous.get("sweep")
             self.shard = self.shard or (tuple(previous["shard"]) if previous.get("shard") else None)
         else:
-            sweep_name = options.sweep or ("full" if self.device == "gpu" else "quick")
+            sweep_name = options.sweep or ("gpu" if self.device == "gpu" else "quick")
             device = "cpu" if self.device == "cpu" else machine.slug(self.device_name)
             path = options.run_dir or root / "reports" / "runs" / f"{rundir.utc_stamp()}-{self.backend}-{device}"
             self.run_dir = rundir.RunDir(path)
@@ -117,6 +121,9 @@ class BenchSession:
         if options.bench_time is not None and options.bench_time <= 0:
             raise UsageError(f"--bench-time must be positive seconds. Received: --bench-time={options.bench_time}")
         self.time_per_case = options.bench_time or self.sweep.time_per_case
+        self.l2 = self._l2_mode(options.l2)
+        self.monitor = nvml.Monitor(self.device)
+        self._timer: timing.Timer | None = None
         self.profile = re.compile(options.profile) if options.profile not in (None, "*") else options.profile
         self.inject = re.compile(options.inject_failure) if options.inject_failure else None
 
@@ -146,6 +153,11 @@ class BenchSession:
             "shard": list(self.shard) if self.shard else None,
             "precision": self.precision,
             "tf32": self.options.tf32,
+            "l2": self.l2,
+            "device_time_source": self.timer().source(),
+            "gpu_conditions_source": self.monitor.reason,
+            "time_per_case": self.time_per_case,
+            "precision_target": self.sweep.precision,
             "machine": self.machine,
             "versions": self.versions,
         })
@@ -154,8 +166,26 @@ class BenchSession:
     def machine_info(self) -> dict:
         return {
             "backend": self.backend, "device": self.device, "device_name": self.device_name,
-            "precision": self.precision, "tf32": self.options.tf32, **self.machine, **self.versions,
+            "precision": self.precision, "tf32": self.options.tf32, "l2": self.l2, **self.machine, **self.versions,
         }
+
+    # -- timing --------------------------------------------------------------
+    def _l2_mode(self, requested: str | None) -> str:
+        if requested is None:
+            return "cold" if self.device == "gpu" else "warm"
+        if requested not in timing.L2_MODES:
+            raise UsageError(f"--l2 takes cold or warm. Received: --l2={requested}")
+        if requested == "cold" and self.device != "gpu":
+            raise UsageError("--l2 cold flushes a GPU's L2 cache before each timed step, and this run has no GPU "
+                             "(drop the option or use --l2 warm). Received: --l2=cold")
+        return requested
+
+    def timer(self) -> timing.Timer:
+        """The run's timer, made once (the L2 flush buffer lives on the device)."""
+        if self._timer is None:
+            self._timer = timing.for_runner(self.runner, self.l2, self.time_per_case, self.sweep.min_rounds,
+                                            self.sweep.max_rounds, self.sweep.precision)
+        return self._timer
 
     # -- one case ----------------------------------------------------------
     def selected_for_profile(self, case: Case) -> bool:
@@ -177,8 +207,8 @@ class BenchSession:
         timed = 0.0
         try:
             module, x = self._build(case)
-            row.update(self._analytic(case, module))
-            row["implementation_resolved"] = self._resolved(case, module, x)
+            row["implementation_resolved"] = self._resolved(case)
+            row.update(self._analytic(case, module, row["implementation_resolved"]))
             out_shape = module.compute_output_shape(x.shape)
             rng = np.random.default_rng(zlib.crc32(case.id.encode()) + 1)
             cotangent = rng.standard_normal(tuple(out_shape)).astype("float32")
@@ -187,21 +217,20 @@ class BenchSession:
             if self.overhead_per_round is None:
                 self.overhead_per_round = timing.harness_overhead(step.sync)
             warm = timing.warm_up(step.round)
-            rounds = timing.plan_rounds(warm.estimate, self.time_per_case, self.sweep.min_rounds, self.sweep.max_rounds)
             if self.inject and self.inject.search(case.id):
                 raise RuntimeError("failure injected by --bench-inject-failure (a test of the harness)")
             if benchmark.enabled:
-                benchmark.pedantic(step.round, rounds=rounds, iterations=1, warmup_rounds=0)
-                row.update(self._stats(benchmark.stats.stats))
-                timed = sum(benchmark.stats.stats.data)
-            row.update(compile_seconds=warm.compile_seconds, warmup_calls=warm.calls)
-            row["peak_memory_bytes"], row["peak_memory_source"] = self.runner.peak_memory(step)
-            row["flops_measured"], row["flops_measured_source"] = self.runner.measured_flops(step)
+                with self.monitor.watch() as conditions:
+                    measured = self.timer().measure(step.run, warm.estimate)
+                row.update(self._stats(measured.latency))
+                row.update(_stored(measured.fields()))
+                row.update(conditions.fields())
+                record_rounds(benchmark, measured.latency.seconds)
+                timed = measured.latency.wall_s + (measured.device.wall_s if measured.device else 0.0)
+            row.update(compile_seconds=step.info.get("compile_seconds", 0.0) + warm.compile_seconds,
+                       warmup_calls=warm.calls)
+            row.update(self._counters(case, step))
             row.update(self._rates(case, row))
-            if self.selected_for_profile(case):
-                from bench import profiling
-
-                row.update(profiling.capture(self, case, step))
             row.update(status="ok", error="")
         except Exception as error:  # a failing case is a row, the sweep goes on
             row.update(status=self.runner.classify(error), error=_describe(error))
@@ -213,16 +242,37 @@ class BenchSession:
         self._count(row, timed)
         return row
 
+    def _counters(self, case: Case, step) -> dict:
+        """Peak memory, measured FLOPs and the profile, after the timed rounds.
+        A counter that fails leaves the timing: its value is None and its
+        source names the error."""
+        out: dict = {}
+        for value, source, read in (
+            ("peak_memory_bytes", "peak_memory_source", lambda: self.runner.peak_memory(step)),
+            ("flops_measured", "flops_measured_source", lambda: self.runner.measured_flops(step)),
+        ):
+            try:
+                out[value], out[source] = read()
+            except Exception as error:
+                out[value], out[source] = None, f"failed: {_describe(error)}"
+        if self.selected_for_profile(case):
+            from bench import profiling
+
+            try:
+                out.update(profiling.capture(self, case, step))
+            except Exception as error:
+                out.update(trace_dir=None, top_ops=None, top_ops_source=f"failed: {_describe(error)}")
+        return out
+
     def _build(self, case: Case):
         return build_case(case)
 
-    def _analytic(self, case: Case, module) -> dict:
+    def _analytic(self, case: Case, module, implementation: str) -> dict:
         if case.kind == "layer":
             figures = counting.layer_figures(
-                case.layer, case.implementation if case.implementation != "auto" else "shiftsum",
-                batch=case.batch, resolution=case.resolution, channels=case.channels, kernel_size=case.kernel_size,
-                stride=case.stride, groups=case.groups, reduction_ratio=case.reduction_ratio, dtype=case.dtype,
-                mode=case.mode,
+                case.layer, implementation, batch=case.batch, resolution=case.resolution, channels=case.channels,
+                kernel_size=case.kernel_size, stride=case.stride, groups=case.groups,
+                reduction_ratio=case.reduction_ratio, dtype=case.dtype, mode=case.mode,
             )
             return figures.as_dict()
         macs = counting.model_macs(module) * case.batch
@@ -233,30 +283,34 @@ class BenchSession:
             "bytes_min": None, "bytes_aggregation": None, "largest_intermediate_bytes": None,
         }
 
-    def _resolved(self, case: Case, module, x) -> str:
-        if not registry.get(case.layer).involution:
-            return case.implementation
-        if case.implementation != "auto":
+    def _resolved(self, case: Case) -> str:
+        """The implementation the case runs: `auto` resolved as the layer
+        resolves it for this backend, device, mode and compute dtype."""
+        if not registry.get(case.layer).involution or case.implementation != "auto":
             return case.implementation
         return auto.choose(self.backend, self.device, case.mode, keras.DTypePolicy(case.dtype).compute_dtype)
 
     @staticmethod
-    def _stats(stats) -> dict:
-        data = list(stats.data)
-        stride = max(1, len(data) // MAX_STORED_ROUNDS)
+    def _stats(series: timing.Series) -> dict:
+        data = list(series.seconds)
+        q1, q3 = series.quartiles()
         return {
-            "rounds": len(data), "median_s": stats.median, "mean_s": stats.mean, "min_s": stats.min,
-            "max_s": stats.max, "stddev_s": stats.stddev if len(data) > 1 else 0.0, "q1_s": stats.q1,
-            "q3_s": stats.q3, "iqr_s": stats.iqr, "rounds_s": data[::stride][:MAX_STORED_ROUNDS],
+            "rounds": len(data), "median_s": series.median, "mean_s": statistics.fmean(data), "min_s": min(data),
+            "max_s": max(data), "stddev_s": statistics.stdev(data) if len(data) > 1 else 0.0, "q1_s": q1,
+            "q3_s": q3, "iqr_s": q3 - q1, "stopped_by": series.stopped_by, "rounds_s": _thinned(data),
         }
 
     def _rates(self, case: Case, row: dict) -> dict:
-        median = row.get("median_s")
+        """Throughput, GFLOP/s and GB/s from the device time where there is
+        one (cold L2 by default on GPUs), else from the latency."""
+        device = row.get("device_median_s")
+        median = device or row.get("median_s")
         if not median:
             return {}
+        basis = f"device time (L2 {row.get('l2')})" if device else "latency"
         peaks = machine.peaks(self.device_name, case.dtype, self.options.tf32)
         rates = {"throughput": case.batch / median, "gflops_per_s": row["flops"] / median / 1e9, **peaks,
-                 "gbytes_per_s": None, "flops_fraction": None, "bandwidth_fraction": None}
+                 "gbytes_per_s": None, "flops_fraction": None, "bandwidth_fraction": None, "rates_from": basis}
         if row.get("bytes_min"):
             rates["gbytes_per_s"] = row["bytes_min"] / median / 1e9
         if peaks["peak_flops"]:
@@ -282,8 +336,9 @@ class BenchSession:
                  f"({', '.join(f'{v} {k}' for k, v in sorted(s.statuses.items())) or 'none run'}); "
                  f"sweep {self.sweep.name}{' shard ' + '/'.join(map(str, self.shard)) if self.shard else ''}"]
         lines.append(f"  wall time {wall:.1f} s, of which timed rounds {s.timed:.1f} s")
+        lines.append(f"  device time: {self.timer().source()}")
         if s.overheads:
-            lines.append(f"  per-case overhead (build, warm-up, memory, counters): median "
+            lines.append(f"  per-case overhead (build, compile, warm-up, memory, counters): median "
                          f"{statistics.median(s.overheads):.2f} s, total {sum(s.overheads):.1f} s")
         if self.overhead_per_round is not None:
             share = ""
@@ -310,6 +365,32 @@ def build_case(case: Case) -> tuple[keras.layers.Layer, np.ndarray]:
     rng = np.random.default_rng(zlib.crc32(case.id.encode()))
     x = rng.standard_normal(shape).astype("float32")
     return module, x
+
+
+def record_rounds(benchmark, seconds) -> None:
+    """Give pytest-benchmark the latency rounds the suite's timer measured.
+
+    pytest-benchmark times host code and knows nothing of devices, flushes or
+    stopping rules; its rounds, `benchmark.json` and `pytest-benchmark compare`
+    carry these rounds instead (one step each, the device wait inside). Its
+    fixture allows one use per test, as with `pedantic`."""
+    if getattr(benchmark, "_mode", None):
+        raise RuntimeError("the benchmark fixture was already used in this test")
+    stats = benchmark._make_stats(1)
+    for value in seconds:
+        stats.update(value)
+    benchmark._mode = "involution-bench timer"
+
+
+def _thinned(values: list[float]) -> list[float]:
+    stride = max(1, len(values) // MAX_STORED_ROUNDS)
+    return values[::stride][:MAX_STORED_ROUNDS]
+
+
+def _stored(fields: dict) -> dict:
+    if fields.get("device_rounds_s"):
+        fields = fields | {"device_rounds_s": _thinned(fields["device_rounds_s"])}
+    return fields
 
 
 def _plain(value) -> bool:

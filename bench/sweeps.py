@@ -21,10 +21,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench.cases import DEFAULT_JIT, DTYPES, MODES, Case
+from bench.timing import DEFAULT_PRECISION
 from layers import registry
 
 BUILTIN_DIR = Path(__file__).parent / "sweeps"
-SETTINGS = {"description": str, "time_per_case": (int, float), "min_rounds": int, "max_rounds": int}
+SETTINGS = {"description": str, "time_per_case": (int, float), "min_rounds": int, "max_rounds": int,
+            "precision": (int, float)}
 INT_AXES = ("kernel_size", "stride", "groups", "reduction_ratio", "resolution", "channels", "batch")
 
 
@@ -37,9 +39,10 @@ class Sweep:
     name: str
     source: str
     description: str
-    time_per_case: float
+    time_per_case: float  # seconds of timed rounds a case may take at most
     min_rounds: int
     max_rounds: int
+    precision: float  # stop a series when its median's 95% interval is within +-precision
     grids: tuple[dict, ...]
     defaults: dict
 
@@ -110,6 +113,12 @@ def parse(data: dict, source: str, name: str = "custom") -> Sweep:
     for key, kind in SETTINGS.items():
         if key in data and (not isinstance(data[key], kind) or isinstance(data[key], bool)):
             raise SweepError(f"{source}: {key} has the wrong type. Received: {key}={data[key]!r}")
+    for key in ("time_per_case", "min_rounds", "max_rounds"):
+        if key in data and data[key] <= 0:
+            raise SweepError(f"{source}: {key} must be positive. Received: {key}={data[key]!r}")
+    if "precision" in data and not 0 <= data["precision"] < 1:
+        raise SweepError(f"{source}: precision is a fraction of the median in [0, 1) (0: no precision rule, "
+                         f"rounds fill time_per_case). Received: precision={data['precision']!r}")
     defaults = data.get("defaults", {})
     missing = axes - set(defaults)
     if missing:
@@ -139,6 +148,7 @@ def parse(data: dict, source: str, name: str = "custom") -> Sweep:
         time_per_case=float(data.get("time_per_case", 1.0)),
         min_rounds=int(data.get("min_rounds", 5)),
         max_rounds=int(data.get("max_rounds", 10_000)),
+        precision=float(data.get("precision", DEFAULT_PRECISION)),
         grids=tuple(grids),
         defaults=defaults,
     )

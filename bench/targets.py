@@ -1,4 +1,4 @@
-"""Check the fused-kernel targets (issue 7) on the current backend.
+"""Check the fused-kernel targets on the current backend.
 
     KERAS_BACKEND=jax   python -m bench.targets --out DIR
     KERAS_BACKEND=torch python -m bench.targets --out DIR
@@ -8,72 +8,66 @@ reduction 4) it times the whole Involution layer with the backend's fused
 implementation (and the portable ones beside it) against the same backend's
 Keras Conv2D(C, 7) and DepthwiseConv2D(7), float32 with TF32 allowed and
 mixed bfloat16, forward and forward + backward; then the aggregation alone,
-whose bytes (input + generated kernel + output, each once) over its time give
-the bandwidth it reaches.
+whose bytes (`layers.counting`: input + generated kernel + output, and the
+backward's reads and writes in training) over its time give the bandwidth it
+reaches.
 
-Two times per case, both after warm-up and both ending each timed round with
-the device wait:
-- `step_s`: rounds of n steps issued back to back, divided by n: the device's
-  time per step when the host keeps ahead of it (the figure the targets use);
-- `latency_s`: rounds of one step, as the sweep times them (host dispatch and
-  the wait included).
+Every case is timed by the suite's one timer (`bench.timing`), as the sweep
+times it: `step_s` is the device time per step (CUDA events on PyTorch, steps
+back to back on JAX) with a cold L2 unless `--l2 warm`, the figure the targets
+use; `latency_s` the host-timed single step.
 
-Writes targets.csv (one row per timed case), targets.md (the target table)
-and prints the table.
+Writes targets-<backend>.csv (one row per timed case), targets-<backend>.md
+(the target table) and prints the table.
 """
 
 from __future__ import annotations
 
 import argparse
-import math
-import statistics
 import sys
-import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 STAGES = ((56, 64, 4), (28, 128, 8), (14, 256, 16))  # (resolution, channels, groups)
-FUSED = {"jax": "pallas", "torch": "triton", "tensorflow": "xla"}
-PORTABLE = ("shiftsum", "reference")
+KERNEL_SIZE = 7
+REDUCTION = 4
 DTYPES = ("float32", "mixed_bfloat16")
 MODES = ("inference", "training")
 
 
-@dataclass(frozen=True)
-class Timed:
-    step_s: float
-    latency_s: float
-    steps_per_round: int
+def fused_implementation(backend: str) -> str | None:
+    """The backend's fused kernel, from the aggregation registry."""
+    from layers import aggregation
+
+    fused = [name for name, impl in aggregation.IMPLEMENTATIONS.items() if impl.fused and backend in impl.backends]
+    return fused[0] if fused else None
 
 
-def time_step(run, sync, rounds: int, round_seconds: float = 0.02) -> Timed:
+def portable_implementations(backend: str) -> list[str]:
+    """The backend's implementations that build no patch tensor and are not fused."""
+    from layers import aggregation
+
+    return [name for name, impl in aggregation.IMPLEMENTATIONS.items()
+            if backend in impl.backends and not impl.fused and not impl.materialises_patches]
+
+
+def time_step(timer, run, sync) -> dict:
+    """Warm-up, then the timer's rounds: the row fields of one timed step."""
     from bench import timing
 
-    def once():
-        sync(run())
-
-    warm = timing.warm_up(once, min_calls=5)
-    latencies = []
-    for _ in range(rounds):
-        start = time.perf_counter()
-        once()
-        latencies.append(time.perf_counter() - start)
-    n = max(1, math.ceil(round_seconds / max(warm.estimate, 1e-6)))
-    per_step = []
-    for _ in range(rounds):
-        start = time.perf_counter()
-        out = None
-        for _ in range(n):
-            out = run()
-        sync(out)
-        per_step.append((time.perf_counter() - start) / n)
-    return Timed(statistics.median(per_step), statistics.median(latencies), n)
+    warm = timing.warm_up(lambda: sync(run()), min_calls=5)
+    measured = timer.measure(run, warm.estimate)
+    fields = measured.fields()
+    device = fields["device_median_s"]
+    return {"step_s": device if device is not None else measured.latency.median,
+            "latency_s": measured.latency.median, "rounds": len(measured.latency.seconds),
+            "device_rounds": fields["device_rounds"], "stopped_by": fields["device_stopped_by"]
+            or measured.latency.stopped_by, "device_time_source": fields["device_time_source"], "l2": fields["l2"],
+            "steps_per_round": fields["device_steps_per_round"]}
 
 
-def _layer_rows(runner, backend: str, batch: int, stage, dtype: str, mode: str, rounds: int, impls,
-                jit: bool) -> list[dict]:
+def _layer_rows(runner, timer, backend: str, batch: int, stage, dtype: str, mode: str, impls, jit: bool) -> list[dict]:
     import keras
 
     from bench.cases import Case
@@ -83,7 +77,8 @@ def _layer_rows(runner, backend: str, batch: int, stage, dtype: str, mode: str, 
     rows = []
     variants = [("involution", impl) for impl in impls] + [("conv2d", "keras"), ("depthwise", "keras")]
     for layer, impl in variants:
-        case = Case(layer, impl, 7, 1, groups, 4, resolution, channels, batch, dtype, mode, jit).normalised()
+        case = Case(layer, impl, KERNEL_SIZE, 1, groups, REDUCTION, resolution, channels, batch, dtype, mode,
+                    jit).normalised()
         row = {"backend": backend, "layer": layer, "implementation": impl, "resolution": resolution,
                "channels": channels, "groups": groups, "batch": batch, "dtype": dtype, "mode": mode,
                "jit": jit, "what": "layer"}
@@ -92,9 +87,7 @@ def _layer_rows(runner, backend: str, batch: int, stage, dtype: str, mode: str, 
             cotangent = np.random.default_rng(1).standard_normal(x.shape).astype("float32")
             compute = keras.DTypePolicy(dtype).compute_dtype
             step = runner.prepare(case, module, x, cotangent, compute)
-            timed = time_step(step.run, step.sync, rounds)
-            row.update(step_s=timed.step_s, latency_s=timed.latency_s, steps_per_round=timed.steps_per_round,
-                       status="ok")
+            row.update(time_step(timer, step.run, step.sync), status="ok")
         except Exception as error:  # one failing variant must not hide the others
             row.update(status=runner.classify(error), error=f"{type(error).__name__}: {error}"[:500])
         rows.append(row)
@@ -102,30 +95,26 @@ def _layer_rows(runner, backend: str, batch: int, stage, dtype: str, mode: str, 
     return rows
 
 
-def _aggregation_rows(backend: str, batch: int, stage, dtype: str, mode: str, rounds: int, impls) -> list[dict]:
-    from layers import aggregation
+def _aggregation_rows(timer, backend: str, batch: int, stage, dtype: str, mode: str, impls) -> list[dict]:
+    from layers import aggregation, counting
 
     resolution, channels, groups = stage
-    k = 7
     real_dtype = "bfloat16" if "bfloat16" in dtype else "float32"
-    itemsize = 2 if real_dtype == "bfloat16" else 4
-    pixels = batch * resolution * resolution
-    # x and out: C values a pixel; the generated kernel: G*K*K.
-    fwd_bytes = pixels * (2 * channels + groups * k * k) * itemsize
-    # backward: read x, kernel, dy; write dx and d_kernel.
-    bwd_bytes = pixels * (3 * channels + 2 * groups * k * k) * itemsize
-    tensors = _aggregation_inputs(backend, batch, resolution, channels, groups, k, real_dtype, mode)
+    figures = counting.layer_figures("involution", impls[0], batch=batch, resolution=resolution, channels=channels,
+                                     kernel_size=KERNEL_SIZE, stride=1, groups=groups, reduction_ratio=REDUCTION,
+                                     dtype=dtype, mode=mode)
+    tensors = _aggregation_inputs(backend, batch, resolution, channels, groups, KERNEL_SIZE, real_dtype, mode)
     reference = None
     rows = []
     for impl in impls:
         row = {"backend": backend, "layer": "aggregation", "implementation": impl, "resolution": resolution,
                "channels": channels, "groups": groups, "batch": batch, "dtype": real_dtype, "mode": mode,
-               "what": "aggregation", "bytes": fwd_bytes if mode == "inference" else fwd_bytes + bwd_bytes}
+               "what": "aggregation", "bytes": figures.bytes_aggregation}
         try:
-            run, sync = _aggregation_step(backend, aggregation.get(impl).function(), tensors, k, groups, mode)
-            timed = time_step(run, sync, rounds)
-            row.update(step_s=timed.step_s, latency_s=timed.latency_s, steps_per_round=timed.steps_per_round,
-                       gbytes_per_s=row["bytes"] / timed.step_s / 1e9, status="ok")
+            run, sync = _aggregation_step(backend, aggregation.get(impl).function(), tensors, KERNEL_SIZE, groups,
+                                          mode)
+            row.update(time_step(timer, run, sync), status="ok")
+            row["gbytes_per_s"] = row["bytes"] / row["step_s"] / 1e9
             # The fast path against the portable one on the timed inputs.
             outputs = _to_numpy(run())
             if reference is None:
@@ -209,44 +198,54 @@ def _line(row: dict) -> str:
     return f"{what} {geometry} step {row['step_s'] * 1e3:8.3f} ms  latency {row['latency_s'] * 1e3:8.3f} ms{extra}"
 
 
+# (label, involution dtype, mode, baseline layer, baseline dtype, limit): the
+# fused layer's step time over the baseline's must be at most `limit`.
+RATIO_TARGETS = (
+    ("float32 forward / Conv2D (TF32)", "float32", "inference", "conv2d", 0.33),
+    ("float32 forward / DepthwiseConv2D", "float32", "inference", "depthwise", 1.0),
+    ("bfloat16 forward / Conv2D bf16", "mixed_bfloat16", "inference", "conv2d", 0.5),
+    ("float32 fwd+bwd / Conv2D (TF32)", "float32", "training", "conv2d", 0.7),
+)
+# (aggregation dtype, fraction of the bandwidth it must reach)
+BANDWIDTH_TARGETS = (("float32", 0.65), ("bfloat16", 0.50))
+FLOOR_TARGET = 0.40  # the fused float32 inference layer: its floor over its time
+
+
 def target_table(rows: list[dict], fused: str, bandwidth: float | None) -> list[dict]:
-    """One line per (stage, target): the measured ratio or bandwidth and whether it holds."""
-    def t(layer, impl, dtype, mode, stage, what="layer"):
+    """One line per (stage, target): the measured ratio or fraction and whether it holds."""
+    def find(what, layer, impl, dtype, mode, stage):
         for row in rows:
             if (row["what"], row["layer"], row["implementation"], row["dtype"], row["mode"]) == (
                     what, layer, impl, dtype, mode) and (row["resolution"], row["channels"], row["groups"]) == stage:
-                return row.get("step_s") if row["status"] == "ok" else None
+                return row if row["status"] == "ok" else None
         return None
+
+    def step(row):
+        return row.get("step_s") if row else None
 
     lines = []
     stages = sorted({(r["resolution"], r["channels"], r["groups"]) for r in rows}, reverse=True)
     for stage in stages:
         name = f"{stage[0]} px C {stage[1]} G {stage[2]}"
-        checks = [
-            ("float32 forward / Conv2D (TF32)", t("involution", fused, "float32", "inference", stage),
-             t("conv2d", "keras", "float32", "inference", stage), 0.5),
-            ("float32 forward / DepthwiseConv2D", t("involution", fused, "float32", "inference", stage),
-             t("depthwise", "keras", "float32", "inference", stage), 1.0),
-            ("bfloat16 forward / Conv2D bf16", t("involution", fused, "mixed_bfloat16", "inference", stage),
-             t("conv2d", "keras", "mixed_bfloat16", "inference", stage), 0.75),
-            ("float32 fwd+bwd / Conv2D (TF32)", t("involution", fused, "float32", "training", stage),
-             t("conv2d", "keras", "float32", "training", stage), 1.0),
-            ("bfloat16 fwd+bwd / Conv2D bf16", t("involution", fused, "mixed_bfloat16", "training", stage),
-             t("conv2d", "keras", "mixed_bfloat16", "training", stage), 1.0),
-        ]
-        for label, mine, theirs, limit in checks:
+        for label, dtype, mode, baseline, limit in RATIO_TARGETS:
+            mine = step(find("layer", "involution", fused, dtype, mode, stage))
+            theirs = step(find("layer", baseline, "keras", dtype, mode, stage))
             ratio = mine / theirs if mine and theirs else None
             lines.append({"stage": name, "target": f"{label} <= {limit}", "measured": ratio,
                           "holds": ratio is not None and ratio <= limit,
                           "detail": f"{_ms(mine)} vs {_ms(theirs)} ms"})
-        for dtype in ("float32", "bfloat16"):
-            agg = [r for r in rows if r["what"] == "aggregation" and r["implementation"] == fused
-                   and r["dtype"] == dtype and r["mode"] == "inference"
-                   and (r["resolution"], r["channels"], r["groups"]) == stage and r["status"] == "ok"]
-            fraction = agg[0]["gbytes_per_s"] * 1e9 / bandwidth if agg and bandwidth else None
-            lines.append({"stage": name, "target": f"aggregation {dtype} forward >= 60% of bandwidth",
-                          "measured": fraction, "holds": fraction is not None and fraction >= 0.6,
-                          "detail": f"{agg[0]['gbytes_per_s']:.0f} GB/s" if agg else "not measured"})
+        for dtype, limit in BANDWIDTH_TARGETS:
+            agg = find("aggregation", "aggregation", fused, dtype, "inference", stage)
+            fraction = agg["gbytes_per_s"] * 1e9 / bandwidth if agg and bandwidth else None
+            lines.append({"stage": name, "target": f"aggregation {dtype} forward >= {limit:.0%} of bandwidth",
+                          "measured": fraction, "holds": fraction is not None and fraction >= limit,
+                          "detail": f"{agg['gbytes_per_s']:.0f} GB/s" if agg else "not measured"})
+        layer = find("layer", "involution", fused, "float32", "inference", stage)
+        floor = layer["bytes_min"] / bandwidth if layer and layer.get("bytes_min") and bandwidth else None
+        fraction = floor / layer["step_s"] if floor else None
+        lines.append({"stage": name, "target": f"fused float32 forward layer >= {FLOOR_TARGET:.0%} of its floor",
+                      "measured": fraction, "holds": fraction is not None and fraction >= FLOOR_TARGET,
+                      "detail": f"floor {_ms(floor)} ms (input and output once) vs {_ms(step(layer))} ms"})
     return lines
 
 
@@ -277,42 +276,50 @@ def _stages(text: str):
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.targets", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", type=Path, default=Path("targets-out"), help="folder for targets.csv/.md")
+    parser.add_argument("--out", type=Path, default=Path("targets-out"), help="folder for targets-<backend>.csv/.md")
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--stages", type=_stages, default=list(STAGES), help="RES:C:G[,...]")
-    parser.add_argument("--rounds", type=int, default=25)
+    parser.add_argument("--time", type=float, default=0.5,
+                        help="seconds of timed rounds per case at most (rounds stop at +-2%% precision)")
+    parser.add_argument("--min-rounds", type=int, default=10)
+    parser.add_argument("--l2", choices=("cold", "warm"), default="cold",
+                        help="flush the L2 before each timed step (cold, the default) or not")
     parser.add_argument("--modes", default="inference,training")
     parser.add_argument("--dtypes", default=",".join(DTYPES))
     parser.add_argument("--impls", default=None, help="involution implementations (default: fused + portable)")
     parser.add_argument("--jit", choices=("default", "on", "off"), default="default",
                         help="compile the layer steps (default: as Keras does: jax.jit, eager PyTorch)")
     args = parser.parse_args(argv)
-    if args.batch < 1 or args.rounds < 1:
-        parser.error(f"--batch and --rounds must be positive. Received: --batch={args.batch} --rounds={args.rounds}")
+    if args.batch < 1 or args.min_rounds < 1 or args.time <= 0:
+        parser.error(f"--batch, --min-rounds and --time must be positive. Received: --batch={args.batch} "
+                     f"--min-rounds={args.min_rounds} --time={args.time}")
 
     import keras
     import pandas as pd
 
-    from bench import backends, machine
+    from bench import backends, machine, timing
     from bench.cases import DEFAULT_JIT
-    from layers import aggregation
+    from layers import aggregation, counting
 
     runner = backends.current()
     backend = runner.name
-    if backend not in ("jax", "torch"):
+    fused = fused_implementation(backend)
+    if fused is None or backend == "tensorflow":
         parser.error("the fused kernels run on the jax and torch backends; set KERAS_BACKEND=jax or "
                      f"KERAS_BACKEND=torch. Received: KERAS_BACKEND={backend}")
-    fused = FUSED[backend]
-    impls = args.impls.split(",") if args.impls else [fused, *PORTABLE]
+    impls = args.impls.split(",") if args.impls else [fused, *portable_implementations(backend)]
     for impl in impls:
         if impl not in aggregation.names(backend):
             parser.error(f"--impls: {impl!r} does not run on {backend}; use some of {aggregation.names(backend)}. "
                          f"Received: --impls={args.impls}")
+    if args.l2 == "cold" and runner.device_kind() != "gpu":
+        args.l2 = "warm"  # nothing to flush without a GPU (tests, interpreters)
     jit = DEFAULT_JIT[backend] if args.jit == "default" else args.jit == "on"
     precision = runner.configure(tf32=True)
     device_name = runner.device_name()
+    timer = timing.for_runner(runner, args.l2, args.time, min_rounds=args.min_rounds)
     print(f"bench.targets: {backend} on {device_name} ({runner.device_kind()}), keras {keras.__version__}, "
-          f"{precision}, layer steps {'compiled' if jit else 'eager'}", flush=True)
+          f"{precision}, layer steps {'compiled' if jit else 'eager'}; {timer.source()}", flush=True)
     rows: list[dict] = []
     args.out.mkdir(parents=True, exist_ok=True)
     csv_path = args.out / f"targets-{backend}.csv"
@@ -324,19 +331,27 @@ def main(argv: list[str] | None = None) -> int:
         frame.to_csv(csv_path, index=False)
 
     for stage in args.stages:
+        resolution, channels, groups = stage
         for dtype in args.dtypes.split(","):
             for mode in args.modes.split(","):
-                rows += _layer_rows(runner, backend, args.batch, stage, dtype, mode, args.rounds, impls, jit)
+                layer_rows = _layer_rows(runner, timer, backend, args.batch, stage, dtype, mode, impls, jit)
+                for row in layer_rows:
+                    if row["layer"] == "involution":
+                        row["bytes_min"] = counting.layer_figures(
+                            "involution", row["implementation"], batch=args.batch, resolution=resolution,
+                            channels=channels, kernel_size=KERNEL_SIZE, stride=1, groups=groups,
+                            reduction_ratio=REDUCTION, dtype=dtype, mode=mode).bytes_min
+                rows += layer_rows
                 # the portable implementation first: the fused one is checked against it
                 agg_impls = sorted((i for i in impls if not aggregation.get(i).materialises_patches),
                                    key=lambda i: aggregation.get(i).fused)
-                rows += _aggregation_rows(backend, args.batch, stage, dtype, mode, args.rounds, agg_impls)
+                rows += _aggregation_rows(timer, backend, args.batch, stage, dtype, mode, agg_impls)
                 save()
     bandwidth = machine.peaks(device_name, "float32", True)["peak_bandwidth"]
     lines = target_table(rows, fused, bandwidth)
     table = markdown(lines)
-    header = (f"{backend} on {device_name}; batch {args.batch}, K 7; {precision}; jit {jit}; datasheet bandwidth "
-              f"{bandwidth / 1e9:.0f} GB/s" if bandwidth else f"{backend} on {device_name}; no bandwidth figure")
+    header = (f"{backend} on {device_name}; batch {args.batch}, K 7; {precision}; jit {jit}; {timer.source()}; "
+              + (f"datasheet bandwidth {bandwidth / 1e9:.0f} GB/s" if bandwidth else "no bandwidth figure"))
     (args.out / f"targets-{backend}.md").write_text(header + "\n\n" + table + "\n")
     print(header)
     print(table)

@@ -19,7 +19,9 @@ Conventions:
   and writes the input and weight gradients (3x input + 3x weights + 2x output).
   For involution the ideal implementation generates its kernels on chip;
   `bytes_aggregation` is what an aggregation that reads them from memory
-  moves: input + generated kernel + output.
+  moves: input + generated kernel + output; in training its backward also
+  reads the input, the kernel and the output gradient and writes the input
+  and kernel gradients (3x input + 3x kernel + 2x output in all).
 """
 
 from __future__ import annotations
@@ -132,7 +134,10 @@ def layer_figures(
         macs=macs,
         flops=2 * macs * (3 if training else 1),
         bytes_min=3 * x_bytes + 3 * w_bytes + 2 * y_bytes if training else forward_bytes,
-        bytes_aggregation=x_bytes + kernel_bytes + y_bytes if layer == "involution" else forward_bytes,
+        bytes_aggregation=(
+            (3 * (x_bytes + kernel_bytes) + 2 * y_bytes if training else x_bytes + kernel_bytes + y_bytes)
+            if layer == "involution" else forward_bytes
+        ),
         largest_intermediate_bytes=largest,
         macs_generation=parts.get("generation", 0),
         macs_aggregation=parts.get("aggregation", 0),

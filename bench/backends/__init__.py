@@ -19,7 +19,11 @@ from typing import Any
 import keras
 import numpy as np
 
+from bench import machine
 from bench.cases import Case
+from bench.timing import DeviceTiming, Flush
+
+NO_DEVICE_CLOCK = "none: a CPU run (no device clock: the latency rounds time the step)"
 
 
 @dataclass
@@ -65,6 +69,18 @@ class Runner:
     def sync_function(self) -> Callable[[Any], None]:
         """What ends every timed round: blocks until a step's outputs exist."""
         raise NotImplementedError
+
+    def device_timing(self) -> tuple[DeviceTiming | None, str]:
+        """The device clock of this backend (`bench.timing`), or None and why."""
+        return None, NO_DEVICE_CLOCK
+
+    def l2_bytes(self) -> int | None:
+        """The GPU's L2 cache size, when known."""
+        return machine.l2_bytes(self.device_name()) if self.device_kind() == "gpu" else None
+
+    def l2_flush(self) -> Flush | None:
+        """A `Flush` writing at least twice the L2 (GPUs only)."""
+        return None
 
     def prepare(self, case: Case, module, x: np.ndarray, cotangent: np.ndarray, dtype: str) -> Step:
         """x: float32 input, cast to `dtype` on the device; cotangent: the

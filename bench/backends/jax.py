@@ -1,21 +1,26 @@
 """JAX runner.
 
 Layers and models run under a `keras.StatelessScope` with their variables
-as arguments, so a step is a pure function: jit on wraps it in `jax.jit`, jit
-off runs it op by op. Each round ends with `jax.block_until_ready`.
+as arguments, so a step is a pure function: jit on compiles it once
+(`jax.jit(...).lower(...).compile()`, timed as the case's compile time), and
+the same executable serves the timed rounds, XLA's cost analysis and its
+memory analysis; jit off runs it op by op. Each round ends with
+`jax.block_until_ready`. JAX has no device events: on GPUs the device time
+comes from steps issued back to back (`bench.timing.BackToBackTiming`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import time
 
 import jax
 import jax.numpy as jnp
 import keras
 import numpy as np
 
-from bench import machine, memory
-from bench.backends import Runner, Step
+from bench import machine, memory, timing
+from bench.backends import NO_DEVICE_CLOCK, Runner, Step
 from bench.cases import Case
 
 
@@ -40,6 +45,28 @@ class JaxRunner(Runner):
 
     def sync_function(self):
         return jax.block_until_ready
+
+    def device_timing(self):
+        if self.device_kind() != "gpu":
+            return None, NO_DEVICE_CLOCK
+        return timing.BackToBackTiming(jax.block_until_ready,
+                                       source="n jitted steps dispatched back to back per round, round time / n"), ""
+
+    def l2_flush(self) -> timing.Flush | None:
+        if self.device_kind() != "gpu":
+            return None
+        l2 = self.l2_bytes()
+        nbytes = timing.flush_bytes(l2)
+        # Donated: each call rewrites the same buffer in place (read + write).
+        bump = jax.jit(lambda b: b + 1, donate_argnums=0)
+        state = [jnp.zeros((nbytes // 4,), jnp.uint32)]
+
+        def run():
+            state[0] = bump(state[0])
+            return state[0]
+
+        jax.block_until_ready(run())  # compiled outside any timed round
+        return timing.Flush(run=run, nbytes=nbytes, l2_bytes=l2)
 
     def prepare(self, case: Case, module, x: np.ndarray, cotangent: np.ndarray, dtype: str) -> Step:
         trainable = [v.value for v in module.trainable_variables]
@@ -69,15 +96,21 @@ class JaxRunner(Runner):
 
         args = (trainable, xj, non_trainable)
         jitted = jax.jit(fn)
-        compiled = jitted if case.jit else fn
-        return Step(
-            run=lambda: compiled(*args),
-            sync=self.sync_function(),
-            eager=lambda: fn(*args),
-            info={"jitted": jitted, "args": args},
-        )
+        info = {"jitted": jitted, "args": args}
+        if case.jit:
+            start = time.perf_counter()
+            compiled = jitted.lower(*args).compile()
+            info.update(compiled=compiled, compile_seconds=time.perf_counter() - start)
+
+            def run():
+                return compiled(*args)
+        else:
+            def run():
+                return fn(*args)
+        return Step(run=run, sync=self.sync_function(), eager=lambda: fn(*args), info=info)
 
     def _compiled(self, step: Step):
+        """The step's executable (jit off: compiled here for the analyses only)."""
         if "compiled" not in step.info:
             step.info["compiled"] = step.info["jitted"].lower(*step.info["args"]).compile()
         return step.info["compiled"]
@@ -97,7 +130,7 @@ class JaxRunner(Runner):
             # plans for the compiled step instead.
             stats = self._compiled(step).memory_analysis()
             return (int(stats.temp_size_in_bytes + stats.output_size_in_bytes),
-                    "XLA compiled memory analysis (temporaries + outputs)")
+                    "XLA compiled memory analysis (temporaries + outputs): a plan, not a measurement")
         return memory.peak_bytes(step.round), memory.SOURCE
 
     @contextlib.contextmanager

@@ -14,8 +14,8 @@ import contextlib
 import numpy as np
 import tensorflow as tf
 
-from bench import machine, memory
-from bench.backends import Runner, Step
+from bench import machine, memory, timing
+from bench.backends import NO_DEVICE_CLOCK, Runner, Step
 from bench.cases import Case
 
 
@@ -64,6 +64,23 @@ class TensorFlowRunner(Runner):
             def sync(_):
                 return None
         return sync
+
+    def device_timing(self):
+        if self.device_kind() != "gpu":
+            return None, NO_DEVICE_CLOCK
+        return timing.BackToBackTiming(self.sync_function(),
+                                       source="n steps dispatched back to back per round, round time / n"), ""
+
+    def l2_flush(self) -> timing.Flush | None:
+        if self.device_kind() != "gpu":
+            return None
+        l2 = self.l2_bytes()
+        nbytes = timing.flush_bytes(l2)
+        with tf.device("/GPU:0"):
+            buffer = tf.Variable(tf.zeros((nbytes // 4,), tf.int32))
+        bump = tf.function(lambda: buffer.assign_add(tf.ones_like(buffer)))  # reads and writes the buffer
+        bump()  # traced outside any timed round
+        return timing.Flush(run=bump, nbytes=nbytes, l2_bytes=l2)
 
     def prepare(self, case: Case, module, x: np.ndarray, cotangent: np.ndarray, dtype: str) -> Step:
         device = "/GPU:0" if self.device_kind() == "gpu" else "/CPU:0"

@@ -14,8 +14,8 @@ import numpy as np
 import torch
 from keras.src.backend.torch.core import get_device
 
-from bench import machine, memory
-from bench.backends import Runner, Step
+from bench import machine, memory, timing
+from bench.backends import NO_DEVICE_CLOCK, Runner, Step
 from bench.cases import Case
 
 
@@ -52,6 +52,24 @@ class TorchRunner(Runner):
             def sync(_):  # CPU kernels return when done
                 return None
         return sync
+
+    def device_timing(self):
+        if not torch.cuda.is_available():
+            return None, NO_DEVICE_CLOCK
+        return timing.EventTiming(lambda: torch.cuda.Event(enable_timing=True), torch.cuda.synchronize), ""
+
+    def l2_bytes(self) -> int | None:
+        if not torch.cuda.is_available():
+            return None
+        return int(getattr(torch.cuda.get_device_properties(0), "L2_cache_size", 0)) or super().l2_bytes()
+
+    def l2_flush(self) -> timing.Flush | None:
+        if not torch.cuda.is_available():
+            return None
+        l2 = self.l2_bytes()
+        nbytes = timing.flush_bytes(l2)
+        buffer = torch.empty(nbytes, dtype=torch.uint8, device="cuda")
+        return timing.Flush(run=buffer.zero_, nbytes=nbytes, l2_bytes=l2)
 
     def prepare(self, case: Case, module, x: np.ndarray, cotangent: np.ndarray, dtype: str) -> Step:
         device = get_device()

@@ -1,11 +1,15 @@
 #!/usr/bin/env bash
-# What the GPU machine runs (see docs/PERF.md, "GPU"): from the repository
-# root of a copy of the working tree, with the wheels of .whl/ carried along
-# (../shared/gpu/fetch-wheels.sh keras==3.15.1 namex optree).
-#   docs/gpu/run.sh check      environment, then the fused kernels' tests on the GPU
-#   docs/gpu/run.sh targets    python -m bench.targets on JAX and PyTorch
-#   docs/gpu/run.sh sweep NAME pytest bench --benchmark-only --sweep NAME on JAX and PyTorch
-# Everything it writes goes under $OUT (default: ./gpu-out).
+# What the GPU machine runs (docs/PERF.md, the GPU sections): from the
+# repository root of a copy of the working tree, with the wheels of .whl/
+# carried along (../shared/gpu/fetch-wheels.sh keras==3.15.1 namex optree
+# jax-triton==0.3.1 nvidia-ml-py).
+#   docs/gpu/run.sh check            environment, then the fused kernels' tests on the GPU
+#   docs/gpu/run.sh targets          python -m bench.targets on JAX and PyTorch
+#   docs/gpu/run.sh sweeps [NAME...] the timer's calibration, then each sweep (default: gpu, then
+#                                    paper with --tf32) on each of $BACKENDS, run directories under $OUT
+# Everything it writes goes under $OUT (default: ./gpu-out); a sweep's rows are
+# appended to $OUT/<sweep>-<backend>/results.jsonl as each case finishes, so a
+# command cut off at its time limit keeps them (resume with --resume DIR).
 set -uo pipefail
 OUT=${OUT:-$PWD/gpu-out}
 mkdir -p "$OUT"
@@ -36,13 +40,37 @@ case "${1:-check}" in
         2>&1 | grep -v "^WARNING\|oneDNN\|cuda_" | tee "$OUT/targets-$backend.log" | tail -45
     done
     ;;
-  sweep)
+  sweeps)
+    # Run directories live in $RUNS (kept while the machine stays warm; a cold
+    # machine gets them from .gpu-runs/, carried along) and are copied to $OUT
+    # after each sweep, so a sweep cut off by its limit is resumed by the next call.
+    shift
+    sweeps=("${@:-gpu paper}")
+    RUNS=${RUNS:-/tmp/runs}
+    mkdir -p "$RUNS"
+    [ -d .gpu-runs ] && cp -rn .gpu-runs/. "$RUNS"/
     for backend in ${BACKENDS:-torch jax}; do
-      log "sweep ${2:-paper} on $backend"
-      KERAS_BACKEND=$backend timeout "${SWEEP_LIMIT:-280}" python3 -m pytest bench --benchmark-only -q \
-        -p no:cacheprovider --sweep "${2:-paper}" --run-dir "/tmp/run-$backend" --no-report 2>&1 | tail -12
-      # one file per run: what comes back from the machine is limited in count
-      tar czf "$OUT/sweep-$backend.tgz" -C /tmp "run-$backend"
+      logfile="$OUT/log-$backend.txt"
+      { log "machine"; nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.max.sm,clocks.mem,\
+temperature.gpu,power.draw,power.limit --format=csv; } >> "$logfile" 2>&1
+      if [ -z "${SKIP_CALIBRATION:-}" ]; then
+        log "calibration on $backend" | tee -a "$logfile"
+        KERAS_BACKEND=$backend timeout 120 python3 -m bench.calibrate 2>&1 | grep calibrate | tee -a "$logfile"
+      fi
+      for sweep in ${sweeps[@]}; do
+        extra=()
+        [ "$sweep" = paper ] && extra=(--tf32)
+        limit_var="LIMIT_${sweep^^}"
+        dir="$RUNS/$sweep-$backend"
+        start=(--run-dir "$dir")
+        [ -f "$dir/run.json" ] && start=(--resume "$dir")
+        log "sweep $sweep ${extra[*]} ${start[*]} on $backend (limit ${!limit_var:-480} s)" | tee -a "$logfile"
+        KERAS_BACKEND=$backend timeout "${!limit_var:-480}" python3 -m pytest bench --benchmark-only -q \
+          -p no:cacheprovider --sweep "$sweep" "${extra[@]}" "${start[@]}" --no-report \
+          --benchmark-columns=median,rounds 2>&1 | grep -v "^test_case\[" | tail -40 | tee -a "$logfile"
+        log "end of sweep $sweep on $backend: $(wc -l < "$dir/results.jsonl") rows" | tee -a "$logfile"
+        rm -rf "${OUT:?}/$sweep-$backend" && cp -r "$dir" "$OUT/$sweep-$backend"
+      done
     done
     ;;
 esac

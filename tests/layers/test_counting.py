@@ -64,6 +64,10 @@ def test_training_and_bytes():
     assert train.bytes_min == 3 * x + 3 * w + 2 * x
     kernel = 4 * 16 * 16 * 49 * 2 * 4
     assert inf.bytes_aggregation == x + kernel + x
+    # backward: read x, kernel and dy, write dx and d_kernel
+    assert train.bytes_aggregation == inf.bytes_aggregation + 2 * x + 2 * kernel + x
+    strided = counting.layer_figures("involution", "reference", **(args | {"stride": 2}))
+    assert strided.bytes_aggregation == x + kernel // 4 + x // 4
     half = counting.layer_figures("involution", "reference", dtype="mixed_bfloat16", **args)
     assert half.bytes_aggregation == inf.bytes_aggregation // 2
 
