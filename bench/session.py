@@ -394,7 +394,8 @@ def _stored(fields: dict) -> dict:
 
 
 def _plain(value) -> bool:
-    return isinstance(value, (int, float, str, bool)) and value is not None
+    """JSON scalars (None included: a field not measured here is null in benchmark.json too)."""
+    return value is None or isinstance(value, (int, float, str, bool))
 
 
 def _describe(error: BaseException) -> str:

@@ -1,5 +1,6 @@
-"""Command line: `python -m reports build RUN_DIR [RUN_DIR ...] [-o FILE]` and
-`python -m reports compare BASE_RUN NEW_RUN [--threshold 5%] [--plot FILE]`.
+"""Command line: `python -m reports build RUN_DIR [RUN_DIR ...] [-o FILE]`,
+`python -m reports compare BASE_RUN NEW_RUN [--threshold 5%] [--plot FILE]` and
+`python -m reports screenshot REPORT [--selector CSS] -o FILE.png`.
 
 User errors (a missing directory, a file that is not a run) print one line
 naming the file and exit with code 2.
@@ -44,6 +45,17 @@ def _compare(args) -> int:
     return 1 if len(slower) else 0
 
 
+def _screenshot(args) -> int:
+    from reports import browser
+
+    try:
+        print(browser.screenshot(args.report, args.selector, args.output, width=args.width))
+    except (browser.BrowserError, FileNotFoundError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m reports", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -57,6 +69,13 @@ def main(argv: list[str] | None = None) -> int:
     cmp_p.add_argument("--threshold", default="5%", help="slowdown that counts as a regression (default 5%%)")
     cmp_p.add_argument("--plot", metavar="FILE", help="plot path (default: NEW_RUN/compare.png)")
     cmp_p.set_defaults(run=_compare)
+    shot_p = sub.add_parser("screenshot", help="save part of a report as a PNG, rendered by headless Chromium")
+    shot_p.add_argument("report", metavar="REPORT")
+    shot_p.add_argument("--selector", default="#summary",
+                        help="CSS selector of the element (default: #summary; e.g. 'img[alt^=\"speed-up\"]')")
+    shot_p.add_argument("-o", "--output", required=True, metavar="FILE.png")
+    shot_p.add_argument("--width", type=int, default=1300, help="window width in pixels")
+    shot_p.set_defaults(run=_screenshot)
     args = parser.parse_args(argv)
     try:
         return args.run(args)

@@ -70,6 +70,10 @@ def _environment(loaded: load.Loaded) -> list[dict]:
             ("backend", run.get("backend", "unknown")),
             ("device", f"{run.get('device_name', '')} ({run.get('device', '')})"),
             ("precision policy", run.get("precision", "unknown")),
+            ("timing", f"{run.get('device_time_source') or 'latency rounds only'}"
+                       + (f"; rounds until the median is within +-{run['precision_target']:.0%} or "
+                          f"{run.get('time_per_case')} s" if run.get("precision_target") is not None else "")),
+            ("GPU conditions", run.get("gpu_conditions_source") or "not recorded"),
             ("sweep", f"{run.get('sweep', '')} ({run.get('sweep_source', '')})"
                       + (f", shard {run['shard'][0]}/{run['shard'][1]}" if run.get("shard") else "")),
             ("started", _readable_stamp(run.get("started", ""))),
@@ -82,7 +86,9 @@ def _environment(loaded: load.Loaded) -> list[dict]:
         items.append(("Python / OS", f"{machine.get('python', '')} / {machine.get('platform', '')}"))
         blocks.append({"kind": "env", "items": items})
     blocks.append({"kind": "note", "text": (
-        "Times are medians of timed rounds after warm-up; each round ends by waiting for the device. "
+        "Times are medians of timed rounds after warm-up. Latency: one step per round, timed on the host, each round "
+        "ending with the wait for the device. Device time (GPUs): the device's own time per step, by the method the "
+        "row names; with a GPU every comparison uses it, elsewhere the latency. "
         "FLOPs and bytes are analytic (layers.counting); measured FLOPs come from the framework counter named in "
         "each row. Peak memory is measured (its source is named in each row).")})
     return blocks
@@ -126,17 +132,18 @@ def _summary(loaded: load.Loaded) -> list[dict]:
 def _axes(loaded: load.Loaded) -> list[dict]:
     blocks = []
     for axis in tables.AXES:
-        pivot = tables.latency_pivot(loaded.table, axis) if not loaded.table.empty else pd.DataFrame()
+        pivot = tables.time_pivot(loaded.table, axis) if not loaded.table.empty else pd.DataFrame()
         if pivot.empty:
             continue
         label = plots.LABELS.get(axis, axis)
         blocks.append({"kind": "heading", "text": f"By {label}"})
-        figure = _figure(plots.latency_vs_axis(loaded.table, axis), f"latency against {label}")
+        figure = _figure(plots.time_vs_axis(loaded.table, axis), f"time against {label}")
         if figure:
             blocks.append(figure)
-        blocks.append(_table(pivot, f"Median latency (ms) by {label}; other axes at their most common value."))
+        blocks.append(_table(pivot, f"Median time (ms) by {label} (device time where measured, else latency); "
+                                    "other axes at their most common value."))
         blocks.append(_table(tables.axis_table(loaded.table, axis),
-                             f"By {label}: latency, peak memory, analytic GFLOPs and parameters, and ratios to "
+                             f"By {label}: time, peak memory, analytic GFLOPs and parameters, and ratios to "
                              "Conv2D (below 1: cheaper than Conv2D)."))
     if not blocks:
         blocks.append({"kind": "note", "text": "No axis has two values among the successful involution cases."})
@@ -224,14 +231,33 @@ def _models(loaded: load.Loaded) -> list[dict]:
     return blocks
 
 
+def _conditions(loaded: load.Loaded) -> list[dict]:
+    """GPU clocks, temperature and power during the timed rounds, and the
+    throttled cases (rows measured with NVML only)."""
+    summary = tables.gpu_conditions(loaded.table)
+    if summary.empty:
+        return []
+    blocks = [_table(summary, "GPU conditions during the timed rounds, per run (NVML samples every 20 ms): "
+                              "SM clock, highest temperature, median power, and the cases the GPU held back.")]
+    throttled = tables.throttled(loaded.table)
+    if throttled.empty:
+        blocks.append({"kind": "note", "text": "No case was throttled: NVML reported no power, thermal or "
+                                               "reliability slowdown during any case's timed rounds."})
+    else:
+        blocks.append(_table(throttled, "Throttled cases: the GPU was held back during their timed rounds, so "
+                                        "their times may overstate the work's cost."))
+    return blocks
+
+
 def _all_results(loaded: load.Loaded) -> list[dict]:
     t = loaded.table
     if t.empty:
         return []
-    columns = [c for c in ("case_id", "status", "backend", "series", "latency_ms", "iqr_s", "rounds",
-                           "peak_memory_mb", "gflops", "flops_measured", "flops_measured_source", "params",
-                           "compile_seconds", "throughput", "gflops_per_s", "gbytes_per_s") if c in t]
-    return [_table(t[columns].sort_values("case_id"), "Every case.", limit=MAX_ROWS)]
+    frame = tables.all_results(t)
+    block = _table(frame, "Every case: type in the box to keep the rows that contain every word typed; click a "
+                          "header to sort.", limit=MAX_ROWS)
+    block["filter"] = True
+    return [block]
 
 
 def write_tables(loaded: load.Loaded, folder: Path) -> list[Path]:
@@ -264,6 +290,7 @@ def build_report(run_dirs: list[str | Path], output: str | Path | None = None) -
         {"id": "costs", "title": "Memory, FLOPs, parameters", "blocks": _costs(loaded)},
         {"id": "roofline", "title": "Roofline", "blocks": _roofline(loaded)},
         {"id": "spread", "title": "Spread of rounds", "blocks": _spread(loaded)},
+        {"id": "conditions", "title": "GPU conditions", "blocks": _conditions(loaded)},
         {"id": "profiles", "title": "Profiled cases", "blocks": _profiles(loaded)},
         {"id": "models", "title": "Whole networks", "blocks": _models(loaded)},
         {"id": "results", "title": "All results", "blocks": _all_results(loaded)},

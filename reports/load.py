@@ -17,6 +17,7 @@ from pathlib import Path
 import pandas as pd
 
 SCHEMA = 1
+TIME = "time_ms"  # the column every comparison of speed uses (see _derive)
 REQUIRED = ("case_id", "layer", "implementation", "status")
 AXES = ("layer", "implementation", "kernel_size", "stride", "groups", "reduction_ratio", "resolution",
         "channels", "batch", "dtype", "mode", "jit")
@@ -132,11 +133,19 @@ def _read_rows_plain(path: Path, skipped: list[str]) -> list[dict]:
 
 
 def _derive(table: pd.DataFrame) -> pd.DataFrame:
-    """Columns every view uses: readable units and a series label."""
-    for column in ("median_s", "peak_memory_bytes", "flops", "params", "flops_measured", "bytes_min"):
+    """Columns every view uses: readable units, the compared time and a series label."""
+    for column in ("median_s", "device_median_s", "peak_memory_bytes", "flops", "params", "flops_measured",
+                   "bytes_min"):
         if column not in table:
             table[column] = float("nan")
-    table["latency_ms"] = table["median_s"] * 1e3
+    # Rows written before a field existed: CPU runs, full FP32, caches warm.
+    table["tf32"] = table["tf32"].fillna(False).astype(bool) if "tf32" in table else False
+    table["l2"] = table["l2"].fillna("warm") if "l2" in table else "warm"
+    table["latency_ms"] = pd.to_numeric(table["median_s"], errors="coerce") * 1e3
+    table["device_ms"] = pd.to_numeric(table["device_median_s"], errors="coerce") * 1e3
+    # The time every comparison uses: the device's where it was measured (GPUs), else the latency.
+    table[TIME] = table["device_ms"].fillna(table["latency_ms"])
+    table["time_basis"] = ("device time, L2 " + table["l2"].astype(str)).where(table["device_ms"].notna(), "latency")
     table["peak_memory_mb"] = table["peak_memory_bytes"] / 1e6
     table["gflops"] = table["flops"] / 1e9
     impl = table.get("implementation_resolved", table["implementation"]).fillna(table["implementation"])
@@ -146,4 +155,6 @@ def _derive(table: pd.DataFrame) -> pd.DataFrame:
     table["series"] = series
     if "backend" in table and table["backend"].nunique() > 1:
         table["series"] = table["series"] + " · " + table["backend"]
+    if table["tf32"].nunique() > 1:
+        table["series"] = table["series"].where(~table["tf32"], table["series"] + " · TF32")
     return table

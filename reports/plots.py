@@ -12,6 +12,7 @@ import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
 from reports import tables  # noqa: E402
+from reports.load import TIME  # noqa: E402
 
 sns.set_theme(style="whitegrid", context="notebook")
 LABELS = {"kernel_size": "kernel size K", "stride": "stride", "groups": "groups G", "reduction_ratio":
@@ -31,17 +32,23 @@ def _series_order(frame: pd.DataFrame) -> list[str]:
     return sorted(frame["series"].unique(), key=lambda s: (not s.startswith("involution"), s))
 
 
-def latency_vs_axis(table: pd.DataFrame, axis: str):
+def time_label(frame: pd.DataFrame) -> str:
+    """What the time axis shows: device time on GPUs, latency elsewhere."""
+    bases = sorted(frame["time_basis"].dropna().unique()) if "time_basis" in frame else []
+    return "median time (ms, log): " + (" / ".join(bases) or "latency")
+
+
+def time_vs_axis(table: pd.DataFrame, axis: str):
     frame = tables.axis_slice(table, axis)
     if frame.empty:
         return None
     fig, ax = _figure(10, 4.2)
     numeric = pd.api.types.is_numeric_dtype(frame[axis])
     plot = sns.lineplot if numeric else sns.pointplot
-    plot(data=frame, x=axis, y="latency_ms", hue="series", hue_order=_series_order(frame), marker="o", ax=ax,
+    plot(data=frame, x=axis, y=TIME, hue="series", hue_order=_series_order(frame), marker="o", ax=ax,
          **({"errorbar": None} if numeric else {"errorbar": None, "linestyle": "none", "dodge": 0.3}))
-    ax.set(yscale="log", xlabel=LABELS.get(axis, axis), ylabel="median latency (ms, log)",
-           title=f"Latency against {LABELS.get(axis, axis)}")
+    ax.set(yscale="log", xlabel=LABELS.get(axis, axis), ylabel=time_label(frame),
+           title=f"Time against {LABELS.get(axis, axis)}")
     if numeric:
         ax.set_xticks(sorted(frame[axis].unique()))
     _legend_outside(ax)
@@ -81,12 +88,12 @@ def flops_params_vs_kernel(table: pd.DataFrame):
 
 
 def speedup_heatmap(table: pd.DataFrame):
-    """Conv2D latency over the best involution's, over kernel size x groups."""
+    """Conv2D time over the best involution's, over kernel size x groups."""
     pairs = tables.matched(table)
     if pairs.empty or pairs["kernel_size"].nunique() < 2 or pairs["groups"].nunique() < 2:
         return None
     context = {a: tables._modal(pairs[a]) for a in ("stride", "reduction_ratio", "resolution", "channels",
-                                                     "batch", "dtype", "mode", "jit", "backend")}
+                                                     "batch", "dtype", "mode", "jit", *tables.SETUP)}
     keep = np.ones(len(pairs), bool)
     for a, value in context.items():
         keep &= (pairs[a] == value).to_numpy()
@@ -97,8 +104,10 @@ def speedup_heatmap(table: pd.DataFrame):
     fig, ax = _figure(6.5, 4.2)
     sns.heatmap(np.log2(grid), annot=grid.round(2), fmt="", cmap="RdBu", center=0, ax=ax,
                 cbar_kws={"label": "log2 speed-up over Conv2D"})
-    ax.set(title=f"Best involution vs Conv2D ({context['mode']}, stride {context['stride']}, "
-                 f"{context['resolution']} px, C {context['channels']})", xlabel="kernel size K", ylabel="groups G")
+    ax.set(title=f"Best involution vs Conv2D: {context['backend']}, {context['dtype']}"
+                 f"{' (TF32)' if context['tf32'] else ''}, {context['mode']}\nstride {context['stride']}, "
+                 f"{context['resolution']} px, C {context['channels']}, batch {context['batch']}; "
+                 f"{frame['time_basis'].iloc[0]}", xlabel="kernel size K", ylabel="groups G")
     return fig
 
 
@@ -149,8 +158,9 @@ def model_latency(table: pd.DataFrame):
     if rows.empty:
         return None
     fig, ax = _figure(7.5, 0.35 * rows["case_id"].nunique() + 1.8)
-    sns.barplot(data=rows, y="series", x="latency_ms", hue="mode", ax=ax, errorbar=None)
-    ax.set(xscale="log", xlabel="median step latency (ms, log)", ylabel="", title="Whole networks")
+    sns.barplot(data=rows, y="series", x=TIME, hue="mode", ax=ax, errorbar=None)
+    ax.set(xscale="log", xlabel=time_label(rows).replace("median time", "median step time"), ylabel="",
+           title="Whole networks")
     return fig
 
 

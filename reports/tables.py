@@ -12,12 +12,17 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from reports.load import TIME
+
 CONTEXT = ("kernel_size", "stride", "groups", "reduction_ratio", "resolution", "channels", "batch", "dtype",
            "mode", "jit")
 AXES = ("kernel_size", "stride", "groups", "reduction_ratio", "resolution", "channels", "batch", "dtype", "mode")
 INVOLUTION_ONLY = ("groups", "reduction_ratio")
-MATCH = ("backend", "device_name", "kernel_size", "stride", "resolution", "channels", "batch", "dtype", "mode", "jit")
-METRICS = {"latency_ms": "latency (ms)", "peak_memory_mb": "peak memory (MB)", "gflops": "GFLOPs",
+# How a run measured: cases compare only within one setup (a backend on a
+# device, one float32 precision policy, one L2 mode).
+SETUP = ("backend", "device_name", "tf32", "l2")
+MATCH = (*SETUP, "kernel_size", "stride", "resolution", "channels", "batch", "dtype", "mode", "jit")
+METRICS = {TIME: "time (ms)", "peak_memory_mb": "peak memory (MB)", "gflops": "GFLOPs",
            "params": "parameters"}
 
 
@@ -45,7 +50,7 @@ def axis_slice(table: pd.DataFrame, axis: str) -> pd.DataFrame:
         return rows
     parts = []
     others = [a for a in CONTEXT if a != axis]
-    for _, group in rows.groupby(["backend", "device_name"], sort=True):
+    for _, group in rows.groupby(list(SETUP), sort=True):
         inv = group[group["layer"] == "involution"]
         if inv.empty:
             continue
@@ -72,10 +77,10 @@ def _matches(frame: pd.DataFrame, fixed: dict) -> np.ndarray:
 
 
 def _with_ratios(frame: pd.DataFrame, by: list[str]) -> pd.DataFrame:
-    conv = frame[frame["layer"] == "conv2d"][[*by, "latency_ms", "peak_memory_mb"]].drop_duplicates(subset=by)
+    conv = frame[frame["layer"] == "conv2d"][[*by, TIME, "peak_memory_mb"]].drop_duplicates(subset=by)
     joined = frame.merge(conv, on=by, how="left", suffixes=("", "_conv2d"))
     frame = frame.assign(
-        latency_vs_conv2d=joined["latency_ms"] / joined["latency_ms_conv2d"],
+        time_vs_conv2d=joined[TIME] / joined[f"{TIME}_conv2d"],
         memory_vs_conv2d=joined["peak_memory_mb"] / joined["peak_memory_mb_conv2d"],
     )
     return frame
@@ -89,16 +94,16 @@ def axis_table(table: pd.DataFrame, axis: str) -> pd.DataFrame:
         return frame
     by = [axis] + (["backend"] if frame["backend"].nunique() > 1 else [])
     frame = _with_ratios(frame, by)
-    columns = [axis, "series", *METRICS, "latency_vs_conv2d", "memory_vs_conv2d"]
-    return frame[columns].sort_values([axis, "latency_ms"]).reset_index(drop=True)
+    columns = [axis, "series", *METRICS, "time_vs_conv2d", "memory_vs_conv2d"]
+    return frame[columns].sort_values([axis, TIME]).reset_index(drop=True)
 
 
-def latency_pivot(table: pd.DataFrame, axis: str) -> pd.DataFrame:
-    """Median latency (ms): a row per axis value, a column per series."""
+def time_pivot(table: pd.DataFrame, axis: str) -> pd.DataFrame:
+    """Median time (ms): a row per axis value, a column per series."""
     frame = axis_slice(table, axis)
     if frame.empty:
         return frame
-    pivot = frame.pivot_table(index=axis, columns="series", values="latency_ms", aggfunc="median")
+    pivot = frame.pivot_table(index=axis, columns="series", values=TIME, aggfunc="median")
     pivot = pivot[sorted(pivot.columns, key=lambda s: (not s.startswith("involution"), s))]
     pivot.columns.name = None
     return pivot.reset_index()
@@ -111,9 +116,9 @@ def matched(table: pd.DataFrame) -> pd.DataFrame:
     conv = rows[rows["layer"] == "conv2d"]
     if inv.empty or conv.empty:
         return pd.DataFrame()
-    conv = conv[[*MATCH, "latency_ms", "peak_memory_mb", "case_id"]].drop_duplicates(subset=list(MATCH))
+    conv = conv[[*MATCH, TIME, "peak_memory_mb", "case_id"]].drop_duplicates(subset=list(MATCH))
     pairs = inv.merge(conv, on=list(MATCH), suffixes=("", "_conv2d"))
-    pairs["speedup"] = pairs["latency_ms_conv2d"] / pairs["latency_ms"]
+    pairs["speedup"] = pairs[f"{TIME}_conv2d"] / pairs[TIME]
     pairs["memory_ratio"] = pairs["peak_memory_mb"] / pairs["peak_memory_mb_conv2d"]
     return pairs
 
@@ -139,22 +144,22 @@ def winning_cases(table: pd.DataFrame, limit: int = 50) -> pd.DataFrame:
     if pairs.empty:
         return pairs
     best = pairs[pairs["speedup"] > 1].sort_values("speedup", ascending=False).head(limit)
-    return best[["case_id", "series", "latency_ms", "latency_ms_conv2d", "speedup", "memory_ratio"]].reset_index(
+    return best[["case_id", "series", "time_basis", TIME, f"{TIME}_conv2d", "speedup", "memory_ratio"]].reset_index(
         drop=True)
 
 
 def best_implementation(table: pd.DataFrame) -> pd.DataFrame:
-    """Per backend, device, mode and dtype: the involution implementation that
+    """Per setup (backend, device, precision policy, L2), mode and dtype: the involution implementation that
     is fastest most often, and every implementation's geometric-mean slowdown
     against the fastest of each case."""
     rows = ok_layers(table)
     inv = rows[(rows["layer"] == "involution") & (rows["implementation"] != "auto")]
     if inv.empty:
         return pd.DataFrame()
-    group = ["backend", "device_name", "mode", "dtype"]
+    group = [*SETUP, "mode", "dtype"]
     geometry = ["kernel_size", "stride", "groups", "reduction_ratio", "resolution", "channels", "batch", "jit"]
-    fastest = inv.groupby(group + geometry)["latency_ms"].transform("min")
-    inv = inv.assign(slowdown=inv["latency_ms"] / fastest, fastest=inv["latency_ms"] == fastest)
+    fastest = inv.groupby(group + geometry)[TIME].transform("min")
+    inv = inv.assign(slowdown=inv[TIME] / fastest, fastest=inv[TIME] == fastest)
     out = inv.groupby([*group, "implementation"]).agg(
         cases=("case_id", "count"), fastest_in=("fastest", "sum"),
         geomean_slowdown=("slowdown", lambda s: float(np.exp(np.log(s).mean()))),
@@ -181,7 +186,8 @@ def models(table: pd.DataFrame) -> pd.DataFrame:
     if rows.empty:
         return pd.DataFrame()
     rows = rows.assign(gmacs=rows["macs"] / rows["batch"] / 1e9, params_m=rows["params"] / 1e6)
-    columns = ["layer", "series", "backend", "mode", "batch", "resolution", "latency_ms", "throughput",
+    columns = ["layer", "series", "backend", "mode", "batch", "resolution", "time_basis", TIME, "latency_ms",
+               "throughput",
                "peak_memory_mb", "params_m", "gmacs"]
     return rows[[c for c in columns if c in rows]].sort_values(["mode", "layer"]).reset_index(drop=True)
 
@@ -190,3 +196,51 @@ def profiled(table: pd.DataFrame) -> pd.DataFrame:
     if table.empty or "trace_dir" not in table:
         return pd.DataFrame()
     return table[table["trace_dir"].notna() & (table["trace_dir"] != "")]
+
+
+def gpu_conditions(table: pd.DataFrame) -> pd.DataFrame:
+    """Per run: the GPU's SM clock, temperature and power over its cases'
+    timed rounds, and how many cases were throttled (NVML rows only)."""
+    if table.empty or "gpu_sm_clock_mhz" not in table:
+        return pd.DataFrame()
+    rows = table[pd.to_numeric(table["gpu_sm_clock_mhz"], errors="coerce").notna()]
+    if rows.empty:
+        return pd.DataFrame()
+    rows = rows.assign(throttled=rows["throttled"].fillna(False).astype(bool))
+    out = rows.groupby(["run_dir", "backend", "device_name"]).agg(
+        cases=("case_id", "count"), sm_clock_mhz_min=("gpu_sm_clock_mhz", "min"),
+        sm_clock_mhz_median=("gpu_sm_clock_mhz", "median"), temperature_c_max=("gpu_temperature_c", "max"),
+        power_w_median=("gpu_power_w", "median"), power_w_max=("gpu_power_w", "max"),
+        throttled_cases=("throttled", "sum"),
+    )
+    return out.reset_index()
+
+
+def throttled(table: pd.DataFrame) -> pd.DataFrame:
+    """The cases during whose timed rounds NVML saw the GPU held back."""
+    if table.empty or "throttled" not in table:
+        return pd.DataFrame()
+    rows = table[table["throttled"].fillna(False).astype(bool)]
+    columns = ["case_id", "backend", "throttle_reasons", "gpu_sm_clock_mhz", "gpu_temperature_c", "gpu_power_w",
+               TIME]
+    return rows[columns].reset_index(drop=True)
+
+
+# The all-results table: identity, every axis, then the measurements, named
+# with their units.
+ALL_RESULTS = {
+    "case_id": "case", "status": "status", "backend": "backend", "device_name": "device", "layer": "layer",
+    "implementation": "implementation", "implementation_resolved": "runs as", "kernel_size": "K",
+    "stride": "stride", "groups": "groups", "reduction_ratio": "reduction", "resolution": "resolution (px)",
+    "channels": "channels", "batch": "batch", "dtype": "dtype", "mode": "mode", "jit": "jit",
+    "time_basis": "time basis", TIME: "time (ms)", "latency_ms": "latency (ms)", "device_ms": "device time (ms)",
+    "rounds": "rounds", "stopped_by": "stopped by", "peak_memory_mb": "peak memory (MB)", "gflops": "GFLOPs",
+    "flops_measured": "measured FLOPs", "params": "parameters", "compile_seconds": "compile (s)",
+    "throughput": "throughput (images/s)", "gbytes_per_s": "GB/s", "throttled": "throttled",
+}
+
+
+def all_results(table: pd.DataFrame) -> pd.DataFrame:
+    """Every row, one column per axis and per measurement, units in the names."""
+    columns = [c for c in ALL_RESULTS if c in table]
+    return table[columns].sort_values("case_id").rename(columns=ALL_RESULTS).reset_index(drop=True)

@@ -142,6 +142,15 @@ _CONFIGS = [
     for block_p, warps in ((32, 2), (64, 4), (128, 4), (128, 8), (256, 8))
 ]
 _KEY = ["n_pix", "C", "CG", "K", "STRIDE"]
+# Integer arguments Triton would otherwise specialise on (value 1, multiple of
+# 16), compiling the kernel again for each new image size or batch. C and CG
+# stay specialised: they set the alignment of the channel loads.
+_SHAPE_ARGS = ["n_pix", "H", "W", "HO", "WO", "N_CBLK", "PAD_T", "PAD_L"]
+
+
+def _shape_args(kernel) -> list[str]:
+    names = kernel.__code__.co_varnames[: kernel.__code__.co_argcount]
+    return [name for name in _SHAPE_ARGS if name in names]
 
 
 def _tuning_bench(kernel_call, quantiles):
@@ -163,10 +172,11 @@ def _compiled(interpret: bool):
     CUDA (autotuned over _CONFIGS unless INVOLUTION_TRITON_AUTOTUNE=0)."""
     if interpret:
         return InterpretedFunction(_fwd), InterpretedFunction(_bwd_kernel), InterpretedFunction(_bwd_input)
+    kernels = [triton.jit(kernel, do_not_specialize=_shape_args(kernel)) for kernel in (_fwd, _bwd_kernel, _bwd_input)]
     if not _autotune():
-        return triton.jit(_fwd), triton.jit(_bwd_kernel), triton.jit(_bwd_input)
+        return tuple(kernels)
     tune = triton.autotune(configs=_CONFIGS, key=_KEY, do_bench=_tuning_bench)
-    return tune(triton.jit(_fwd)), tune(triton.jit(_bwd_kernel)), tune(triton.jit(_bwd_input))
+    return tuple(tune(kernel) for kernel in kernels)
 
 
 def _tiles(group_channels: int) -> tuple[int, int]:

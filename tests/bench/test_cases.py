@@ -76,6 +76,18 @@ def test_quick_moves_five_axes_three_values_each():
             assert len({getattr(c, axis) for c in cases if c.layer == layer}) >= 3, (layer, axis)
 
 
+def test_gpu_sweep_varies_every_axis_with_300_cases_per_backend():
+    for backend in ("jax", "torch"):
+        cases = sweeps.load("gpu").cases(backend, "gpu")
+        assert len(cases) >= 300, (backend, len(cases))
+        for axis in Case.axes():
+            assert len({getattr(c, axis) for c in cases}) >= 2, (backend, axis)
+        involution = [c for c in cases if c.layer == "involution"]
+        # kernel size x groups together (the report's heat map)
+        assert len({(c.kernel_size, c.groups) for c in involution}) >= 9
+    assert sweeps.load("gpu").precision == 0.02
+
+
 def test_paper_sweep_has_the_rednet_stages():
     cases = sweeps.load("paper").cases(tb.NAME, "gpu")
     stages = {(c.batch, c.resolution, c.channels, c.kernel_size, c.groups, c.reduction_ratio)
@@ -141,10 +153,12 @@ def test_toml_sweep_file(tmp_path):
     ('[[grid]]\njit = "sometimes"\n', "Received: jit='sometimes'"),
     ('[[grid]]\ncpu = 3\n', "cpu must be a table"),
     ('colour = "blue"\n', "unknown key(s) ['colour']"),
+    ('precision = 2\n', "Received: precision=2"),
+    ('time_per_case = -1\n', "Received: time_per_case=-1"),
 ])
 def test_toml_errors_name_the_file_and_value(tmp_path, extra, message):
     path = tmp_path / "bad.toml"
-    text = TOML_BASE + extra if not extra.startswith("colour") else extra + TOML_BASE
+    text = TOML_BASE + extra if extra.startswith("[[") else extra + TOML_BASE
     path.write_text(text)
     with pytest.raises(sweeps.SweepError) as info:
         sweeps.load(str(path))

@@ -119,37 +119,39 @@ def test_torch_trace_is_chrome_json(smoke_run):
 
 
 def test_profiling_happens_after_the_timed_rounds(tmp_path, monkeypatch):
-    """The capture runs only once pedantic() has returned, so traced steps
-    never land in the timed rounds."""
-    from bench import profiling
+    """The capture runs only once the timer's rounds are done, so traced
+    steps never land in the timed rounds."""
+    from bench import profiling, timing
     from bench.cases import Case
     from bench.session import BenchSession, Options
 
     events = []
+    measure = timing.Timer.measure
+
+    def timed(self, run, estimate):
+        result = measure(self, run, estimate)
+        events.append("timed")
+        return result
 
     class FakeBenchmark:
         enabled = True
-        extra_info = {}
+        extra_info: dict = {}
+        _mode = None
+        rounds: list = []
 
-        def pedantic(self, target, rounds, iterations, warmup_rounds):
-            for _ in range(rounds):
-                target()
-            events.append("timed")
-
-            class Stats:
-                data = [1e-3] * rounds
-                median = mean = min = max = q1 = q3 = 1e-3
-                stddev = iqr = 0.0
-
-            self.stats = type("Meta", (), {"stats": Stats})
+        def _make_stats(self, iterations):
+            return type("Stats", (), {"update": lambda _, value: self.rounds.append(value)})()
 
     def fake_capture(session, case, step):
         events.append("profile")
         return {"trace_dir": "", "top_ops": [], "top_ops_source": "fake"}
 
+    monkeypatch.setattr(timing.Timer, "measure", timed)
     monkeypatch.setattr(profiling, "capture", fake_capture)
     session = BenchSession(Options(sweep="smoke", run_dir=str(tmp_path / "run"), profile="*", report=False), ROOT)
     case = Case("conv2d", "keras", 3, 1, 0, 0, 8, 4, 1, "float32", "inference", False)
-    row = session.run(case, FakeBenchmark())
+    benchmark = FakeBenchmark()
+    row = session.run(case, benchmark)
     assert row["status"] == "ok", row["error"]
     assert events == ["timed", "profile"]
+    assert benchmark.rounds and len(benchmark.rounds) == row["rounds"]  # pytest-benchmark got the latency rounds

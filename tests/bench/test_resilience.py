@@ -124,6 +124,7 @@ def test_shards_collect_disjoint_slices_of_the_sweep():
     (["--shard", "5/2"], "Received: --shard=5/2"),
     (["--sweep", "nope"], "Received: --sweep=nope"),
     (["--bench-time", "-1"], "Received: --bench-time=-1"),
+    (["--l2", "cold"], "Received: --l2=cold"),
 ])
 def test_bad_options_are_one_clear_line(args, message):
     result = run_bench(*args, "--collect-only", "-q")

@@ -73,6 +73,14 @@ def test_every_field_present_and_plausible(smoke_run):
         if row["kind"] == "layer":
             assert row["bytes_min"] > 0 and row["gbytes_per_s"] > 0
         assert row["implementation_resolved"] != "auto"
+        # No GPU: no device clock, no flush, no NVML, each with its reason.
+        assert row["device_median_s"] is None and row["device_q1_s"] is None and row["device_q3_s"] is None
+        assert row["device_time_source"].startswith("none: a CPU run") and row["l2"] == "warm"
+        assert row["l2_flush_bytes"] is None and row["rates_from"] == "latency"
+        assert all(row[f] is None for f in ("gpu_sm_clock_mhz", "gpu_temperature_c", "gpu_power_w", "throttled",
+                                            "throttle_reasons"))
+        assert row["gpu_conditions_source"].startswith("none: a CPU run")
+        assert row["stopped_by"] in ("precision", "time", "rounds")
 
 
 def test_benchmark_json_is_pytest_benchmarks_format(smoke_run):
@@ -86,7 +94,9 @@ def test_benchmark_json_is_pytest_benchmarks_format(smoke_run):
     for bench in document["benchmarks"]:
         extra = bench["extra_info"]
         assert extra["case_id"] == bench["params"]["case_id"]
-        assert all(isinstance(v, (int, float, str, bool)) for v in extra.values())
+        assert all(v is None or isinstance(v, (int, float, str, bool)) for v in extra.values())
+        for key in ("device_median_s", "device_time_source", "l2", "gpu_conditions_source", "throttled"):
+            assert key in extra, key  # null on a CPU, but there
         assert bench["stats"]["median"] > 0
     compare = subprocess.run([sys.executable, "-m", "pytest_benchmark", "compare", str(smoke_run.path /
                                                                                        "benchmark.json")],
@@ -95,7 +105,19 @@ def test_benchmark_json_is_pytest_benchmarks_format(smoke_run):
     assert "test_case" in compare.stdout
 
 
+def test_results_csv_carries_the_timing_fields(smoke_run):
+    import pandas as pd
+
+    csv = pd.read_csv(smoke_run.path / "results.csv")
+    assert {"device_ms", "time_ms", "time_basis", "l2", "device_time_source", "stopped_by",
+            "gpu_conditions_source", "throttled"} <= set(csv.columns)
+    ok = csv[csv["status"] == "ok"]
+    assert (ok["time_basis"] == "latency").all() and (ok["time_ms"] == ok["latency_ms"]).all()
+
+
 def test_run_json_describes_the_run(smoke_run):
     meta = json.loads((smoke_run.path / "run.json").read_text())
     assert meta["backend"] == tb.NAME and meta["sweep"] == "smoke" and meta["precision"]
     assert meta["versions"]["keras"]
+    assert meta["l2"] == "warm" and meta["device_time_source"].startswith("none: a CPU run")
+    assert meta["precision_target"] == 0.02 and meta["time_per_case"] > 0

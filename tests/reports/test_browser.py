@@ -3,35 +3,18 @@ Selenium through Debian's chromedriver (.ci/run installs both)."""
 
 from __future__ import annotations
 
-import shutil
-from pathlib import Path
-
 import pytest
 
+from reports import browser as chromium
 from reports import build
-
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
 
 
 @pytest.fixture(scope="module")
 def browser():
-    if not (Path(CHROMIUM).exists() and Path(CHROMEDRIVER).exists()):
-        pytest.skip("needs Debian's chromium and chromium-driver packages (apt-get install chromium "
-                    "chromium-driver; .ci/run installs them)")
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 "--disable-dev-shm-usage", "--window-size=1300,2000"):
-        options.add_argument(flag)
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
-    yield driver
-    driver.quit()
+    if not chromium.available():
+        pytest.skip(chromium.MISSING)
+    with chromium.chromium() as driver:
+        yield driver
 
 
 @pytest.mark.parametrize("run", ["run_base", "run_seed"])
@@ -49,15 +32,42 @@ def test_report_renders_without_errors(browser, fixtures, tmp_path, run):
     assert browser.save_screenshot(str(shot)) and shot.stat().st_size > 20_000
 
 
+ALL_RESULTS = """
+    const table = Array.from(document.querySelectorAll('#results table.sortable'))[0];
+    const column = name => Array.from(table.tHead.rows[0].cells).findIndex(c => c.textContent.trim() === name);
+    const visible = () => Array.from(table.tBodies[0].rows).filter(r => r.style.display !== 'none');
+"""
+
+
 def test_tables_sort_on_click(browser, fixtures, tmp_path):
     report = build.build_report([fixtures / "run_base"], output=tmp_path / "report.html")
     browser.get(report.as_uri())
-    column = browser.execute_script("""
-        const table = Array.from(document.querySelectorAll('table.sortable'))
-            .filter(t => t.tHead.rows[0].cells[0].textContent.trim() === 'case_id')
-            .sort((a, b) => b.tBodies[0].rows.length - a.tBodies[0].rows.length)[0];
-        const header = Array.from(table.tHead.rows[0].cells).findIndex(c => c.textContent.trim() === 'latency_ms');
+    column = browser.execute_script(ALL_RESULTS + """
+        const header = column('time (ms)');
         table.tHead.rows[0].cells[header].click();
         return Array.from(table.tBodies[0].rows).map(r => parseFloat(r.cells[header].textContent));
     """)
     assert column == sorted(column) and len(column) == 18
+
+
+def test_every_axis_is_a_column_and_the_filter_narrows_the_rows(browser, fixtures, tmp_path):
+    """Type words into the all-results table's filter box: only the rows that
+    contain every word stay, and the count says how many."""
+    from selenium.webdriver.common.by import By
+
+    report = build.build_report([fixtures / "run_base"], output=tmp_path / "report.html")
+    browser.get(report.as_uri())
+    headers = browser.execute_script(ALL_RESULTS + "return Array.from(table.tHead.rows[0].cells).map(c => "
+                                                   "c.textContent.trim());")
+    for name in ("K", "stride", "groups", "reduction", "resolution (px)", "channels", "batch", "dtype", "mode",
+                 "jit", "time (ms)", "peak memory (MB)"):
+        assert name in headers, (name, headers)
+    box = browser.find_element(By.CSS_SELECTOR, "#results input.filter")
+    box.send_keys("shiftsum k7")
+    rows = browser.execute_script(ALL_RESULTS + "return visible().map(r => r.cells[column('case')].textContent);")
+    assert rows and all("shiftsum" in r and "k7" in r for r in rows), rows
+    count = browser.find_element(By.CSS_SELECTOR, "#results .count").text
+    assert count == f"{len(rows)} of 18 rows"
+    box.clear()
+    box.send_keys(" ")
+    assert browser.execute_script(ALL_RESULTS + "return visible().length;") == 18

@@ -61,6 +61,32 @@ def test_report_of_a_run(fixtures, tmp_path):
     assert len(csv) == 18 and {"case_id", "latency_ms", "series"} <= set(csv.columns)
 
 
+def test_report_of_a_gpu_run_compares_device_times_and_lists_throttled_cases(fixtures, tmp_path):
+    out = build.build_report([fixtures / "run_gpu"], output=tmp_path / "report.html")
+    page = _parse(out)
+    assert "conditions" in page.sections
+    text = out.read_text()
+    assert "CUDA events around each step (fixture)" in text and "NVML (fixture)" in text
+    assert "device time, L2 cold" in text
+    # the throttled case is listed with its reason in the conditions section
+    conditions = text[text.index('id="conditions"'):text.index('id="results"')]
+    assert "involution-reference-k7s1g4r4-32px-c64-b8-f32-inf-nojit" in conditions
+    assert "software power cap" in conditions
+    csv = pd.read_csv(tmp_path / "results.csv")
+    row = csv.set_index("case_id").loc["conv2d-keras-k7s1-32px-c64-b8-f32-inf-nojit"]
+    assert row["device_ms"] == pytest.approx(20.0) and row["latency_ms"] == pytest.approx(25.0)
+    assert row["time_ms"] == pytest.approx(20.0) and row["time_basis"] == "device time, L2 cold"
+    assert {"gpu_sm_clock_mhz", "gpu_temperature_c", "gpu_power_w", "throttled", "throttle_reasons", "l2",
+            "device_q1_s", "device_q3_s", "device_time_source"} <= set(csv.columns)
+    assert int(csv["throttled"].sum()) == 1
+
+
+def test_a_cpu_run_has_no_conditions_section(fixtures, tmp_path):
+    out = build.build_report([fixtures / "run_base"], output=tmp_path / "report.html")
+    assert "conditions" not in _parse(out).sections
+    assert "device time, L2" not in out.read_text()
+
+
 def test_report_of_a_training_run(fixtures, tmp_path):
     out = build.build_report([fixtures / "run_seed"], output=tmp_path / "report.html")
     page = _parse(out)

@@ -19,10 +19,10 @@ def test_kernel_size_view(table):
     assert sorted(frame["kernel_size"].unique()) == [3, 5, 7]
     assert len(frame) == 12  # 4 series x 3 kernel sizes, all at stride 1, groups 4
     shiftsum = frame[frame["series"] == "involution/shiftsum"].set_index("kernel_size")
-    assert shiftsum.loc[3, "latency_vs_conv2d"] == pytest.approx(4 / 6)
-    assert shiftsum.loc[7, "latency_vs_conv2d"] == pytest.approx(35 / 25)
+    assert shiftsum.loc[3, "time_vs_conv2d"] == pytest.approx(4 / 6)
+    assert shiftsum.loc[7, "time_vs_conv2d"] == pytest.approx(35 / 25)
     assert shiftsum.loc[3, "memory_vs_conv2d"] == pytest.approx(10 / 20)
-    pivot = tables.latency_pivot(table, "kernel_size").set_index("kernel_size")
+    pivot = tables.time_pivot(table, "kernel_size").set_index("kernel_size")
     assert list(pivot.columns)[:2] == ["involution/reference", "involution/shiftsum"]
     assert pivot.loc[5, "depthwise"] == pytest.approx(2.3)
 
@@ -31,13 +31,13 @@ def test_groups_view_repeats_the_baselines(table):
     frame = tables.axis_table(table, "groups")
     assert sorted(frame["groups"].unique()) == [1, 4]
     conv = frame[frame["series"] == "conv2d"]
-    assert list(conv["latency_ms"]) == [25.0, 25.0]
+    assert list(conv["time_ms"]) == [25.0, 25.0]
     ref = frame[(frame["series"] == "involution/reference")].set_index("groups")
-    assert ref.loc[1, "latency_vs_conv2d"] == pytest.approx(90 / 25)
+    assert ref.loc[1, "time_vs_conv2d"] == pytest.approx(90 / 25)
 
 
 def test_stride_view(table):
-    pivot = tables.latency_pivot(table, "stride").set_index("stride")
+    pivot = tables.time_pivot(table, "stride").set_index("stride")
     assert pivot.loc[2, "conv2d"] == pytest.approx(6.5) and pivot.loc[2, "involution/shiftsum"] == pytest.approx(10)
 
 

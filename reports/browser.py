@@ -1,0 +1,76 @@
+"""The report in a real browser: Debian's headless Chromium driven by Selenium
+through Debian's chromedriver (`apt-get install chromium chromium-driver`).
+
+`chromium()` opens the browser the tests and `python -m reports screenshot`
+use; `screenshot()` saves one element of a report (a section, a figure) as a
+PNG, as a reader's browser renders it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
+# No network, no background services: these machines have no network, and
+# Chromium's background connections would be refused at every start.
+FLAGS = ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync",
+         "--disable-dev-shm-usage")
+MISSING = ("needs Debian's chromium and chromium-driver packages (apt-get install chromium chromium-driver; "
+           ".ci/run installs them)")
+
+
+class BrowserError(RuntimeError):
+    """No browser to render with; the message says how to install one."""
+
+
+def available() -> bool:
+    return Path(CHROMIUM).exists() and Path(CHROMEDRIVER).exists()
+
+
+@contextlib.contextmanager
+def chromium(width: int = 1300, height: int = 2000) -> Iterator:
+    """A Selenium driver of headless Chromium, its console log recorded."""
+    if not available():
+        raise BrowserError(f"no Chromium at {CHROMIUM} or no ChromeDriver at {CHROMEDRIVER}: {MISSING}")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in (*FLAGS, f"--window-size={width},{height}"):
+        options.add_argument(flag)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+def screenshot(report: str | Path, selector: str, output: str | Path, width: int = 1300) -> Path:
+    """Save the element of `report` matched by the CSS `selector` as a PNG."""
+    from selenium.common.exceptions import NoSuchElementException
+    from selenium.webdriver.common.by import By
+
+    report = Path(report).resolve()
+    if not report.is_file():
+        raise FileNotFoundError(f"{report}: no such report (build one with python -m reports build RUN_DIR)")
+    output = Path(output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    with chromium(width=width) as driver:
+        driver.get(report.as_uri())
+        height = driver.execute_script("return document.body.scrollHeight;")
+        driver.set_window_size(width, min(int(height), 16000))
+        try:
+            element = driver.find_element(By.CSS_SELECTOR, selector)
+        except NoSuchElementException:
+            raise ValueError(f"{report}: nothing matches the selector {selector!r}. Received: "
+                             f"--selector={selector}") from None
+        driver.execute_script("arguments[0].scrollIntoView();", element)
+        element.screenshot(str(output))
+    return output
