@@ -1,21 +1,33 @@
 """pytest wiring of the benchmark suite: `pytest bench --benchmark-only`.
 
-Options, the parametrization of `test_case` by the sweep's cases (cases that
-cannot run are collected as skipped, with their reason), the run directory,
-pytest-benchmark's machine info and JSON file, the end-of-run summary and
-report.
+Options; the supervisor (`bench.supervisor`: the command runs again in a
+child process that it watches for crashes and hangs); the parametrization of
+`test_case` by the sweep's cases (cases that cannot run are collected as
+skipped, with their reason); the run directory; pytest-benchmark's machine
+info and JSON file; the end-of-run summary and report.
+
+Nothing here imports a framework at module level: the supervisor never loads
+one, and the child loads it with the frameworks' start-up messages silenced
+unless --framework-logs.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
+import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
-from bench.session import BenchSession, Options, UsageError
+from bench import options as bench_options
+from bench import quiet, supervisor
 
-_KEY = pytest.StashKey[BenchSession]()
+if TYPE_CHECKING:
+    from bench.session import BenchSession
+
+_KEY = pytest.StashKey[object]()
 
 
 def pytest_addoption(parser):
@@ -37,20 +49,75 @@ def pytest_addoption(parser):
     group.addoption("--l2", choices=("cold", "warm"), default=None,
                     help="cold: write a buffer of twice the GPU's L2 before each timed step; warm: leave the "
                          "cache as the previous step left it (default: cold with a GPU, warm on a CPU)")
+    group.addoption("--case-timeout", type=float, metavar="SECONDS",
+                    help="a case still running after SECONDS is stopped and recorded with status timeout "
+                         "(default: the sweep's case_timeout, 900 s)")
+    group.addoption("--max-restarts", type=int, default=5, metavar="N",
+                    help="how many times the supervisor resumes the run after a case crashed or timed out "
+                         "(default 5)")
+    group.addoption("--no-supervise", action="store_true",
+                    help="run in this process, without the supervisor: no protection against a case that "
+                         "crashes or hangs (for debuggers)")
+    group.addoption("--framework-logs", action="store_true",
+                    help="show what TensorFlow, JAX and PyTorch print while they start (hidden by default)")
     group.addoption("--bench-inject-failure", metavar="EXPR",
                     help="make the cases whose id matches EXPR fail (a test of the harness)")
+    group.addoption("--bench-inject-crash", metavar="EXPR",
+                    help="make the cases whose id matches EXPR abort their process (a test of the harness)")
+    group.addoption("--bench-inject-hang", metavar="EXPR",
+                    help="make the cases whose id matches EXPR hang in native code (a test of the harness)")
     group.addoption("--no-report", action="store_true", help="do not write report.html at the end")
+    group.addoption(supervisor.CHILD_FLAG, action="store_true", help=argparse.SUPPRESS)
+
+
+def _supervised(config) -> bool:
+    """Whether this process is the supervisor: a sweep that runs cases, not
+    its child, not --no-supervise, not a listing or help."""
+    option = config.option
+    listing = any(getattr(option, name, False) for name in ("help", "version", "collectonly", "showfixtures",
+                                                            "show_fixtures_per_test", "markers"))
+    return not (listing or config.getoption(supervisor.CHILD_FLAG) or config.getoption("--no-supervise"))
+
+
+def _check(config) -> None:
+    if config.option.help:
+        return
+    try:
+        bench_options.check(config)
+    except bench_options.UsageError as error:
+        raise pytest.UsageError(str(error)) from None
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_cmdline_main(config):
+    if not _supervised(config):
+        return None
+    _check(config)  # before the sweep's process starts: a bad option loads no framework
+    return supervisor.Supervisor(config.invocation_params.args, config.getoption("--max-restarts")).run()
 
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_configure(config):
     if config.option.help:
         return
+    _check(config)
+    logs = config.getoption("--framework-logs")
+    if not logs:
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ INFO and WARNING lines
+    with quiet.native_stderr(silenced=not logs, expected=(pytest.UsageError,)):
+        from bench.session import BenchSession, Options, UsageError
+
+        _configure(config, BenchSession, Options, UsageError)
+
+
+def _configure(config, BenchSession, Options, UsageError):  # noqa: N803 (classes imported lazily)
     options = Options(
         sweep=config.getoption("--sweep"), run_dir=config.getoption("--run-dir"),
         resume=config.getoption("--resume"), shard=config.getoption("--shard"), tf32=config.getoption("--tf32"),
         profile=config.getoption("--profile"), bench_time=config.getoption("--bench-time"), l2=config.getoption("--l2"),
         inject_failure=config.getoption("--bench-inject-failure"), report=not config.getoption("--no-report"),
+        inject_crash=config.getoption("--bench-inject-crash"), inject_hang=config.getoption("--bench-inject-hang"),
+        case_timeout=config.getoption("--case-timeout"),
     )
     try:
         session = BenchSession(options, config.rootpath)
@@ -58,7 +125,11 @@ def pytest_configure(config):
         raise pytest.UsageError(str(error)) from None
     config.stash[_KEY] = session
     if not config.option.collectonly:
-        session.ensure_run_dir()
+        try:
+            session.ensure_run_dir()
+        except OSError as error:  # bench.rundir.RunDirError: one line naming the directory
+            raise pytest.UsageError(str(error)) from None
+        supervisor.announce_run_dir(session.run_dir.path)
         previous = session.run_dir.benchmark_json
         if previous.exists():
             # Keep the part written by the session being resumed; merged at the end.
@@ -81,6 +152,7 @@ def pytest_report_header(config):
         f"sweep {s.sweep.name} ({s.sweep.source}): {len(s.cases)} cases, {runnable} runnable"
         + (f", {len(s.finished)} already finished" if s.finished else ""),
         f"run directory: {s.run_dir.path}",
+        *s.notes,
     ]
 
 
@@ -177,6 +249,9 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
         terminalreporter.write_line(line)
     if getattr(s, "report_path", None):
         terminalreporter.write_line(f"  report: {s.report_path}")
+    if exitstatus == pytest.ExitCode.INTERRUPTED:
+        terminalreporter.write_line(f"  interrupted: every finished case is in {s.run_dir.results}; resume with: "
+                                    f"pytest bench --benchmark-only --resume {s.run_dir.path}")
     elif getattr(s, "report_error", None):
         terminalreporter.write_line(f"  report not written: {s.report_error} "
                                     f"(build it with: python -m reports build {s.run_dir.path})")

@@ -6,9 +6,16 @@ least 5 and about 50 ms) run under the backend's profiler:
 - TensorFlow (`tf.profiler`) and JAX (`jax.profiler`) write TensorBoard's
   layout, one session per case named after its id:
   `<run-dir>/traces/plugins/profile/<case id>/<host>.xplane.pb`; open with
-  `tensorboard --logdir <run-dir>/traces`. On a CPU, XLA's events carry no
-  framework names, so a JAX capture adds one op-by-op step after the
-  compiled ones: its ranges name the layer's stages.
+  `tensorboard --logdir <run-dir>/traces`. Their captures add one op-by-op
+  step after the timed-like ones, inside a range named OP_BY_OP: the layer's
+  stage ranges (`layers.involution.stage`) then appear as events named
+  `kernel_generation` and `aggregation`. Without it a trace would not name
+  them: XLA's CPU events carry no framework names, and TensorBoard's
+  streaming trace viewer names TensorFlow's graph op events by their type
+  only (the full names, with the stage, appear only for the few events its
+  visibility filter picks, which made the stages come and go from one
+  capture to the next). xprof's op statistics count that step's ops with the
+  others: one of `profile_steps + 1` occurrences of each op.
 - PyTorch (`torch.profiler`) writes `<run-dir>/traces/torch/<case id>/trace.json`
   (Chrome/Perfetto format; TensorBoard's profile plugin cannot read it).
 
@@ -33,9 +40,9 @@ STAGES = ("kernel_generation", "aggregation")
 def capture(session, case, step) -> dict:
     backend = session.runner.name
     traces = session.run_dir.traces
-    op_by_op = backend == "jax" and case.jit
+    op_by_op = backend == "tensorflow" or (backend == "jax" and case.jit)
     if op_by_op:
-        step.sync(step.eager())  # compile every op outside the trace
+        step.sync(step.eager())  # compile or trace every op outside the trace
     steps = max(STEPS, min(50, int(0.05 / max(_step_seconds(step), 1e-6))))
     attempts = 0
     while attempts < ATTEMPTS:
@@ -46,9 +53,7 @@ def capture(session, case, step) -> dict:
             for _ in range(steps):
                 step.round()
             if op_by_op:
-                import jax
-
-                with jax.profiler.TraceAnnotation(OP_BY_OP):
+                with session.runner.annotation(OP_BY_OP):
                     step.sync(step.eager())
         target, ops, source = _collect(backend, traces, scratch, case.id)
         # TensorFlow's host tracer now and then records a session without
@@ -113,17 +118,29 @@ def top_operations(session_dir: str, top: int = TOP) -> tuple[list[dict], str]:
         # XLA clusters inside a TensorFlow graph (jit_compile) are missing from
         # the framework op statistics: take them from the trace events.
         trace, _ = raw_to_tool_data.xspace_to_tool_data(files, "trace_viewer@", {})
-        clusters = _xla_cluster_ops(json.loads(trace).get("traceEvents", []))
-        ops = sorted(ops + clusters, key=lambda r: -r["self_time_us"])[:top]
+        events = json.loads(trace).get("traceEvents", [])
+        clusters = _xla_cluster_ops(events)
+        ops = sorted(ops + clusters, key=lambda r: -r["self_time_us"])[:top] + _stage_rows(events)
         source = "xprof framework_op_stats (self time)"
         if clusters:
             source += "; XLA clusters and their ops from trace events (total time)"
-        return ops, source
+        return ops, source + "; the stages of one op-by-op step from its ranges"
     data, _ = raw_to_tool_data.xspace_to_tool_data(files, "trace_viewer@", {})
     return _from_events(json.loads(data).get("traceEvents", []), top)
 
 
 XLA_CLUSTER = "CpuExecutable::ExecuteAsyncOnStream"
+
+
+def _stage_rows(events: list[dict]) -> list[dict]:
+    """The layer's stage ranges (in the op-by-op step), summed by name."""
+    stages: dict[str, list[float]] = defaultdict(lambda: [0.0, 0])
+    for event in events:
+        if event.get("ph") == "X" and event.get("name") in STAGES:
+            stages[event["name"]][0] += float(event.get("dur", 0.0))
+            stages[event["name"]][1] += 1
+    return [{"operation": name, "type": "stage", "where": "op-by-op step", "occurrences": count,
+             "self_time_us": total} for name, (total, count) in stages.items()]
 
 
 def _xla_cluster_ops(events: list[dict]) -> list[dict]:

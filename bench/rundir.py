@@ -4,10 +4,16 @@
       run.json        what was run (sweep, backend, device, options), written first
       results.jsonl   one JSON line per finished case, flushed and fsynced as the
                       case finishes: a run that is killed keeps every finished case
+      running.json    the case in flight, written before it starts and removed
+                      when its line is written: after a crash or a hang it names
+                      the case to record as `crashed` or `timeout` on --resume
+      .lock           held (flock) by the one process writing the directory
       benchmark.json  pytest-benchmark's own format (`pytest-benchmark compare`),
                       written when the session ends (merged across --resume)
       traces/         profiler traces (--profile)
       report.html     the report (reports/)
+
+This module does not import Keras: the reports and the sweep supervisor use it.
 """
 
 from __future__ import annotations
@@ -16,9 +22,23 @@ import datetime as dt
 import json
 import math
 import os
+import socket
+import time
 from pathlib import Path
 
 SCHEMA = 1
+RESULTS = "results.jsonl"
+META = "run.json"
+RUNNING = "running.json"
+LOCK = ".lock"
+BENCHMARK_JSON = "benchmark.json"
+REPORT = "report.html"
+TRACES = "traces"
+STAMP = "%Y%m%dT%H%M%SZ"  # the run's start in run.json and in default run directory names
+
+
+class RunDirError(OSError):
+    """The run directory cannot be used; the message names it and says what to do."""
 
 
 def _plain(value):
@@ -35,23 +55,86 @@ def dumps(row: dict) -> str:
 
 
 def utc_stamp() -> str:
-    return dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
+    return dt.datetime.now(dt.UTC).strftime(STAMP)
+
+
+def parse_stamp(stamp: str) -> dt.datetime | None:
+    try:
+        return dt.datetime.strptime(stamp, STAMP).replace(tzinfo=dt.UTC)
+    except (TypeError, ValueError):
+        return None
 
 
 class RunDir:
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
-        self.results = self.path / "results.jsonl"
-        self.meta = self.path / "run.json"
-        self.traces = self.path / "traces"
-        self.report = self.path / "report.html"
-        self.benchmark_json = self.path / "benchmark.json"
+        self.results = self.path / RESULTS
+        self.meta = self.path / META
+        self.running = self.path / RUNNING
+        self.traces = self.path / TRACES
+        self.report = self.path / REPORT
+        self.benchmark_json = self.path / BENCHMARK_JSON
+        self._lock = None
 
+    # -- creating and owning the directory -------------------------------------
     def create(self, meta: dict) -> None:
-        self.path.mkdir(parents=True, exist_ok=True)
-        previous = self.read_meta()
-        sessions = previous.get("sessions", []) + [meta]
-        self.meta.write_text(json.dumps({"schema": SCHEMA, **meta, "sessions": sessions}, indent=2, default=str))
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+            previous = self.read_meta()
+            sessions = previous.get("sessions", []) + [meta]
+            self.meta.write_text(json.dumps({"schema": SCHEMA, **meta, "sessions": sessions}, indent=2, default=str))
+        except OSError as error:
+            raise self.unusable(error) from None
+
+    def unusable(self, error: OSError) -> RunDirError:
+        return RunDirError(f"--run-dir {self.path}: cannot be created or written ({error.strerror or error}); "
+                           f"choose a directory you can write to. Received: --run-dir={self.path}")
+
+    def lock(self) -> int | None:
+        """Become the directory's one writer (an flock on .lock, released by
+        the system when this process ends). Returns the pid of a dead previous
+        holder whose lock was taken over, if any; a live holder is an error."""
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+            handle = open(self.path / LOCK, "a+", encoding="utf-8")
+        except OSError as error:
+            raise self.unusable(error) from None
+        import fcntl
+
+        handle.seek(0)
+        holder = _read_json(handle.read())
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            handle.close()
+            raise self._busy(holder) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "started": utc_stamp()}))
+        handle.flush()
+        self._lock = handle
+        previous = holder.get("pid")
+        return previous if isinstance(previous, int) and previous != os.getpid() else None
+
+    def _busy(self, holder: dict) -> RunDirError:
+        who = f"process {holder.get('pid', '?')} on {holder.get('host', '?')}, since {holder.get('started', '?')}"
+        return RunDirError(f"--run-dir {self.path} is in use by {who} (one sweep writes a run directory at a "
+                           f"time): wait for it to end or choose another directory")
+
+    def check_free(self) -> None:
+        """Raise RunDirError if a live process holds the directory's lock
+        (a check before starting; `lock` is what holds it)."""
+        import fcntl
+
+        try:
+            handle = open(self.path / LOCK, encoding="utf-8")
+        except OSError:
+            return  # no lock file: nobody has held it
+        with handle:
+            try:
+                fcntl.flock(handle.fileno(), fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except OSError:
+                raise self._busy(_read_json(handle.read())) from None
 
     def read_meta(self) -> dict:
         try:
@@ -59,12 +142,18 @@ class RunDir:
         except (OSError, ValueError):
             return {}
 
+    # -- rows --------------------------------------------------------------------
     def append(self, row: dict) -> None:
         line = dumps({"schema": SCHEMA, **row})
-        with open(self.results, "a", encoding="utf-8") as f:
-            f.write(line + "\n")
-            f.flush()
-            os.fsync(f.fileno())
+        try:
+            with open(self.results, "a", encoding="utf-8") as f:
+                f.write(line + "\n")
+                f.flush()
+                os.fsync(f.fileno())
+        except OSError as error:
+            raise RunDirError(f"{self.results}: the case's row could not be written ({error.strerror or error}); "
+                              f"the rows written before it are kept: free space or choose another --run-dir, "
+                              f"then --resume {self.path}") from None
 
     def finished_ids(self) -> set[str]:
         """Case ids with a complete line in results.jsonl (a line cut by a
@@ -88,3 +177,47 @@ class RunDir:
                 f.seek(-1, os.SEEK_END)
                 if f.read(1) != b"\n":
                     f.write(b"\n")
+
+    # -- the case in flight --------------------------------------------------------
+    def start_case(self, case_id: str, timeout_s: float | None, attempt: int = 1) -> None:
+        """Name the case about to run (atomically: a reader never sees half a file)."""
+        record = {"case_id": case_id, "pid": os.getpid(), "started": time.time(), "timeout_s": timeout_s,
+                  "attempt": attempt}
+        scratch = self.running.with_suffix(".tmp")
+        try:
+            scratch.write_text(json.dumps(record))
+            os.replace(scratch, self.running)
+        except OSError as error:
+            raise RunDirError(f"{self.running}: the case in flight could not be noted ({error.strerror or error}); "
+                              f"the rows written so far are kept: free space or choose another --run-dir, then "
+                              f"--resume {self.path}") from None
+
+    def in_flight(self) -> dict:
+        """The case in flight (or left in flight by a process that died), or {}."""
+        try:
+            return _read_json(self.running.read_text())
+        except OSError:
+            return {}
+
+    def set_outcome(self, outcome: str, detail: str) -> None:
+        """The supervisor's verdict on the case in flight: "crashed" or "timeout"."""
+        record = self.in_flight()
+        if record:
+            record.update(outcome=outcome, detail=detail, ended=time.time())
+            scratch = self.running.with_suffix(".tmp")
+            scratch.write_text(json.dumps(record))
+            os.replace(scratch, self.running)
+
+    def end_case(self) -> None:
+        try:
+            self.running.unlink()
+        except FileNotFoundError:
+            pass
+
+
+def _read_json(text: str) -> dict:
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}

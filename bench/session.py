@@ -11,7 +11,6 @@ rounds and the plain row values its extra_info.
 from __future__ import annotations
 
 import os
-import re
 import statistics
 import time
 import traceback
@@ -24,6 +23,7 @@ import numpy as np
 
 from bench import backends, machine, nvml, rundir, sweeps, timing
 from bench.cases import Case, drop_reason
+from bench.options import UsageError, parse_shard, pattern, positive, resumable, same_backend
 from layers import counting, registry
 from layers.aggregation import auto
 
@@ -34,26 +34,11 @@ EXTRA_INFO = (
     "reduction_ratio", "resolution", "channels", "batch", "dtype", "jit", "backend", "device", "device_name",
     "precision", "params", "trainable_params", "macs", "flops", "flops_measured", "flops_measured_source",
     "bytes_min", "bytes_aggregation", "largest_intermediate_bytes", "peak_memory_bytes", "peak_memory_source",
+    "peak_memory_valid", "peak_memory_floor_bytes", "peak_memory_measured_bytes", "peak_memory_invalid_reason",
     "compile_seconds", "throughput", "gflops_per_s", "gbytes_per_s", "flops_fraction", "bandwidth_fraction",
     "rates_from", "stopped_by", "device_median_s", "device_q1_s", "device_q3_s", "device_rounds",
     "device_stopped_by", "device_time_source", "l2", "l2_flush_bytes", *nvml.FIELDS, "status", "error",
 )
-
-
-class UsageError(ValueError):
-    """Bad command-line input; the message names the option."""
-
-
-def parse_shard(text: str | None) -> tuple[int, int] | None:
-    if text is None:
-        return None
-    match = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", text)
-    if not match or not int(match[2]) or int(match[1]) >= int(match[2]):
-        raise UsageError(
-            "--shard takes I/N with 0 <= I < N (the I-th of N slices, counted from 0 like a "
-            f"Kubernetes completion index or a Slurm array task id). Received: --shard={text}"
-        )
-    return int(match[1]), int(match[2])
 
 
 def shard_cases(cases: list[Case], shard: tuple[int, int] | None) -> list[Case]:
@@ -75,7 +60,10 @@ class Options:
     profile: str | None = None
     bench_time: float | None = None
     l2: str | None = None
+    case_timeout: float | None = None
     inject_failure: str | None = None
+    inject_crash: str | None = None
+    inject_hang: str | None = None
     report: bool = True
 
 
@@ -100,13 +88,8 @@ class BenchSession:
 
         if options.resume:
             self.run_dir = rundir.RunDir(options.resume)
-            previous = self.run_dir.read_meta()
-            if not previous:
-                raise UsageError(f"--resume: {options.resume} has no run.json; is it a run directory? "
-                                 f"Received: --resume={options.resume}")
-            if previous.get("backend") != self.backend:
-                raise UsageError(f"--resume: the run used KERAS_BACKEND={previous.get('backend')}, this process "
-                                 f"{self.backend}; set KERAS_BACKEND={previous.get('backend')}")
+            previous = resumable(options.resume)
+            same_backend(previous, self.backend)
             sweep_name = options.sweep or previous.get("sweep_source") or previous.get("sweep")
             self.shard = self.shard or (tuple(previous["shard"]) if previous.get("shard") else None)
         else:
@@ -118,20 +101,25 @@ class BenchSession:
             self.sweep = sweeps.load(sweep_name)
         except sweeps.SweepError as error:
             raise UsageError(str(error)) from None
-        if options.bench_time is not None and options.bench_time <= 0:
-            raise UsageError(f"--bench-time must be positive seconds. Received: --bench-time={options.bench_time}")
+        positive("--bench-time", options.bench_time)
         self.time_per_case = options.bench_time or self.sweep.time_per_case
         self.l2 = self._l2_mode(options.l2)
         self.monitor = nvml.Monitor(self.device)
         self._timer: timing.Timer | None = None
-        self.profile = re.compile(options.profile) if options.profile not in (None, "*") else options.profile
-        self.inject = re.compile(options.inject_failure) if options.inject_failure else None
+        positive("--case-timeout", options.case_timeout)
+        self.case_timeout = options.case_timeout or self.sweep.case_timeout
+        self.profile = pattern("--profile", options.profile) if options.profile != "*" else "*"
+        self.inject = pattern("--bench-inject-failure", options.inject_failure)
+        self.inject_crash = pattern("--bench-inject-crash", options.inject_crash)
+        self.inject_hang = pattern("--bench-inject-hang", options.inject_hang)
 
         cases = shard_cases(self.sweep.cases(self.backend, self.device), self.shard)
         self.cases = [(case, drop_reason(case, self.backend, self.device)) for case in cases]
         self.by_id = {case.id: case for case in cases}
         self.finished = self.run_dir.finished_ids() if options.resume else set()
         self.summary = Summary()
+        self.notes: list[str] = []  # said in the header: a lock taken over, a case settled
+        self.attempts: dict[str, int] = {}
         self.overhead_per_round: float | None = None
         self.machine = machine.info()
         self.versions = self.runner.versions()
@@ -139,10 +127,17 @@ class BenchSession:
 
     # -- run directory -----------------------------------------------------
     def ensure_run_dir(self) -> None:
+        """Own the run directory (its lock), record a case a previous session
+        left in flight, and write run.json. Raises RunDirError (one line)."""
         if self._created:
             return
+        stale = self.run_dir.lock()
+        if stale:
+            self.notes.append(f"took over the run directory's lock from process {stale}, which is no longer running")
         if self.options.resume:
             self.run_dir.repair_tail()
+            self._settle_case_in_flight()
+            self.finished = self.run_dir.finished_ids()
         self.run_dir.create({
             "started": rundir.utc_stamp(),
             "backend": self.backend,
@@ -158,6 +153,7 @@ class BenchSession:
             "gpu_conditions_source": self.monitor.reason,
             "time_per_case": self.time_per_case,
             "precision_target": self.sweep.precision,
+            "case_timeout": self.case_timeout,
             "machine": self.machine,
             "versions": self.versions,
         })
@@ -200,12 +196,51 @@ class BenchSession:
             "sweep": self.sweep.name, "shard": "/".join(map(str, self.shard)) if self.shard else "",
         }
 
+    def _settle_case_in_flight(self) -> None:
+        """A previous session ended while a case ran. With the supervisor's
+        verdict (crashed, timeout) the case gets its row and is not run again;
+        without one (the whole sweep was killed from outside) it runs once
+        more, and is recorded as crashed if that happens twice."""
+        record = self.run_dir.in_flight()
+        case_id = record.get("case_id")
+        if not case_id:
+            self.run_dir.end_case()
+            return
+        if case_id in self.run_dir.finished_ids():  # its row was written just before the end
+            self.run_dir.end_case()
+            return
+        outcome, detail = record.get("outcome"), record.get("detail")
+        attempt = int(record.get("attempt") or 1)
+        if outcome is None and attempt < 2:
+            self.attempts[case_id] = attempt + 1
+            self.notes.append(f"{case_id} was in flight when the previous session ended (cause unknown): "
+                              "it runs again")
+            return
+        if outcome is None:
+            outcome, detail = "crashed", f"the process ended {attempt} times while this case ran (cause unknown)"
+        case = self.by_id.get(case_id)
+        row = self.base_row(case) if case else {"case_id": case_id, "layer": "", "implementation": ""}
+        seconds = (record.get("ended") or time.time()) - record.get("started", time.time())
+        row.update(status=outcome, error=detail, wall_s=seconds, overhead_s=seconds, finished=rundir.utc_stamp(),
+                   attempts=attempt)
+        self.run_dir.append(row)
+        self.run_dir.end_case()
+        self.summary.statuses[outcome] = self.summary.statuses.get(outcome, 0) + 1
+        self.notes.append(f"{case_id}: recorded with status {outcome} ({detail}); not run again")
+
     def run(self, case: Case, benchmark) -> dict:
         self.ensure_run_dir()
         started = time.perf_counter()
         row = self.base_row(case)
         timed = 0.0
+        self.run_dir.start_case(case.id, self.case_timeout, self.attempts.get(case.id, 1))
         try:
+            if self.inject_crash and self.inject_crash.search(case.id):
+                os.abort()  # a test of the harness: the process dies in the middle of the case
+            if self.inject_hang and self.inject_hang.search(case.id):
+                import ctypes
+
+                ctypes.PyDLL(None).pause()  # a test of the harness: native code that holds the GIL, forever
             module, x = self._build(case)
             row["implementation_resolved"] = self._resolved(case)
             row.update(self._analytic(case, module, row["implementation_resolved"]))
@@ -230,6 +265,7 @@ class BenchSession:
             row.update(compile_seconds=step.info.get("compile_seconds", 0.0) + warm.compile_seconds,
                        warmup_calls=warm.calls)
             row.update(self._counters(case, step))
+            row.update(memory_check(case, out_shape, row))
             row.update(self._rates(case, row))
             row.update(status="ok", error="")
         except Exception as error:  # a failing case is a row, the sweep goes on
@@ -237,7 +273,10 @@ class BenchSession:
         row["wall_s"] = time.perf_counter() - started
         row["overhead_s"] = row["wall_s"] - timed
         row["finished"] = rundir.utc_stamp()
-        self.run_dir.append(row)
+        try:
+            self.run_dir.append(row)
+        finally:
+            self.run_dir.end_case()
         benchmark.extra_info.update({k: row.get(k) for k in EXTRA_INFO if _plain(row.get(k))})
         self._count(row, timed)
         return row
@@ -328,6 +367,14 @@ class BenchSession:
             s.fastest_median = row["median_s"]
 
     # -- end of run --------------------------------------------------------
+    def stop_writing(self, config) -> None:
+        """After a write failed: no benchmark.json and no report at the end
+        (they would fail the same way, with a traceback)."""
+        self.options.report = False
+        bench_json = getattr(config, "_benchmarksession", None)
+        if bench_json is not None:
+            bench_json.json = None
+
     def summary_lines(self) -> list[str]:
         s = self.summary
         wall = time.perf_counter() - s.started
@@ -365,6 +412,31 @@ def build_case(case: Case) -> tuple[keras.layers.Layer, np.ndarray]:
     rng = np.random.default_rng(zlib.crc32(case.id.encode()))
     x = rng.standard_normal(shape).astype("float32")
     return module, x
+
+
+def memory_check(case: Case, out_shape, row: dict) -> dict:
+    """A step must at least create its output (training: also the gradients
+    of its input and weights): a measured peak below that missed the step's
+    memory. It is then not reported as the peak (`peak_memory_bytes` None);
+    the value stays in `peak_memory_measured_bytes` with the reason."""
+    measured = row.get("peak_memory_bytes")
+    item = counting.ACTIVATION_BYTES[case.dtype] if case.kind == "layer" else 4
+    floor = int(np.prod(out_shape)) * item
+    if case.mode == "training":
+        floor += int(row.get("trainable_params") or 0) * counting.WEIGHT_BYTES
+        if case.kind == "layer":
+            floor += case.batch * case.resolution * case.resolution * case.channels * item
+    fields = {"peak_memory_floor_bytes": floor, "peak_memory_measured_bytes": measured,
+              "peak_memory_valid": None, "peak_memory_invalid_reason": ""}
+    if measured is None:
+        return fields
+    fields["peak_memory_valid"] = measured >= floor
+    if measured < floor:
+        fields.update(peak_memory_bytes=None, peak_memory_invalid_reason=(
+            f"measured {measured:,} B, less than the {floor:,} B the step's own "
+            f"{'output and gradients' if case.mode == 'training' else 'output'} take: the measurement "
+            f"({row.get('peak_memory_source')}) missed the step's memory"))
+    return fields
 
 
 def record_rounds(benchmark, seconds) -> None:

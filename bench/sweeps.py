@@ -20,13 +20,15 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.cases import DEFAULT_JIT, DTYPES, MODES, Case
 from bench.timing import DEFAULT_PRECISION
-from layers import registry
+
+# bench.cases and layers.registry load Keras: they are imported where the
+# cases are made, so that finding a sweep file (`locate`) loads no framework.
 
 BUILTIN_DIR = Path(__file__).parent / "sweeps"
 SETTINGS = {"description": str, "time_per_case": (int, float), "min_rounds": int, "max_rounds": int,
-            "precision": (int, float)}
+            "precision": (int, float), "case_timeout": (int, float)}
+DEFAULT_CASE_TIMEOUT = 900.0  # seconds; no healthy case of the built-in sweeps comes near it on a CPU
 INT_AXES = ("kernel_size", "stride", "groups", "reduction_ratio", "resolution", "channels", "batch")
 
 
@@ -43,11 +45,14 @@ class Sweep:
     min_rounds: int
     max_rounds: int
     precision: float  # stop a series when its median's 95% interval is within +-precision
+    case_timeout: float  # seconds a case may run before it is stopped and recorded as timeout
     grids: tuple[dict, ...]
     defaults: dict
 
-    def cases(self, backend: str, device: str) -> list[Case]:
-        """The sweep's cases on a backend and device kind, sorted by id."""
+    def cases(self, backend: str, device: str) -> list:
+        """The sweep's cases (`bench.cases.Case`) on a backend and device kind, sorted by id."""
+        from bench.cases import DEFAULT_JIT, Case
+
         seen: dict[str, Case] = {}
         for grid in self.grids:
             overrides = grid.get("cpu", {}) if device != "gpu" else {}
@@ -64,6 +69,8 @@ class Sweep:
 
 
 def _implementations(layer: str, value: str, backend: str) -> list[str]:
+    from layers import registry
+
     entry = registry.get(layer)
     if value != "*":
         # A Keras baseline named with an involution implementation in a grid
@@ -82,8 +89,8 @@ def builtin_names() -> list[str]:
     return sorted(p.stem for p in BUILTIN_DIR.glob("*.toml"))
 
 
-def load(name_or_path: str) -> Sweep:
-    """A built-in sweep by name, or a TOML file by path."""
+def locate(name_or_path: str) -> Path:
+    """The file of a built-in sweep name or of a TOML path (loads no framework)."""
     path = Path(name_or_path)
     if name_or_path in builtin_names():
         path = BUILTIN_DIR / f"{name_or_path}.toml"
@@ -95,6 +102,12 @@ def load(name_or_path: str) -> Sweep:
         )
     if not path.is_file():
         raise SweepError(f"--sweep: file not found: {path}. Received: --sweep={name_or_path}")
+    return path
+
+
+def load(name_or_path: str) -> Sweep:
+    """A built-in sweep by name, or a TOML file by path."""
+    path = locate(name_or_path)
     try:
         data = tomllib.loads(path.read_text())
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
@@ -103,6 +116,8 @@ def load(name_or_path: str) -> Sweep:
 
 
 def parse(data: dict, source: str, name: str = "custom") -> Sweep:
+    from bench.cases import Case
+
     axes = set(Case.axes())
     unknown = set(data) - set(SETTINGS) - {"defaults", "grid"}
     if unknown:
@@ -113,7 +128,7 @@ def parse(data: dict, source: str, name: str = "custom") -> Sweep:
     for key, kind in SETTINGS.items():
         if key in data and (not isinstance(data[key], kind) or isinstance(data[key], bool)):
             raise SweepError(f"{source}: {key} has the wrong type. Received: {key}={data[key]!r}")
-    for key in ("time_per_case", "min_rounds", "max_rounds"):
+    for key in ("time_per_case", "min_rounds", "max_rounds", "case_timeout"):
         if key in data and data[key] <= 0:
             raise SweepError(f"{source}: {key} must be positive. Received: {key}={data[key]!r}")
     if "precision" in data and not 0 <= data["precision"] < 1:
@@ -149,12 +164,16 @@ def parse(data: dict, source: str, name: str = "custom") -> Sweep:
         min_rounds=int(data.get("min_rounds", 5)),
         max_rounds=int(data.get("max_rounds", 10_000)),
         precision=float(data.get("precision", DEFAULT_PRECISION)),
+        case_timeout=float(data.get("case_timeout", DEFAULT_CASE_TIMEOUT)),
         grids=tuple(grids),
         defaults=defaults,
     )
 
 
 def _check_value(source: str, where: str, axis: str, value) -> None:
+    from bench.cases import DTYPES, MODES
+    from layers import registry
+
     def fail(expected: str):
         raise SweepError(f"{source}: {where}: {axis} must be {expected}. Received: {axis}={value!r}")
 

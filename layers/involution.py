@@ -33,9 +33,12 @@ def stage(name: str):
 
     `keras.name_scope` becomes a TensorFlow name scope (op names in the trace)
     or a JAX named scope (HLO op metadata, which GPU traces show). PyTorch ops
-    are grouped under a `torch.profiler.record_function` range; JAX also
-    gets a `jax.profiler.TraceAnnotation`, a range in traces of steps that
-    run the layer's Python (op by op), since XLA's CPU events carry no scope.
+    are grouped under a `torch.profiler.record_function` range; JAX and
+    TensorFlow also get a profiler range (`jax.profiler.TraceAnnotation`,
+    `tf.profiler.experimental.Trace`) around the stage's Python, which spans
+    its ops in a step run op by op: XLA's CPU events carry no scope, and
+    TensorBoard's streaming trace viewer names TensorFlow's op events by their
+    type only.
     """
     with keras.name_scope(name):
         name_backend = backend.backend()
@@ -48,6 +51,11 @@ def stage(name: str):
             import jax
 
             with jax.profiler.TraceAnnotation(name):
+                yield
+        elif name_backend == "tensorflow":
+            import tensorflow as tf
+
+            with tf.profiler.experimental.Trace(name):
                 yield
         else:
             yield

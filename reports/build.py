@@ -102,9 +102,17 @@ def _summary(loaded: load.Loaded) -> list[dict]:
         pairs = tables.matched(t)
         cards = [("cases", f"{len(t):,}"), ("ok", f"{ok:,}"), ("failed or unsupported", f"{len(t) - ok:,}")]
         if not pairs.empty:
+            weighed = pairs["memory_ratio"].notna()
             cards += [("involution faster than Conv2D", f"{int((pairs['speedup'] > 1).sum())} / {len(pairs)}"),
-                      ("involution lighter than Conv2D", f"{int((pairs['memory_ratio'] < 1).sum())} / {len(pairs)}")]
+                      ("involution lighter than Conv2D",
+                       f"{int((pairs['memory_ratio'] < 1).sum())} / {int(weighed.sum())}")]
         blocks.append({"kind": "cards", "items": cards})
+        invalid = tables.implausible_memory(t)
+        if not invalid.empty:
+            blocks.append({"kind": "note", "text": (
+                f"{len(invalid)} row(s) measured a peak smaller than their step's own output (and gradients): "
+                "their memory is left out of every memory figure and ratio (listed under Memory, FLOPs, "
+                "parameters; the measured value is kept in results.csv as peak_memory_measured_bytes).")})
         wins = tables.wins(t)
         if not wins.empty:
             blocks.append(_table(wins, "Where involution wins: per implementation, the cases that beat the "
@@ -162,6 +170,10 @@ def _costs(loaded: load.Loaded) -> list[dict]:
                 "(the other axes at their most common value); above 1 (blue) involution is faster."),
     ]
     blocks = [b for b in blocks if b]
+    invalid = tables.implausible_memory(t)
+    if not invalid.empty:
+        blocks.append(_table(invalid, "Rows whose measured peak memory is below their step's own output (and "
+                                      "gradients): the measurement missed memory, so it is not used."))
     if not any(b.get("alt", "").startswith("speed-up") for b in blocks):
         blocks.append({"kind": "note", "text": "No heat map: the runs do not vary kernel size and groups together "
                                                "(the full sweep does)."})

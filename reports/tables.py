@@ -244,3 +244,13 @@ def all_results(table: pd.DataFrame) -> pd.DataFrame:
     """Every row, one column per axis and per measurement, units in the names."""
     columns = [c for c in ALL_RESULTS if c in table]
     return table[columns].sort_values("case_id").rename(columns=ALL_RESULTS).reset_index(drop=True)
+
+
+def implausible_memory(table: pd.DataFrame) -> pd.DataFrame:
+    """Rows whose measured peak was below the step's own output: left out of
+    every memory figure (their peak_memory_bytes is empty)."""
+    if table.empty or "peak_memory_valid" not in table:
+        return pd.DataFrame()
+    rows = table[table["peak_memory_valid"].astype("boolean").fillna(True) == False]  # noqa: E712
+    columns = ["case_id", "backend", "peak_memory_measured_bytes", "peak_memory_floor_bytes", "peak_memory_source"]
+    return rows[[c for c in columns if c in rows]].reset_index(drop=True)

@@ -101,6 +101,10 @@ class Runner:
         """Capture a profiler trace of what runs inside into logdir."""
         yield
 
+    def annotation(self, name: str):
+        """A named range in the profiler's trace around what runs inside."""
+        return contextlib.nullcontext()
+
     def classify(self, error: BaseException) -> str:
         """'oom', 'unsupported' or 'error' for an exception raised by a case."""
         text = f"{type(error).__name__}: {error}"

@@ -133,6 +133,9 @@ class JaxRunner(Runner):
                     "XLA compiled memory analysis (temporaries + outputs): a plan, not a measurement")
         return memory.peak_bytes(step.round), memory.SOURCE
 
+    def annotation(self, name: str):
+        return jax.profiler.TraceAnnotation(name)
+
     @contextlib.contextmanager
     def trace(self, logdir: str):
         jax.profiler.start_trace(logdir)

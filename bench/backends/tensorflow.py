@@ -121,14 +121,36 @@ class TensorFlowRunner(Runner):
         total = model_analyzer.profile(graph, options=options).total_float_ops
         return float(total), "tf.profiler on the TF graph (ops with registered FLOP statistics only)"
 
+    def _allocator_peak(self, device: str, step: Step) -> int | None:
+        """Peak bytes TensorFlow's allocator of `device` held during one step,
+        above what it held before (None where it keeps no statistics)."""
+        try:
+            tf.config.experimental.reset_memory_stats(device)
+            before = tf.config.experimental.get_memory_info(device)["current"]
+        except (ValueError, RuntimeError, tf.errors.OpError):
+            return None
+        step.round()
+        return int(tf.config.experimental.get_memory_info(device)["peak"] - before)
+
     def peak_memory(self, step: Step) -> tuple[int | None, str]:
         if self.device_kind() == "gpu":
-            tf.config.experimental.reset_memory_stats("GPU:0")
-            before = tf.config.experimental.get_memory_info("GPU:0")["current"]
-            step.round()
-            peak = tf.config.experimental.get_memory_info("GPU:0")["peak"]
-            return int(peak - before), "tf.config.experimental.get_memory_info (GPU allocator peak)"
-        return memory.peak_bytes(step.round), memory.SOURCE
+            return (self._allocator_peak("GPU:0", step),
+                    "tf.config.experimental.get_memory_info (GPU allocator peak)")
+        # On CPUs where TensorFlow runs oneDNN, its allocator pools memory (a
+        # BFC allocator): after warm-up a step reuses freed buffers without
+        # calling malloc, and memray sees almost nothing. The allocator's own
+        # statistics see those tensors; memray sees what is malloc'd outside
+        # it. The larger of the two is the step's peak.
+        allocator = self._allocator_peak("CPU:0", step)
+        traced = memory.peak_bytes(step.round)
+        if allocator is None:
+            return traced, memory.SOURCE + "; TensorFlow's CPU allocator keeps no statistics here"
+        return max(allocator, traced), (f"the larger of TensorFlow's CPU allocator peak "
+                                        f"(tf.config.experimental.get_memory_info: {allocator:,} B) and memray "
+                                        f"(allocations during one step: {traced:,} B)")
+
+    def annotation(self, name: str):
+        return tf.profiler.experimental.Trace(name)
 
     @contextlib.contextmanager
     def trace(self, logdir: str):

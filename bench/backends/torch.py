@@ -119,6 +119,9 @@ class TorchRunner(Runner):
             return int(torch.cuda.max_memory_allocated() - before), "torch.cuda.max_memory_allocated"
         return memory.peak_bytes(step.round), memory.SOURCE
 
+    def annotation(self, name: str):
+        return torch.profiler.record_function(name)
+
     @contextlib.contextmanager
     def trace(self, logdir: str):
         """A Chrome/Perfetto trace JSON (TensorBoard's profile plugin cannot

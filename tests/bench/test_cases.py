@@ -9,7 +9,8 @@ import pytest
 
 from bench import sweeps
 from bench.cases import Case, drop_reason
-from bench.session import UsageError, parse_shard, shard_cases
+from bench.options import UsageError, parse_shard
+from bench.session import shard_cases
 from tests import backend as tb
 
 BASE = dict(layer="involution", implementation="shiftsum", kernel_size=7, stride=2, groups=4, reduction_ratio=4,

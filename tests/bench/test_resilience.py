@@ -8,6 +8,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -68,9 +69,11 @@ def test_killed_run_keeps_finished_cases_and_resume_completes_it(tmp_path):
     # A line cut by the kill (simulated here, whatever the kill hit).
     with open(path / "results.jsonl", "a") as f:
         f.write('{"schema": 1, "case_id": "involution-cut')
+    dead = json.loads((path / ".lock").read_text())["pid"]  # the killed sweep's lock, left behind
     result = run_bench("--resume", str(path))
     assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
     assert f"{len({r['case_id'] for r in before})} already finished" in result.stdout
+    assert f"took over the run directory's lock from process {dead}, which is no longer running" in result.stdout
     after = _complete_rows(path)
     ids = [row["case_id"] for row in after]
     assert len(ids) == len(set(ids)), "a finished case ran again"
@@ -94,6 +97,7 @@ def test_ctrl_c_keeps_results_and_writes_the_report(tmp_path):
     assert rows and all(row["status"] == "ok" for row in rows)
     assert (path / "report.html").exists(), output[-3000:]
     assert "report:" in output
+    assert f"resume with: pytest bench --benchmark-only --resume {path}" in output
 
 
 def test_resume_refuses_another_backend(tmp_path):
@@ -107,27 +111,141 @@ def test_resume_refuses_another_backend(tmp_path):
     assert "Traceback" not in result.stdout + result.stderr
 
 
-def _collected(*args: str) -> set[str]:
-    result = run_bench("--sweep", str(TINY), "--collect-only", "-q", *args)
-    assert result.returncode == 0, result.stdout + result.stderr
-    return {line.split("[", 1)[1].rstrip("]") for line in result.stdout.splitlines() if "test_case[" in line}
-
-
 def test_shards_collect_disjoint_slices_of_the_sweep():
-    whole = {c.id for c in sweeps.load(str(TINY)).cases(tb.NAME, "cpu")}
-    parts = [_collected(f"--shard={i}/2") for i in range(2)]
-    assert parts[0] | parts[1] == whole
-    assert not parts[0] & parts[1]
+    """The command line collects exactly shard_cases' slice (whose slices
+    partition the sweep: tests/bench/test_cases.py). Output not captured
+    (-s): the frameworks' start-up messages are still hidden."""
+    from bench.session import shard_cases
+
+    result = run_bench("--sweep", str(TINY), "--collect-only", "-q", "-s", "--shard=1/2")
+    assert result.returncode == 0, result.stdout + result.stderr
+    collected = {line.split("[", 1)[1].rstrip("]") for line in result.stdout.splitlines() if "test_case[" in line}
+    cases = sweeps.load(str(TINY)).cases(tb.NAME, "cpu")
+    assert collected == {c.id for c in shard_cases(cases, (1, 2))}
+    for text in ("oneDNN custom operations", "absl::InitializeLog", "cpu_feature_guard"):
+        assert text not in result.stdout + result.stderr
 
 
 @pytest.mark.parametrize("args, message", [
     (["--shard", "5/2"], "Received: --shard=5/2"),
     (["--sweep", "nope"], "Received: --sweep=nope"),
     (["--bench-time", "-1"], "Received: --bench-time=-1"),
-    (["--l2", "cold"], "Received: --l2=cold"),
+    (["--case-timeout", "0"], "Received: --case-timeout=0"),
+    (["--bench-inject-crash", "("], "Received: --bench-inject-crash=("),
 ])
 def test_bad_options_are_one_clear_line(args, message):
     result = run_bench(*args, "--collect-only", "-q")
     text = result.stdout + result.stderr
     assert result.returncode == 4 and message in text
     assert "Traceback" not in text
+
+
+# -- a case that crashes or hangs costs that case only -------------------------------
+CRASH = r"^depthwise-keras"
+HANG = r"^involution-reference-k5"
+
+
+def test_a_crash_and_a_hang_cost_their_cases_only(tmp_path):
+    """The supervisor records a case that aborts its process as crashed and a
+    case stuck in native code as timeout, resumes, and finishes the sweep
+    (in a run directory whose missing parents it creates)."""
+    path = tmp_path / "a" / "b" / "run"
+    result = run_bench("--sweep", str(TINY), "--run-dir", str(path), "--no-report", "--case-timeout", "10",
+                       f"--bench-inject-crash={CRASH}", f"--bench-inject-hang={HANG}")
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-3000:]
+    rows = {row["case_id"]: row for row in _complete_rows(path)}
+    assert set(rows) == _all_ids()
+    crashed = next(row for case_id, row in rows.items() if case_id.startswith("depthwise-keras"))
+    hung = next(row for case_id, row in rows.items() if case_id.startswith("involution-reference-k5"))
+    assert crashed["status"] == "crashed" and "SIGABRT" in crashed["error"]
+    assert hung["status"] == "timeout" and "10 s" in hung["error"] and 10 <= hung["wall_s"] < 60
+    assert all(row["status"] == "ok" for row in rows.values() if row not in (crashed, hung))
+    assert "crashed (killed by signal 6 (SIGABRT)); resuming the run (restart 1" in output
+    assert "timeout (10 s); resuming the run (restart 2" in output
+    assert not (path / "running.json").exists()
+
+
+def test_resume_records_a_case_that_ended_its_process_twice(tmp_path):
+    """Without the supervisor's verdict (the whole sweep was killed from
+    outside), the case in flight runs once more; twice in flight at a death,
+    it is recorded as crashed and not run again."""
+    path = _run_dir_by_hand(tmp_path)
+    victim = sorted(_all_ids())[0]
+    record = {"case_id": victim, "pid": 1, "started": time.time() - 5, "timeout_s": 900, "attempt": 2}
+    (path / "running.json").write_text(json.dumps(record))
+    result = run_bench("--resume", str(path), "--no-report")
+    assert result.returncode == 0, result.stdout[-2000:]
+    assert f"{victim}: recorded with status crashed (the process ended 2 times while this case ran" in result.stdout
+    rows = {row["case_id"]: row for row in _complete_rows(path)}
+    assert rows[victim]["status"] == "crashed" and set(rows) == _all_ids()
+
+
+def _run_dir_by_hand(tmp_path) -> Path:
+    """A run directory as a killed session leaves it: run.json, no rows yet."""
+    path = tmp_path / "run"
+    path.mkdir()
+    (path / "run.json").write_text(json.dumps({"schema": 1, "backend": tb.NAME, "sweep": "tiny",
+                                               "sweep_source": str(TINY), "sessions": []}))
+    return path
+
+
+def test_one_writer_per_run_directory(tmp_path):
+    path = tmp_path / "run"
+    path.mkdir()
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import fcntl, json, os, sys, time\n"
+        f"f = open({str(path / '.lock')!r}, 'a+')\n"
+        "fcntl.flock(f.fileno(), fcntl.LOCK_EX)\n"
+        "f.write(json.dumps({'pid': os.getpid(), 'host': 'here', 'started': 'now'})); f.flush()\n"
+        "print('locked', flush=True); time.sleep(120)\n")], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        result = run_bench("--sweep", str(TINY), "--run-dir", str(path), "--no-report")
+        text = result.stdout + result.stderr
+        assert result.returncode == 4, text[-2000:]
+        assert f"--run-dir {path} is in use by process {holder.pid} on here" in text
+        assert "Traceback" not in text
+    finally:
+        holder.kill()
+        holder.wait()
+    # A stale lock (its process gone) is taken over: see the killed-run test above.
+
+
+@pytest.mark.parametrize("where", ["/proc/involution-bench/run", "/dev/null/run"])
+def test_a_run_dir_that_cannot_be_created_is_one_line(where):
+    result = run_bench("--sweep", str(TINY), "--run-dir", where, "--no-report")
+    text = result.stdout + result.stderr
+    assert result.returncode == 4, text[-2000:]
+    assert f"--run-dir {where}: cannot be created or written" in text and f"Received: --run-dir={where}" in text
+    assert "Traceback" not in text and "INTERNALERROR" not in text
+
+
+def test_a_full_disk_stops_with_one_line_and_keeps_the_rows(tmp_path):
+    """results.jsonl cannot be appended to (ENOSPC, made by a sitecustomize
+    in the sweep's processes): one line naming the file, a non-zero exit, no
+    traceback, and the rows written before stay."""
+    path = _run_dir_by_hand(tmp_path)
+    before = json.dumps({"schema": 1, "case_id": "a-finished-case", "layer": "conv2d", "implementation": "keras",
+                         "status": "ok"}) + "\n"
+    (path / "results.jsonl").write_text(before)
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(
+        "import builtins, errno\n"
+        "_open = builtins.open\n"
+        "def full(file, mode='r', *args, **kwargs):\n"
+        "    if str(file).endswith('results.jsonl') and 'a' in mode:\n"
+        "        raise OSError(errno.ENOSPC, 'No space left on device')\n"
+        "    return _open(file, mode, *args, **kwargs)\n"
+        "builtins.open = full\n")
+    env = bench_env()
+    env["PYTHONPATH"] = str(hook) + os.pathsep + env["PYTHONPATH"]
+    result = subprocess.run(bench_command("--resume", str(path)), cwd=ROOT, env=env, capture_output=True,
+                            text=True, timeout=600)
+    text = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert f"{path / 'results.jsonl'}: the case's row could not be written (No space left on device)" in text
+    assert "Traceback" not in text and "INTERNALERROR" not in text
+    assert (path / "results.jsonl").read_text() == before
+    assert not (path / "running.json").exists()

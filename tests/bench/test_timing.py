@@ -5,7 +5,6 @@ device where a GPU would be needed."""
 from __future__ import annotations
 
 import math
-import time
 
 import numpy as np
 import pytest
@@ -14,10 +13,29 @@ from scipy import stats
 from bench import backends, timing
 
 
-def _spin(seconds: float) -> None:
-    end = time.perf_counter() + seconds
-    while time.perf_counter() < end:
-        pass
+class FakeClock:
+    """Stands in for `time` inside bench.timing: work advances it exactly, so
+    the tests check the timer's arithmetic, not this machine's load."""
+
+    def __init__(self):
+        self.now = 0.0
+
+    def perf_counter(self) -> float:
+        return self.now
+
+    def work(self, seconds: float):
+        def run():
+            self.now += seconds
+            return seconds
+
+        return run
+
+
+@pytest.fixture
+def clock(monkeypatch) -> FakeClock:
+    fake = FakeClock()
+    monkeypatch.setattr(timing, "time", fake)
+    return fake
 
 
 @pytest.mark.parametrize("n", [6, 7, 10, 25, 40, 101])
@@ -45,76 +63,82 @@ def test_sample_stops_at_precision_after_min_rounds():
     assert series.median == 1e-3 and series.quartiles() == (1e-3, 1e-3)
 
 
-def test_sample_stops_at_the_time_cap_when_noisy():
+def test_sample_stops_at_the_time_cap_when_noisy(clock):
     rng = np.random.default_rng(0)
 
     def noisy(rounds):
-        _spin(1e-3 * rounds)
+        clock.now += 1e-3 * rounds
         return list(rng.lognormal(0, 1.0, rounds))  # far too noisy for +-2%
 
-    start = time.perf_counter()
     series = timing.sample(noisy, timing.Settings(cap_s=0.05, min_rounds=5))
     assert series.stopped_by == "time"
-    assert 0.05 <= time.perf_counter() - start < 0.2  # batches never plan far past the cap
-    assert series.wall_s >= 0.05
+    assert 0.05 <= series.wall_s <= 0.05 + 1e-3 * 26  # batches never plan far past the cap
 
 
-def test_sample_stops_at_max_rounds_and_keeps_min_rounds():
+def test_sample_stops_at_max_rounds():
     rng = np.random.default_rng(1)
     series = timing.sample(lambda r: list(rng.lognormal(0, 1.0, r)),
                            timing.Settings(cap_s=10.0, min_rounds=5, max_rounds=12))
     assert series.stopped_by == "rounds" and len(series.seconds) == 12
-    slow = timing.sample(lambda r: (_spin(0.02 * r), [0.02] * r)[1], timing.Settings(cap_s=0.001, min_rounds=4,
-                                                                                      precision=0))
-    assert len(slow.seconds) == 4 and slow.stopped_by == "time"  # min_rounds even past the cap
+
+
+
+def test_min_rounds_run_even_past_the_cap(clock):
+    def slow(rounds):
+        clock.now += 0.02 * rounds
+        return [0.02] * rounds
+
+    series = timing.sample(slow, timing.Settings(cap_s=0.001, min_rounds=4, precision=0))
+    assert len(series.seconds) == 4 and series.stopped_by == "time"
 
 
 class _FakeEvent:
-    """An event on a fake device clock: `record` stamps the host clock."""
+    """An event on the fake clock: `record` stamps its time."""
 
-    def __init__(self, log):
-        self.log, self.t = log, None
+    def __init__(self, clock, log):
+        self.clock, self.log, self.t = clock, log, None
 
     def record(self):
         self.log.append("record")
-        self.t = time.perf_counter()
+        self.t = self.clock.now
 
     def elapsed_time(self, other):
         return (other.t - self.t) * 1e3  # milliseconds, as torch.cuda.Event
 
 
-def test_event_timing_records_around_each_step_and_waits_once_per_batch():
+def test_event_timing_records_around_each_step_and_waits_once_per_batch(clock):
     log = []
-    clock = timing.EventTiming(new_event=lambda: _FakeEvent(log), synchronize=lambda: log.append("sync"))
-    flush = timing.Flush(run=lambda: (log.append("flush"), _spin(2e-3)), nbytes=100, l2_bytes=50)
-    seconds = clock.batch(lambda: (log.append("step"), _spin(1e-3)), rounds=3, flush=flush, estimate=1e-3)
+    events = timing.EventTiming(new_event=lambda: _FakeEvent(clock, log), synchronize=lambda: log.append("sync"))
+    flush_work, step_work = clock.work(2e-3), clock.work(1e-3)
+    flush = timing.Flush(run=lambda: (log.append("flush"), flush_work()), nbytes=100, l2_bytes=50)
+    seconds = events.batch(lambda: (log.append("step"), step_work()), rounds=3, flush=flush, estimate=1e-3)
     assert log == ["flush", "record", "step", "record"] * 3 + ["sync"]
-    assert all(0.9e-3 < s < 1.8e-3 for s in seconds)  # the flush is outside the events
+    assert seconds == pytest.approx([1e-3] * 3)  # the flush is outside the events
 
 
-def test_back_to_back_timing_subtracts_the_flush():
-    """Host spins stand in for device work: a round of [flush, step] x n minus
-    n flushes measured alone leaves the step."""
-    clock = timing.BackToBackTiming(sync=lambda out: None)
-    flush = timing.Flush(run=lambda: _spin(0.3e-3), nbytes=100, l2_bytes=50)
-    assert clock.steps_per_round(1e-3) == 5 and clock.steps_per_round(1.0) == 1
-    assert clock.steps_per_round(1e-9) == timing.MAX_STEPS_PER_ROUND
-    seconds = clock.batch(lambda: _spin(1e-3), rounds=5, flush=flush, estimate=1e-3)
-    assert 0.9e-3 < float(np.median(seconds)) < 1.2e-3
-    assert 0.29e-3 < clock.flush_time(flush, 5) < 0.4e-3
-    warm = clock.batch(lambda: _spin(1e-3), rounds=5, flush=None, estimate=1e-3)
-    assert 0.95e-3 < float(np.median(warm)) < 1.2e-3
+def test_back_to_back_timing_subtracts_the_flush(clock):
+    """A round of [flush, step] x n, minus n flushes measured alone, leaves the step."""
+    back_to_back = timing.BackToBackTiming(sync=lambda out: None)
+    flush = timing.Flush(run=clock.work(0.3e-3), nbytes=100, l2_bytes=50)
+    assert back_to_back.steps_per_round(1e-3) == 5 and back_to_back.steps_per_round(1.0) == 1
+    assert back_to_back.steps_per_round(1e-9) == timing.MAX_STEPS_PER_ROUND
+    seconds = back_to_back.batch(clock.work(1e-3), rounds=5, flush=flush, estimate=1e-3)
+    assert seconds == pytest.approx([1e-3] * 5)
+    assert back_to_back.flush_time(flush, 5) == pytest.approx(0.3e-3)
+    assert back_to_back.batch(clock.work(1e-3), rounds=5, flush=None, estimate=1e-3) == pytest.approx([1e-3] * 5)
 
 
-def test_latency_rounds_flush_outside_the_clock():
+def test_latency_rounds_flush_outside_the_clock(clock):
     calls = []
-    flush = timing.Flush(run=lambda: (calls.append("flush"), _spin(3e-3))[1], nbytes=10, l2_bytes=5)
+    flush_work, step_work = clock.work(3e-3), clock.work(0.5e-3)
+    flush = timing.Flush(run=lambda: (calls.append("flush"), flush_work())[1], nbytes=10, l2_bytes=5)
     settings = timing.Settings(cap_s=0.2, min_rounds=6)
     timer = timing.Timer(sync=lambda out: calls.append("sync"), device=None, device_reason="none: test",
                          flush=flush, latency=settings, device_settings=settings)
-    measured = timer.measure(lambda: (calls.append("step"), _spin(0.5e-3))[1], estimate=0.5e-3)
+    measured = timer.measure(lambda: (calls.append("step"), step_work())[1], estimate=0.5e-3)
     assert calls[:4] == ["flush", "sync", "step", "sync"]  # the flush is waited for before the clock starts
-    assert 0.45e-3 < measured.latency.median < 1.5e-3  # not 3.5 ms
+    assert measured.latency.median == pytest.approx(0.5e-3)  # not 3.5 ms
+    assert measured.latency.stopped_by == "precision" and len(measured.latency.seconds) == 6
     fields = measured.fields()
     assert fields["l2"] == "cold" and fields["l2_flush_bytes"] == 10
     assert fields["device_median_s"] is None and fields["device_time_source"] == "none: test"
@@ -133,11 +157,11 @@ def test_cpu_runner_has_no_device_clock_and_says_why():
     assert timer.latency.cap_s == 0.05  # no device series: the whole budget goes to the latency rounds
 
 
-def test_timer_with_a_device_clock_fills_the_device_fields():
+def test_timer_with_a_device_clock_fills_the_device_fields(clock):
     settings = timing.Settings(cap_s=0.1, min_rounds=6)
     timer = timing.Timer(sync=lambda out: None, device=timing.BackToBackTiming(sync=lambda out: None),
                          device_reason="", flush=None, latency=settings, device_settings=settings)
-    fields = timer.measure(lambda: _spin(0.2e-3), estimate=0.2e-3).fields()
+    fields = timer.measure(clock.work(0.2e-3), estimate=0.2e-3).fields()
     assert fields["device_q1_s"] <= fields["device_median_s"] <= fields["device_q3_s"]
     assert fields["device_rounds"] >= 6 and len(fields["device_rounds_s"]) == fields["device_rounds"]
     assert fields["device_steps_per_round"] == 25

@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -172,3 +173,25 @@ def test_ten_thousand_cases_in_under_a_minute(fixtures, tmp_path):
     elapsed = time.perf_counter() - start
     assert elapsed < 60, elapsed
     assert "first 2000 of 10000 rows" in out.read_text()
+
+
+def test_implausible_memory_is_left_out_and_counted(fixtures, tmp_path):
+    """A row whose measured peak is below its own output has no peak: the
+    summary weighs memory over the other pairs and says how many it left out."""
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "run.json").write_text((fixtures / "run_base" / "run.json").read_text())
+    rows = [json.loads(line) for line in (fixtures / "run_base" / "results.jsonl").read_text().splitlines()]
+    for row in rows:
+        if row["case_id"].startswith("conv2d-keras-k7s1"):
+            row.update(peak_memory_measured_bytes=row["peak_memory_bytes"], peak_memory_bytes=None,
+                       peak_memory_valid=False, peak_memory_floor_bytes=10**9)
+    (run / "results.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    out = build.build_report([run], output=tmp_path / "report.html")
+    text = out.read_text()
+    assert "1 row(s) measured a peak smaller than their step&#39;s own output" in text
+    summary = text[text.index('id="summary"'):text.index('id="axes"')]
+    # 10 involution cases have a Conv2D of the same work; the 4 at K 7, stride 1 (G 1 and 4, two
+    # implementations) lost their Conv2D's memory.
+    assert re.search(r"<b>\d+ / 10</b><span>involution faster than Conv2D", summary)
+    assert re.search(r"<b>\d+ / 6</b><span>involution lighter than Conv2D", summary)

@@ -1,0 +1,97 @@
+"""The sweep's command-line options, checked before any framework loads.
+
+A mistyped option is one line naming it, the value received and what it
+takes, and it costs no framework start-up: the supervisor checks the options
+here before it starts the sweep's process (`bench/conftest.py`), and the
+session uses the same functions. Nothing here imports Keras.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+from bench import sweeps
+from bench.rundir import RunDir
+
+
+class UsageError(ValueError):
+    """Bad command-line input; the message names the option."""
+
+
+def parse_shard(text: str | None) -> tuple[int, int] | None:
+    if text is None:
+        return None
+    match = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", text)
+    if not match or not int(match[2]) or int(match[1]) >= int(match[2]):
+        raise UsageError(
+            "--shard takes I/N with 0 <= I < N (the I-th of N slices, counted from 0 like a "
+            f"Kubernetes completion index or a Slurm array task id). Received: --shard={text}"
+        )
+    return int(match[1]), int(match[2])
+
+
+def positive(option: str, value: float | None) -> None:
+    if value is not None and value <= 0:
+        raise UsageError(f"{option} must be positive seconds. Received: {option}={value}")
+
+
+def pattern(option: str, text: str | None) -> re.Pattern | None:
+    if text is None:
+        return None
+    try:
+        return re.compile(text)
+    except re.error as error:
+        raise UsageError(f"{option} takes a regular expression ({error}). Received: {option}={text}") from None
+
+
+def resumable(path: str) -> dict:
+    """The run.json of a run directory given to --resume."""
+    meta = RunDir(path).read_meta()
+    if not meta:
+        raise UsageError(f"--resume: {path} has no run.json; is it a run directory? Received: --resume={path}")
+    return meta
+
+
+def same_backend(meta: dict, backend: str | None) -> None:
+    """A run is resumed with the backend it started with (KERAS_BACKEND is fixed per process)."""
+    if backend and meta.get("backend") and meta["backend"] != backend:
+        raise UsageError(f"--resume: the run used KERAS_BACKEND={meta['backend']}, this process {backend}; "
+                         f"set KERAS_BACKEND={meta['backend']}")
+
+
+def check(config) -> None:
+    """Everything about the options that needs no framework (raises UsageError)."""
+    get = config.getoption
+    parse_shard(get("--shard"))
+    positive("--bench-time", get("--bench-time"))
+    positive("--case-timeout", get("--case-timeout"))
+    restarts = get("--max-restarts")
+    if restarts is None or restarts < 0:
+        raise UsageError(f"--max-restarts takes a count of 0 or more. Received: --max-restarts={restarts}")
+    for option in ("--profile", "--bench-inject-failure", "--bench-inject-crash", "--bench-inject-hang"):
+        value = get(option)
+        if value != "*":
+            pattern(option, value)
+    try:
+        if get("--sweep"):
+            sweeps.locate(get("--sweep"))
+    except sweeps.SweepError as error:
+        raise UsageError(str(error)) from None
+    if get("--resume"):
+        # Keras reads KERAS_BACKEND when it is set (else ~/.keras/keras.json, checked by the session).
+        same_backend(resumable(get("--resume")), os.environ.get("KERAS_BACKEND"))
+        path = Path(get("--resume"))
+    elif get("--run-dir"):
+        path = Path(get("--run-dir"))
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise UsageError(str(RunDir(path).unusable(error))) from None
+    else:
+        return
+    try:
+        RunDir(path).check_free()
+    except OSError as error:
+        raise UsageError(str(error)) from None

@@ -1,0 +1,47 @@
+"""BenchSession's own rules, in process: the L2 option on a CPU and the
+plausibility floor of a measured peak."""
+
+from __future__ import annotations
+
+import pytest
+
+from bench.cases import Case
+from bench.options import UsageError
+from bench.session import BenchSession, Options, memory_check
+from tests.bench.conftest import ROOT
+
+
+def test_cold_l2_needs_a_gpu(tmp_path):
+    with pytest.raises(UsageError, match="Received: --l2=cold"):
+        BenchSession(Options(sweep="smoke", run_dir=str(tmp_path / "run"), l2="cold"), ROOT)
+    assert BenchSession(Options(sweep="smoke", run_dir=str(tmp_path / "run"), l2="warm"), ROOT).l2 == "warm"
+
+
+def _case(**changes) -> Case:
+    base = dict(layer="conv2d", implementation="keras", kernel_size=3, stride=1, groups=0, reduction_ratio=0,
+                resolution=56, channels=64, batch=8, dtype="float32", mode="inference", jit=False)
+    return Case(**(base | changes))
+
+
+def test_a_peak_below_the_steps_output_is_not_a_peak():
+    case = _case()
+    output = 8 * 56 * 56 * 64 * 4  # 6.4 MB
+    row = {"peak_memory_bytes": 850_000, "peak_memory_source": "memray (test)", "trainable_params": 36928}
+    fields = memory_check(case, (8, 56, 56, 64), row)
+    assert fields["peak_memory_bytes"] is None and fields["peak_memory_valid"] is False
+    assert fields["peak_memory_measured_bytes"] == 850_000 and fields["peak_memory_floor_bytes"] == output
+    assert "850,000 B, less than the 6,422,528 B the step's own output take" in fields["peak_memory_invalid_reason"]
+    ok = memory_check(case, (8, 56, 56, 64), row | {"peak_memory_bytes": 71_000_000})
+    assert ok["peak_memory_valid"] is True and "peak_memory_bytes" not in ok  # the measured value stays
+
+
+def test_training_floor_adds_the_input_and_weight_gradients():
+    case = _case(mode="training", dtype="mixed_bfloat16")
+    row = {"peak_memory_bytes": 1, "trainable_params": 36928}
+    floor = memory_check(case, (8, 56, 56, 64), row)["peak_memory_floor_bytes"]
+    assert floor == 2 * (8 * 56 * 56 * 64) + 36928 * 4 + 2 * (8 * 56 * 56 * 64)
+
+
+def test_no_measurement_is_neither_valid_nor_invalid():
+    fields = memory_check(_case(), (8, 56, 56, 64), {"peak_memory_bytes": None})
+    assert fields["peak_memory_valid"] is None and fields["peak_memory_measured_bytes"] is None
