@@ -9,7 +9,9 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields, replace
 
-from layers import aggregation, registry
+# layers.registry and layers.aggregation load Keras: imported where a case is
+# looked up, so that the Case type and its axes load no framework (the run
+# format, `bench.rundir`, and the reports use them).
 
 DTYPES = ("float32", "mixed_bfloat16", "mixed_float16")
 MODES = ("inference", "training")
@@ -57,6 +59,8 @@ class Case:
 
     @property
     def id(self) -> str:
+        from layers import registry
+
         entry = registry.get(self.layer)
         parts = [self.layer, self.implementation]
         if entry.kind == "layer":
@@ -72,6 +76,8 @@ class Case:
 
     @property
     def kind(self) -> str:
+        from layers import registry
+
         return registry.get(self.layer).kind
 
     def params(self) -> dict:
@@ -81,9 +87,15 @@ class Case:
     def axes(cls) -> tuple[str, ...]:
         return tuple(f.name for f in fields(cls))
 
+    @classmethod
+    def int_axes(cls) -> tuple[str, ...]:
+        return tuple(f.name for f in fields(cls) if f.type in ("int", int))
+
     def normalised(self) -> Case:
         """The same work with non-applicable axes set to 0 (models: 3 channels,
         their fixed resolution)."""
+        from layers import registry
+
         entry = registry.get(self.layer)
         changes = {}
         for axis in ("kernel_size", "stride", "groups", "reduction_ratio", "channels", "resolution"):
@@ -98,6 +110,8 @@ class Case:
 
 def drop_reason(case: Case, backend: str, device: str) -> str | None:
     """Why a case cannot run on this backend and device, or None."""
+    from layers import aggregation, registry
+
     entry = registry.get(case.layer)
     impl = case.implementation
     if entry.involution:

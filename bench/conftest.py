@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from bench.session import BenchSession
 
 _KEY = pytest.StashKey[object]()
+_POLICY = pytest.StashKey[dict]()
 
 
 def pytest_addoption(parser):
@@ -58,6 +59,14 @@ def pytest_addoption(parser):
     group.addoption("--no-supervise", action="store_true",
                     help="run in this process, without the supervisor: no protection against a case that "
                          "crashes or hangs (for debuggers)")
+    group.addoption("--threads", type=int, metavar="N",
+                    help="CPU threads for every framework alike: the process is pinned to N cores and each "
+                         "framework's intra-op threads set to N (default: all the cores this process may use)")
+    group.addoption("--passes", type=int, metavar="N",
+                    help="time every case in N processes, one pass over the sweep each, so that the spread "
+                         "between processes is measured (default: the sweep's passes)")
+    group.addoption("--allow-other-commit", action="store_true",
+                    help="let --resume continue a run that was started at another git commit")
     group.addoption("--framework-logs", action="store_true",
                     help="show what TensorFlow, JAX and PyTorch print while they start (hidden by default)")
     group.addoption("--bench-inject-failure", metavar="EXPR",
@@ -101,6 +110,13 @@ def pytest_configure(config):
     if config.option.help:
         return
     _check(config)
+    from bench import threads
+
+    try:
+        thread_policy = threads.apply(config.getoption("--threads"))  # before any framework sizes its pools
+    except bench_options.UsageError as error:
+        raise pytest.UsageError(str(error)) from None
+    config.stash[_POLICY] = thread_policy
     logs = config.getoption("--framework-logs")
     if not logs:
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ INFO and WARNING lines
@@ -117,7 +133,8 @@ def _configure(config, BenchSession, Options, UsageError):  # noqa: N803 (classe
         profile=config.getoption("--profile"), bench_time=config.getoption("--bench-time"), l2=config.getoption("--l2"),
         inject_failure=config.getoption("--bench-inject-failure"), report=not config.getoption("--no-report"),
         inject_crash=config.getoption("--bench-inject-crash"), inject_hang=config.getoption("--bench-inject-hang"),
-        case_timeout=config.getoption("--case-timeout"),
+        case_timeout=config.getoption("--case-timeout"), thread_policy=config.stash.get(_POLICY, None),
+        allow_other_commit=config.getoption("--allow-other-commit"), passes=config.getoption("--passes"),
     )
     try:
         session = BenchSession(options, config.rootpath)
@@ -129,7 +146,7 @@ def _configure(config, BenchSession, Options, UsageError):  # noqa: N803 (classe
             session.ensure_run_dir()
         except OSError as error:  # bench.rundir.RunDirError: one line naming the directory
             raise pytest.UsageError(str(error)) from None
-        supervisor.announce_run_dir(session.run_dir.path)
+        supervisor.announce_run_dir(session.run_dir.path, session.pass_index, session.passes)
         previous = session.run_dir.benchmark_json
         if previous.exists():
             # Keep the part written by the session being resumed; merged at the end.
@@ -204,7 +221,7 @@ def pytest_sessionfinish(session, exitstatus):
         return
     s = _session(config)
     _merge_benchmark_json(s.run_dir.benchmark_json)
-    if s.options.report and s.run_dir.results.exists():
+    if s.options.report and s.run_dir.results.exists() and s.pass_index == s.passes:
         try:
             from reports import build
 

@@ -61,12 +61,25 @@ def same_backend(meta: dict, backend: str | None) -> None:
                          f"set KERAS_BACKEND={meta['backend']}")
 
 
+def same_commit(meta: dict, commit: str | None, path: str) -> None:
+    """A run is resumed with the code it started with: one run, one version."""
+    started = meta.get("git_commit")
+    if started and commit and started != commit:
+        raise UsageError(f"--resume: {path} was started at commit {started[:10]}, this checkout is at {commit[:10]}; "
+                         "resuming would mix two versions' results in one run: check out the run's commit, start "
+                         f"a new run, or pass --allow-other-commit. Received: --resume={path}")
+
+
 def check(config) -> None:
     """Everything about the options that needs no framework (raises UsageError)."""
     get = config.getoption
     parse_shard(get("--shard"))
     positive("--bench-time", get("--bench-time"))
     positive("--case-timeout", get("--case-timeout"))
+    if get("--passes") is not None and get("--passes") < 1:
+        raise UsageError(f"--passes takes a count of 1 or more. Received: --passes={get('--passes')}")
+    if get("--threads") is not None and get("--threads") < 1:
+        raise UsageError(f"--threads takes a count of 1 or more. Received: --threads={get('--threads')}")
     restarts = get("--max-restarts")
     if restarts is None or restarts < 0:
         raise UsageError(f"--max-restarts takes a count of 0 or more. Received: --max-restarts={restarts}")
@@ -81,7 +94,12 @@ def check(config) -> None:
         raise UsageError(str(error)) from None
     if get("--resume"):
         # Keras reads KERAS_BACKEND when it is set (else ~/.keras/keras.json, checked by the session).
-        same_backend(resumable(get("--resume")), os.environ.get("KERAS_BACKEND"))
+        meta = resumable(get("--resume"))
+        same_backend(meta, os.environ.get("KERAS_BACKEND"))
+        if not get("--allow-other-commit"):
+            from bench import provenance
+
+            same_commit(meta, provenance.git(config.rootpath).get("git_commit"), get("--resume"))
         path = Path(get("--resume"))
     elif get("--run-dir"):
         path = Path(get("--run-dir"))

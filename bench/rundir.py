@@ -13,7 +13,9 @@
       traces/         profiler traces (--profile)
       report.html     the report (reports/)
 
-This module does not import Keras: the reports and the sweep supervisor use it.
+This module is the one home of the run format — the schema version, the file
+names, the stamp format and the column lists — and loads no framework: the
+reports and the sweep supervisor use it.
 """
 
 from __future__ import annotations
@@ -26,7 +28,10 @@ import socket
 import time
 from pathlib import Path
 
-SCHEMA = 1
+from bench import nvml
+from bench.cases import Case
+
+SCHEMA = 1  # of every line of results.jsonl (and of run.json)
 RESULTS = "results.jsonl"
 META = "run.json"
 RUNNING = "running.json"
@@ -34,7 +39,28 @@ LOCK = ".lock"
 BENCHMARK_JSON = "benchmark.json"
 REPORT = "report.html"
 TRACES = "traces"
+HISTORY = "seed_history.jsonl"  # the Keras example's experiment (bench.seed_models)
+KERNEL_MAPS = "kernel_maps*.png"
+CSV = "results.csv"
 STAMP = "%Y%m%dT%H%M%SZ"  # the run's start in run.json and in default run directory names
+
+# Columns. The sweep axes are the fields of bench.cases.Case; a run's setup is
+# what must match for two cases to be compared.
+AXES = Case.axes()
+SETUP = ("backend", "device_name", "tf32", "l2")
+INVOLUTION_ONLY = ("groups", "reduction_ratio")
+# Row fields copied into pytest-benchmark's extra_info (plain values).
+EXTRA_INFO = (
+    "case_id", *AXES, "implementation_resolved", "backend", "device", "device_name", "precision", "params",
+    "trainable_params", "macs", "flops", "flops_measured", "flops_measured_source", "bytes_min",
+    "bytes_aggregation", "largest_intermediate_bytes", "peak_memory_bytes", "peak_memory_source",
+    "peak_memory_valid", "peak_memory_floor_bytes", "peak_memory_measured_bytes", "peak_memory_invalid_reason",
+    "compile_seconds", "throughput", "gflops_per_s", "gbytes_per_s", "flops_fraction", "bandwidth_fraction",
+    "rates_from", "stopped_by", "median_ci_low_s", "median_ci_high_s", "device_median_s", "device_q1_s",
+    "device_q3_s", "device_median_ci_low_s", "device_median_ci_high_s", "device_rounds", "device_stopped_by",
+    "device_time_source", "l2", "l2_flush_bytes", *nvml.FIELDS, "git_commit", "git_dirty", "threads", "status",
+    "error",
+)
 
 
 class RunDirError(OSError):
@@ -63,6 +89,12 @@ def parse_stamp(stamp: str) -> dt.datetime | None:
         return dt.datetime.strptime(stamp, STAMP).replace(tzinfo=dt.UTC)
     except (TypeError, ValueError):
         return None
+
+
+def readable_stamp(stamp: str) -> str:
+    """'20261123T205555Z' as '2026-11-23 20:55:55 UTC' (anything else unchanged)."""
+    when = parse_stamp(stamp)
+    return when.strftime("%Y-%m-%d %H:%M:%S UTC") if when else str(stamp)
 
 
 class RunDir:
@@ -155,19 +187,39 @@ class RunDir:
                               f"the rows written before it are kept: free space or choose another --run-dir, "
                               f"then --resume {self.path}") from None
 
-    def finished_ids(self) -> set[str]:
-        """Case ids with a complete line in results.jsonl (a line cut by a
-        crash does not count: that case runs again)."""
-        done = set()
+    def rows(self) -> list[dict]:
+        """The complete lines of results.jsonl (a line cut by a crash is skipped)."""
+        rows = []
         if not self.results.exists():
-            return done
+            return rows
         with open(self.results, encoding="utf-8", errors="replace") as f:
             for line in f:
                 try:
-                    done.add(json.loads(line)["case_id"])
-                except (ValueError, KeyError, TypeError):
+                    row = json.loads(line)
+                except ValueError:
                     continue
+                if isinstance(row, dict) and "case_id" in row:
+                    rows.append(row)
+        return rows
+
+    def finished_ids(self, pass_index: int | None = None) -> set[str]:
+        """Case ids with a complete line (in pass `pass_index`, when given). A
+        case that crashed or timed out is finished for every later pass: it
+        is not run again."""
+        done = set()
+        for row in self.rows():
+            if pass_index is None or row.get("pass", 1) == pass_index:
+                done.add(row["case_id"])
+            elif row.get("status") in ("crashed", "timeout") and row.get("pass", 1) < pass_index:
+                done.add(row["case_id"])
         return done
+
+    def current_pass(self, case_ids: set[str], passes: int) -> int:
+        """The first pass that has not timed every case (the last when all have)."""
+        for index in range(1, passes + 1):
+            if not case_ids <= self.finished_ids(index):
+                return index
+        return passes
 
     def repair_tail(self) -> None:
         """End results.jsonl with a newline, so a line cut by a kill stays
@@ -179,10 +231,10 @@ class RunDir:
                     f.write(b"\n")
 
     # -- the case in flight --------------------------------------------------------
-    def start_case(self, case_id: str, timeout_s: float | None, attempt: int = 1) -> None:
+    def start_case(self, case_id: str, timeout_s: float | None, attempt: int = 1, pass_index: int = 1) -> None:
         """Name the case about to run (atomically: a reader never sees half a file)."""
         record = {"case_id": case_id, "pid": os.getpid(), "started": time.time(), "timeout_s": timeout_s,
-                  "attempt": attempt}
+                  "attempt": attempt, "pass": pass_index}
         scratch = self.running.with_suffix(".tmp")
         try:
             scratch.write_text(json.dumps(record))

@@ -33,6 +33,8 @@ from pathlib import Path
 
 import numpy as np
 
+from bench import rundir
+
 CACHE = Path("~/.keras/datasets/cifar-10-batches-py").expanduser()
 TRAIN_FILES = [f"data_batch_{i}" for i in range(1, 6)]
 TEST_FILE = "test_batch"
@@ -148,7 +150,7 @@ def train(models: dict, data, epochs: int, run_dir: Path, verbose: int, dataset_
     import keras
 
     (x_train, y_train), (x_test, y_test) = data
-    history = run_dir / "seed_history.jsonl"
+    history = run_dir / rundir.HISTORY
     trained = {}
     for name, build in models.items():
         keras.utils.set_random_seed(42)
@@ -246,7 +248,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import keras
 
-    from bench import machine, rundir
+    from bench import machine
     from layers.models import seed_conv_model, seed_involution_model
 
     backend = keras.backend.backend()

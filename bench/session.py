@@ -21,26 +21,13 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from bench import backends, machine, nvml, rundir, sweeps, timing
+from bench import backends, machine, nvml, provenance, rundir, sweeps, timing
 from bench.cases import Case, drop_reason
-from bench.options import UsageError, parse_shard, pattern, positive, resumable, same_backend
+from bench.options import UsageError, parse_shard, pattern, positive, resumable, same_backend, same_commit
 from layers import counting, registry
 from layers.aggregation import auto
 
-MAX_STORED_ROUNDS = 256
-# Row fields copied into benchmark.extra_info (plain numbers and strings).
-EXTRA_INFO = (
-    "case_id", "layer", "implementation", "implementation_resolved", "mode", "kernel_size", "stride", "groups",
-    "reduction_ratio", "resolution", "channels", "batch", "dtype", "jit", "backend", "device", "device_name",
-    "precision", "params", "trainable_params", "macs", "flops", "flops_measured", "flops_measured_source",
-    "bytes_min", "bytes_aggregation", "largest_intermediate_bytes", "peak_memory_bytes", "peak_memory_source",
-    "peak_memory_valid", "peak_memory_floor_bytes", "peak_memory_measured_bytes", "peak_memory_invalid_reason",
-    "compile_seconds", "throughput", "gflops_per_s", "gbytes_per_s", "flops_fraction", "bandwidth_fraction",
-    "rates_from", "stopped_by", "device_median_s", "device_q1_s", "device_q3_s", "device_rounds",
-    "device_stopped_by", "device_time_source", "l2", "l2_flush_bytes", *nvml.FIELDS, "status", "error",
-)
-
-
+MAX_STORED_ROUNDS = 1000  # per series in results.jsonl (thinned evenly beyond): what compare tests
 def shard_cases(cases: list[Case], shard: tuple[int, int] | None) -> list[Case]:
     """Deterministic slice: case i of the id-sorted sweep goes to shard i mod N."""
     if shard is None:
@@ -65,6 +52,9 @@ class Options:
     inject_crash: str | None = None
     inject_hang: str | None = None
     report: bool = True
+    thread_policy: dict | None = None  # bench.threads.apply's fields, applied before the frameworks loaded
+    allow_other_commit: bool = False
+    passes: int | None = None
 
 
 @dataclass
@@ -80,6 +70,10 @@ class BenchSession:
     def __init__(self, options: Options, root: Path):
         self.options = options
         self.runner = backends.current()
+        policy = options.thread_policy or {"threads": None, "thread_policy": "not set (the frameworks' defaults)"}
+        self.threads = policy | {"thread_setting": (self.runner.configure_threads(policy["threads"])
+                                                    if policy["threads"] else "framework default")}
+        self.provenance = provenance.collect(root)
         self.backend = self.runner.name
         self.device = self.runner.device_kind()
         self.device_name = self.runner.device_name()
@@ -90,6 +84,8 @@ class BenchSession:
             self.run_dir = rundir.RunDir(options.resume)
             previous = resumable(options.resume)
             same_backend(previous, self.backend)
+            if not options.allow_other_commit:
+                same_commit(previous, self.provenance.get("git_commit"), options.resume)
             sweep_name = options.sweep or previous.get("sweep_source") or previous.get("sweep")
             self.shard = self.shard or (tuple(previous["shard"]) if previous.get("shard") else None)
         else:
@@ -102,7 +98,11 @@ class BenchSession:
         except sweeps.SweepError as error:
             raise UsageError(str(error)) from None
         positive("--bench-time", options.bench_time)
-        self.time_per_case = options.bench_time or self.sweep.time_per_case
+        if options.passes is not None and options.passes < 1:
+            raise UsageError(f"--passes takes a count of 1 or more. Received: --passes={options.passes}")
+        self.passes = options.passes or (previous.get("passes") if options.resume else None) or self.sweep.passes
+        # Each pass gets its share of a case's time budget.
+        self.time_per_case = (options.bench_time or self.sweep.time_per_case) / self.passes
         self.l2 = self._l2_mode(options.l2)
         self.monitor = nvml.Monitor(self.device)
         self._timer: timing.Timer | None = None
@@ -116,7 +116,9 @@ class BenchSession:
         cases = shard_cases(self.sweep.cases(self.backend, self.device), self.shard)
         self.cases = [(case, drop_reason(case, self.backend, self.device)) for case in cases]
         self.by_id = {case.id: case for case in cases}
-        self.finished = self.run_dir.finished_ids() if options.resume else set()
+        runnable = {case.id for case, reason in self.cases if reason is None}
+        self.pass_index = self.run_dir.current_pass(runnable, self.passes) if options.resume else 1
+        self.finished = self.run_dir.finished_ids(self.pass_index) if options.resume else set()
         self.summary = Summary()
         self.notes: list[str] = []  # said in the header: a lock taken over, a case settled
         self.attempts: dict[str, int] = {}
@@ -137,7 +139,7 @@ class BenchSession:
         if self.options.resume:
             self.run_dir.repair_tail()
             self._settle_case_in_flight()
-            self.finished = self.run_dir.finished_ids()
+            self.finished = self.run_dir.finished_ids(self.pass_index)
         self.run_dir.create({
             "started": rundir.utc_stamp(),
             "backend": self.backend,
@@ -154,6 +156,10 @@ class BenchSession:
             "time_per_case": self.time_per_case,
             "precision_target": self.sweep.precision,
             "case_timeout": self.case_timeout,
+            "passes": self.passes,
+            "pass": self.pass_index,
+            **self.provenance,
+            **self.threads,
             "machine": self.machine,
             "versions": self.versions,
         })
@@ -194,6 +200,8 @@ class BenchSession:
             "case_id": case.id, **case.params(), "kind": case.kind, "backend": self.backend, "device": self.device,
             "device_name": self.device_name, "precision": self.precision, "tf32": self.options.tf32,
             "sweep": self.sweep.name, "shard": "/".join(map(str, self.shard)) if self.shard else "",
+            **provenance.row_fields(self.provenance), "threads": self.threads["threads"],
+            "pass": self.pass_index, "passes": self.passes,
         }
 
     def _settle_case_in_flight(self) -> None:
@@ -206,7 +214,8 @@ class BenchSession:
         if not case_id:
             self.run_dir.end_case()
             return
-        if case_id in self.run_dir.finished_ids():  # its row was written just before the end
+        pass_index = int(record.get("pass") or 1)
+        if case_id in self.run_dir.finished_ids(pass_index):  # its row was written just before the end
             self.run_dir.end_case()
             return
         outcome, detail = record.get("outcome"), record.get("detail")
@@ -222,7 +231,7 @@ class BenchSession:
         row = self.base_row(case) if case else {"case_id": case_id, "layer": "", "implementation": ""}
         seconds = (record.get("ended") or time.time()) - record.get("started", time.time())
         row.update(status=outcome, error=detail, wall_s=seconds, overhead_s=seconds, finished=rundir.utc_stamp(),
-                   attempts=attempt)
+                   attempts=attempt, **{"pass": pass_index})
         self.run_dir.append(row)
         self.run_dir.end_case()
         self.summary.statuses[outcome] = self.summary.statuses.get(outcome, 0) + 1
@@ -233,7 +242,7 @@ class BenchSession:
         started = time.perf_counter()
         row = self.base_row(case)
         timed = 0.0
-        self.run_dir.start_case(case.id, self.case_timeout, self.attempts.get(case.id, 1))
+        self.run_dir.start_case(case.id, self.case_timeout, self.attempts.get(case.id, 1), self.pass_index)
         try:
             if self.inject_crash and self.inject_crash.search(case.id):
                 os.abort()  # a test of the harness: the process dies in the middle of the case
@@ -264,8 +273,9 @@ class BenchSession:
                 timed = measured.latency.wall_s + (measured.device.wall_s if measured.device else 0.0)
             row.update(compile_seconds=step.info.get("compile_seconds", 0.0) + warm.compile_seconds,
                        warmup_calls=warm.calls)
-            row.update(self._counters(case, step))
-            row.update(memory_check(case, out_shape, row))
+            if self.pass_index == 1:  # counted once: later passes re-time the case in a fresh process
+                row.update(self._counters(case, step))
+                row.update(memory_check(case, out_shape, row))
             row.update(self._rates(case, row))
             row.update(status="ok", error="")
         except Exception as error:  # a failing case is a row, the sweep goes on
@@ -277,7 +287,7 @@ class BenchSession:
             self.run_dir.append(row)
         finally:
             self.run_dir.end_case()
-        benchmark.extra_info.update({k: row.get(k) for k in EXTRA_INFO if _plain(row.get(k))})
+        benchmark.extra_info.update({k: row.get(k) for k in rundir.EXTRA_INFO if _plain(row.get(k))})
         self._count(row, timed)
         return row
 
@@ -333,10 +343,12 @@ class BenchSession:
     def _stats(series: timing.Series) -> dict:
         data = list(series.seconds)
         q1, q3 = series.quartiles()
+        low, high = series.interval()
         return {
             "rounds": len(data), "median_s": series.median, "mean_s": statistics.fmean(data), "min_s": min(data),
             "max_s": max(data), "stddev_s": statistics.stdev(data) if len(data) > 1 else 0.0, "q1_s": q1,
-            "q3_s": q3, "iqr_s": q3 - q1, "stopped_by": series.stopped_by, "rounds_s": _thinned(data),
+            "q3_s": q3, "iqr_s": q3 - q1, "median_ci_low_s": low, "median_ci_high_s": high,
+            "stopped_by": series.stopped_by, "rounds_s": _thinned(data),
         }
 
     def _rates(self, case: Case, row: dict) -> dict:
@@ -379,7 +391,8 @@ class BenchSession:
         s = self.summary
         wall = time.perf_counter() - s.started
         done = sum(s.statuses.values())
-        lines = [f"involution-bench: {done} case(s) on {self.backend}/{self.device_name} "
+        lines = [f"involution-bench: {done} case(s) on {self.backend}/{self.device_name}"
+                 + (f", pass {self.pass_index} of {self.passes}" if self.passes > 1 else "") + " "
                  f"({', '.join(f'{v} {k}' for k, v in sorted(s.statuses.items())) or 'none run'}); "
                  f"sweep {self.sweep.name}{' shard ' + '/'.join(map(str, self.shard)) if self.shard else ''}"]
         lines.append(f"  wall time {wall:.1f} s, of which timed rounds {s.timed:.1f} s")

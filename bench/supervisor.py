@@ -15,7 +15,12 @@ process group of its own, and watches the run directory's in-flight marker
   supervisor kills the child's process group and does the same with
   `timeout`;
 - Ctrl-C goes to the child, which keeps every finished case, writes the
-  report of what finished and prints the command that resumes the run.
+  report of what finished and prints the command that resumes the run;
+- a sweep of several passes (`passes` in the sweep, `--passes`): when a pass
+  ends, the next starts in a fresh process (`--resume`), as asv runs each
+  benchmark in several processes: what differs between processes (memory
+  layout, the algorithms a library picks at start-up, the machine's state a
+  minute later) shows up as the spread between passes.
 
 It restarts at most `--max-restarts` times. It imports nothing but the
 standard library and `bench.rundir`: no framework is loaded twice.
@@ -24,6 +29,7 @@ standard library and `bench.rundir`: no framework is loaded twice.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -137,6 +143,11 @@ class Supervisor:
                     self.child = self._start(args, handoff)
                     code, killed = self._watch(handoff)
                     if code in PYTEST_CODES and killed is None:
+                        state = _handoff(handoff)
+                        if code in (0, 5) and not self.interrupted and state.get("pass", 1) < state.get("passes", 1):
+                            say(f"pass {state['pass']} of {state['passes']} done; the next starts in a fresh process")
+                            args = [*without_run_dir(self.args), "--resume", str(state["run_dir"])]
+                            continue
                         return self._finish(code)
                     run_dir = _run_dir(handoff)
                     record = RunDir(run_dir).in_flight() if run_dir else {}
@@ -167,17 +178,22 @@ class Supervisor:
         return code
 
 
-def _run_dir(handoff: Path) -> Path | None:
+def _handoff(handoff: Path) -> dict:
     try:
-        text = handoff.read_text().strip()
-    except OSError:
-        return None
-    return Path(text) if text else None
+        state = json.loads(handoff.read_text())
+    except (OSError, ValueError):
+        return {}
+    return state if isinstance(state, dict) else {}
 
 
-def announce_run_dir(path: Path) -> None:
-    """In the child: tell the supervisor where the run is written."""
+def _run_dir(handoff: Path) -> Path | None:
+    path = _handoff(handoff).get("run_dir")
+    return Path(path) if path else None
+
+
+def announce_run_dir(path: Path, pass_index: int = 1, passes: int = 1) -> None:
+    """In the child: tell the supervisor where the run is written, and which pass this is."""
     handoff = os.environ.get(HANDOFF_ENV)
     if handoff:
         with contextlib.suppress(OSError):
-            Path(handoff).write_text(str(path))
+            Path(handoff).write_text(json.dumps({"run_dir": str(path), "pass": pass_index, "passes": passes}))

@@ -27,9 +27,8 @@ from bench.timing import DEFAULT_PRECISION
 
 BUILTIN_DIR = Path(__file__).parent / "sweeps"
 SETTINGS = {"description": str, "time_per_case": (int, float), "min_rounds": int, "max_rounds": int,
-            "precision": (int, float), "case_timeout": (int, float)}
+            "precision": (int, float), "case_timeout": (int, float), "passes": int}
 DEFAULT_CASE_TIMEOUT = 900.0  # seconds; no healthy case of the built-in sweeps comes near it on a CPU
-INT_AXES = ("kernel_size", "stride", "groups", "reduction_ratio", "resolution", "channels", "batch")
 
 
 class SweepError(ValueError):
@@ -46,6 +45,7 @@ class Sweep:
     max_rounds: int
     precision: float  # stop a series when its median's 95% interval is within +-precision
     case_timeout: float  # seconds a case may run before it is stopped and recorded as timeout
+    passes: int  # how many processes time each case, one pass over the sweep each (asv's "processes")
     grids: tuple[dict, ...]
     defaults: dict
 
@@ -128,7 +128,7 @@ def parse(data: dict, source: str, name: str = "custom") -> Sweep:
     for key, kind in SETTINGS.items():
         if key in data and (not isinstance(data[key], kind) or isinstance(data[key], bool)):
             raise SweepError(f"{source}: {key} has the wrong type. Received: {key}={data[key]!r}")
-    for key in ("time_per_case", "min_rounds", "max_rounds", "case_timeout"):
+    for key in ("time_per_case", "min_rounds", "max_rounds", "case_timeout", "passes"):
         if key in data and data[key] <= 0:
             raise SweepError(f"{source}: {key} must be positive. Received: {key}={data[key]!r}")
     if "precision" in data and not 0 <= data["precision"] < 1:
@@ -165,19 +165,20 @@ def parse(data: dict, source: str, name: str = "custom") -> Sweep:
         max_rounds=int(data.get("max_rounds", 10_000)),
         precision=float(data.get("precision", DEFAULT_PRECISION)),
         case_timeout=float(data.get("case_timeout", DEFAULT_CASE_TIMEOUT)),
+        passes=int(data.get("passes", 1)),
         grids=tuple(grids),
         defaults=defaults,
     )
 
 
 def _check_value(source: str, where: str, axis: str, value) -> None:
-    from bench.cases import DTYPES, MODES
+    from bench.cases import DTYPES, MODES, Case
     from layers import registry
 
     def fail(expected: str):
         raise SweepError(f"{source}: {where}: {axis} must be {expected}. Received: {axis}={value!r}")
 
-    if axis in INT_AXES:
+    if axis in Case.int_axes():
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             fail("a positive integer")
     elif axis == "layer":

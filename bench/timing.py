@@ -30,6 +30,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from bench import intervals
+
 DEFAULT_PRECISION = 0.02  # stop when the median's 95% interval is within +-2%
 # Flushed bytes when the L2 size is unknown: twice the largest L2 of current
 # NVIDIA data-centre GPUs (B200: 126 MB) fits in it.
@@ -79,19 +81,7 @@ def harness_overhead(sync: Callable[[object], None], repeats: int = 2000) -> flo
 
 
 # -- statistics of one series --------------------------------------------------
-def median_interval(values: Sequence[float], confidence: float = 0.95) -> tuple[float, float]:
-    """Distribution-free confidence interval of the median: the order
-    statistics whose ranks the binomial(n, 1/2) distribution gives (the
-    interval of `scipy.stats.quantile_test`, at a 20th of its cost); (nan, nan)
-    when there are too few values for that confidence (fewer than 6 at 95%)."""
-    from scipy.stats import binom
-
-    n = len(values)
-    k = int(binom.ppf((1 - confidence) / 2, n, 0.5)) if n else 0
-    if k < 1:
-        return math.nan, math.nan
-    ordered = sorted(values)
-    return float(ordered[k - 1]), float(ordered[n - k])
+median_interval = intervals.order_interval  # the stopping rule's interval (cheap: checked every batch)
 
 
 def precise_enough(values: Sequence[float], precision: float) -> bool:
@@ -141,7 +131,8 @@ class Series:
         return q1, q3
 
     def interval(self) -> tuple[float, float]:
-        return median_interval(self.seconds)
+        """The bootstrap 95% interval of the median (what rows report)."""
+        return intervals.median_interval(self.seconds)
 
 
 def sample(batch: Callable[[int], list[float]], settings: Settings) -> Series:
@@ -286,10 +277,13 @@ class Measurement:
         fields: dict = {"device_time_source": self.device_source, "l2": self.l2, "l2_flush_bytes": self.flush_bytes,
                         "l2_flush_s": self.flush_seconds, "device_steps_per_round": self.steps_per_round,
                         "device_median_s": None, "device_q1_s": None, "device_q3_s": None, "device_rounds": None,
-                        "device_stopped_by": None, "device_rounds_s": None}
+                        "device_stopped_by": None, "device_rounds_s": None, "device_median_ci_low_s": None,
+                        "device_median_ci_high_s": None}
         if self.device is not None:
             q1, q3 = self.device.quartiles()
+            low, high = self.device.interval()
             fields.update(device_median_s=self.device.median, device_q1_s=q1, device_q3_s=q3,
+                          device_median_ci_low_s=low, device_median_ci_high_s=high,
                           device_rounds=len(self.device.seconds), device_stopped_by=self.device.stopped_by,
                           device_rounds_s=list(self.device.seconds))
         return fields

@@ -33,16 +33,35 @@ def _compare(args) -> int:
     from reports import compare
 
     threshold = compare.parse_threshold(args.threshold)
-    frame = compare.compare(args.base, args.new, threshold)
-    shown = frame.assign(change=(100 * frame["change"]).round(1).astype(str) + "%")
-    columns = ["case_id", "backend", "median_s_base", "median_s_new", "change", "verdict"]
-    print(shown[columns].to_string(index=False, float_format=lambda v: f"{v * 1e3:.4g} ms"))
+    frame, context = compare.compare(args.base, args.new, threshold, history=args.history or [])
+    shown = frame.assign(
+        change=(100 * frame["change"]).map(lambda v: f"{v:+.1f}%" if v == v else "–"),
+        rounds=[f"{100 * (lo - 1):+.0f}%..{100 * (hi - 1):+.0f}%" if lo == lo else "–"
+                for lo, hi in zip(frame["ratio_low"], frame["ratio_high"], strict=True)],
+        processes=[f"{100 * (lo - 1):+.0f}%..{100 * (hi - 1):+.0f}%" if lo == lo else "–"
+                   for lo, hi in zip(frame["between_low"], frame["between_high"], strict=True)],
+        p=frame["p_value"].map(lambda v: f"{v:.2g}" if v == v else "–"),
+    )
+    columns = ["case_id", "backend", "median_ms_base", "median_ms_new", "change", "rounds", "p", "processes",
+               "verdict"]
+    sigma = context["noise_sigma"]
+    print(f"base {args.base} (commit {context['base_commit']}) against new {args.new} (commit "
+          f"{context['new_commit']}); between processes: "
+          + (f"noise sigma {100 * sigma:.1f}% over all cases (from the runs' passes"
+             + (f" and {context['history_runs']} --history run(s)" if context["history_runs"] else "") + ")"
+             if sigma is not None else "not measured (no run has two passes and no --history): changes beyond "
+                                       "the threshold are 'uncertain'"))
+    print("columns: rounds = within-run 95% interval of the change, p = Brunner-Munzel on the rounds, "
+          "processes = between-process 99% interval")
+    for warning in context["warnings"]:
+        print(f"warning: {warning}")
+    print(shown[columns].to_string(index=False, float_format=lambda v: f"{v:.4g}"))
     plot_path = Path(args.plot) if args.plot else Path(args.new) / "compare.png"
     compare.plot(frame, plot_path, threshold)
-    slower = frame[frame["verdict"].isin(["slower", "now fails"])]
-    print(f"\n{len(slower)} of {int(frame['change'].notna().sum())} matched case(s) slower than "
-          f"+{100 * threshold:g}% (or newly failing); plot: {plot_path}")
-    return 1 if len(slower) else 0
+    counts = frame["verdict"].value_counts()
+    print("\n" + ", ".join(f"{counts.get(v, 0)} {v}" for v in compare.VERDICTS if counts.get(v, 0))
+          + f"; plot: {plot_path}")
+    return 1 if counts.get("slower", 0) or counts.get("now fails", 0) else 0
 
 
 def _screenshot(args) -> int:
@@ -66,7 +85,12 @@ def main(argv: list[str] | None = None) -> int:
     cmp_p = sub.add_parser("compare", help="per-case changes between two runs; exit 1 on a regression")
     cmp_p.add_argument("base", metavar="BASE_RUN")
     cmp_p.add_argument("new", metavar="NEW_RUN")
-    cmp_p.add_argument("--threshold", default="5%", help="slowdown that counts as a regression (default 5%%)")
+    cmp_p.add_argument("--threshold", default="5%",
+                       help="the smallest change that matters (default 5%%); the margin is the larger of it and the "
+                            "case's noise floor")
+    cmp_p.add_argument("--history", nargs="+", metavar="RUN",
+                       help="earlier runs of the base code on the same machine: the noise floor of each case is "
+                            "learned from how its median moved between them and BASE_RUN")
     cmp_p.add_argument("--plot", metavar="FILE", help="plot path (default: NEW_RUN/compare.png)")
     cmp_p.set_defaults(run=_compare)
     shot_p = sub.add_parser("screenshot", help="save part of a report as a PNG, rendered by headless Chromium")

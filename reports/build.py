@@ -18,6 +18,7 @@ import jinja2
 import matplotlib.pyplot as plt
 import pandas as pd
 
+from bench import provenance, rundir
 from reports import load, plots, tables
 
 TEMPLATES = Path(__file__).parent / "templates"
@@ -52,14 +53,6 @@ def _figure(fig, alt: str, caption: str = "") -> dict | None:
     return None if fig is None else {"kind": "figure", "png": _png(fig), "alt": alt, "caption": caption}
 
 
-def _readable_stamp(stamp: str) -> str:
-    """'20261123T205555Z' (the run directory's stamp) as '2026-11-23 20:55:55 UTC'."""
-    try:
-        return dt.datetime.strptime(stamp, "%Y%m%dT%H%M%SZ").strftime("%Y-%m-%d %H:%M:%S UTC")
-    except (TypeError, ValueError):
-        return str(stamp)
-
-
 def _environment(loaded: load.Loaded) -> list[dict]:
     blocks = []
     for run in loaded.runs:
@@ -76,8 +69,16 @@ def _environment(loaded: load.Loaded) -> list[dict]:
             ("GPU conditions", run.get("gpu_conditions_source") or "not recorded"),
             ("sweep", f"{run.get('sweep', '')} ({run.get('sweep_source', '')})"
                       + (f", shard {run['shard'][0]}/{run['shard'][1]}" if run.get("shard") else "")),
-            ("started", _readable_stamp(run.get("started", ""))),
-            ("CPU", f"{machine.get('cpu', '')} ({machine.get('cpu_count', '?')} logical cores)"),
+            ("started", rundir.readable_stamp(run.get("started", ""))),
+            ("code", f"git commit {provenance.short(run.get('git_commit'))}"
+                     + (" with uncommitted changes" if run.get("git_dirty") else "")
+                     if run.get("git_commit") else run.get("git_source", "not recorded")),
+            ("CPU", f"{machine.get('cpu', '')} ({machine.get('cpu_count', '?')} logical cores)"
+                    + (f"; {run['cpu_microarchitecture']}; {run.get('cpu_isa', '')}"
+                       if run.get("cpu_microarchitecture") else "")),
+            ("threads", run.get("thread_policy", "not recorded")
+                        + (f" — {run['thread_setting']}" if run.get("thread_setting") else "")),
+            ("passes", f"{run['passes']} process(es) timed each case" if run.get("passes") else "1"),
         ]
         if machine.get("gpu_name"):
             items.append(("GPU", f"{machine['gpu_name']}, driver {machine.get('gpu_driver', '?')}, "
@@ -85,6 +86,11 @@ def _environment(loaded: load.Loaded) -> list[dict]:
         items.append(("versions", ", ".join(f"{k} {v}" for k, v in versions.items() if v and v != "None")))
         items.append(("Python / OS", f"{machine.get('python', '')} / {machine.get('platform', '')}"))
         blocks.append({"kind": "env", "items": items})
+    machines = {provenance.machine_key(run) for run in loaded.runs}
+    if len(machines) > 1:
+        blocks.append({"kind": "note", "text": (
+            f"Warning: these runs were measured on {len(machines)} different machines (CPU model, "
+            "microarchitecture, instruction sets or GPU differ): compare figures within one machine only.")})
     blocks.append({"kind": "note", "text": (
         "Times are medians of timed rounds after warm-up. Latency: one step per round, timed on the host, each round "
         "ending with the wait for the device. Device time (GPUs): the device's own time per step, by the method the "
@@ -151,8 +157,9 @@ def _axes(loaded: load.Loaded) -> list[dict]:
         blocks.append(_table(pivot, f"Median time (ms) by {label} (device time where measured, else latency); "
                                     "other axes at their most common value."))
         blocks.append(_table(tables.axis_table(loaded.table, axis),
-                             f"By {label}: time, peak memory, analytic GFLOPs and parameters, and ratios to "
-                             "Conv2D (below 1: cheaper than Conv2D)."))
+                             f"By {label}: time with its 95% interval, peak memory, analytic GFLOPs and "
+                             "parameters, and ratios to Conv2D (below 1: cheaper than Conv2D) with the time "
+                             "ratio's 95% interval (bootstrap of both cases' rounds)."))
     if not blocks:
         blocks.append({"kind": "note", "text": "No axis has two values among the successful involution cases."})
     return blocks
@@ -166,8 +173,9 @@ def _costs(loaded: load.Loaded) -> list[dict]:
         _figure(plots.memory_vs_resolution(t), "peak memory against resolution"),
         _figure(plots.flops_params_vs_kernel(t), "FLOPs and parameters against kernel size"),
         _figure(plots.speedup_heatmap(t), "speed-up heat map over kernel size and groups",
-                "Conv2D latency divided by the fastest involution's, for each kernel size and group count "
-                "(the other axes at their most common value); above 1 (blue) involution is faster."),
+                "Conv2D time divided by the fastest involution's, for each kernel size and group count "
+                "(the other axes at their most common value); above 1 (blue) involution is faster. Hatched cells, "
+                "marked ?, have a 95% interval of the ratio (bootstrap of both cases' rounds) that includes 1."),
     ]
     blocks = [b for b in blocks if b]
     invalid = tables.implausible_memory(t)
@@ -188,8 +196,24 @@ def _roofline(loaded: load.Loaded) -> list[dict]:
 
 def _spread(loaded: load.Loaded) -> list[dict]:
     fig = plots.rounds_spread(loaded.table, loaded.rounds)
-    return [_figure(fig, "spread of repeated rounds", "Round times over each case's median; the cases whose "
-                                                      "10-90% range is widest are shown.")] if fig else []
+    blocks = [_figure(fig, "spread of repeated rounds", "Round times over each case's median; the cases whose "
+                                                        "10-90% range is widest are shown.")] if fig else []
+    shaky = tables.unstable(loaded.table)
+    if not shaky.empty:
+        blocks.append(_table(shaky, "Unstable cases: their rounds stopped at the time budget before the median's "
+                                    "95% interval was within the sweep's precision (half-width relative to the "
+                                    "median shown)."))
+    return blocks
+
+
+def _scaling(loaded: load.Loaded) -> list[dict]:
+    fits = tables.scaling_fits(loaded.table) if not loaded.table.empty else pd.DataFrame()
+    if fits.empty:
+        return []
+    return [_table(fits, "Time against work (output pixels x K*K) along resolution and kernel size, per series: "
+                         "least-squares fixed cost and cost per million units of work, with R^2. Where the fixed "
+                         "cost is over half the time at the median work, the series is bound by per-step costs "
+                         "(launches, dispatch, the host), not by its arithmetic or memory traffic.")]
 
 
 def _profiles(loaded: load.Loaded) -> list[dict]:
@@ -274,8 +298,8 @@ def _all_results(loaded: load.Loaded) -> list[dict]:
 
 def write_tables(loaded: load.Loaded, folder: Path) -> list[Path]:
     written = []
-    table = loaded.table.drop(columns=["top_ops"], errors="ignore")
-    csv = folder / "results.csv"
+    table = loaded.table.drop(columns=["top_ops", "time_rounds"], errors="ignore")
+    csv = folder / rundir.CSV
     table.to_csv(csv, index=False)
     written.append(csv)
     if importlib.util.find_spec("pyarrow") is not None and not table.empty:
@@ -300,6 +324,7 @@ def build_report(run_dirs: list[str | Path], output: str | Path | None = None) -
                                                      "value among the successful involution cases.",
          "blocks": _axes(loaded)},
         {"id": "costs", "title": "Memory, FLOPs, parameters", "blocks": _costs(loaded)},
+        {"id": "scaling", "title": "Fixed cost or work", "blocks": _scaling(loaded)},
         {"id": "roofline", "title": "Roofline", "blocks": _roofline(loaded)},
         {"id": "spread", "title": "Spread of rounds", "blocks": _spread(loaded)},
         {"id": "conditions", "title": "GPU conditions", "blocks": _conditions(loaded)},

@@ -16,11 +16,10 @@ from pathlib import Path
 
 import pandas as pd
 
-SCHEMA = 1
+from bench.rundir import HISTORY, KERNEL_MAPS, META, RESULTS, SCHEMA
+
 TIME = "time_ms"  # the column every comparison of speed uses (see _derive)
 REQUIRED = ("case_id", "layer", "implementation", "status")
-AXES = ("layer", "implementation", "kernel_size", "stride", "groups", "reduction_ratio", "resolution",
-        "channels", "batch", "dtype", "mode", "jit")
 
 
 class ReportError(Exception):
@@ -73,43 +72,51 @@ def load_runs(paths: list[str | Path]) -> Loaded:
         if not path.exists():
             raise ReportError(f"{path}: no such run directory")
         if not path.is_dir():
-            raise ReportError(f"{path}: not a directory (give the run directory that holds results.jsonl)")
-        results = path / "results.jsonl"
-        history = path / "seed_history.jsonl"
-        if not results.exists() and not history.exists() and not list(path.glob("kernel_maps*.png")):
-            raise ReportError(f"{path}: no results.jsonl (nor seed_history.jsonl): not a benchmark run directory")
+            raise ReportError(f"{path}: not a directory (give the run directory that holds {RESULTS})")
+        results = path / RESULTS
+        history = path / HISTORY
+        if not results.exists() and not history.exists() and not list(path.glob(KERNEL_MAPS)):
+            raise ReportError(f"{path}: no {RESULTS} (nor {HISTORY}): not a benchmark run directory")
         meta = {}
-        if (path / "run.json").exists():
+        if (path / META).exists():
             try:
-                meta = json.loads((path / "run.json").read_text())
+                meta = json.loads((path / META).read_text())
                 if not isinstance(meta, dict):
                     raise ValueError
             except ValueError:
-                skipped.append(f"{path / 'run.json'}: not valid JSON, environment details unknown")
+                skipped.append(f"{path / META}: not valid JSON, environment details unknown")
                 meta = {}
         runs.append({"run_dir": str(path), **meta})
         if results.exists():
             for row in _read_rows(results, skipped):
                 row["run_dir"] = str(path)
-                for index, seconds in enumerate(row.pop("rounds_s", None) or []):
-                    rounds.append({"case_id": row["case_id"], "run_dir": str(path), "round": index,
-                                   "seconds": seconds})
+                latency = row.pop("rounds_s", None) or []
+                device = row.pop("device_rounds_s", None) or []
+                # The rounds of the time every comparison uses (device time where measured).
+                row["time_rounds"] = device or latency
+                for kind, values in (("latency", latency), ("device", device)):
+                    for index, seconds in enumerate(values):
+                        rounds.append({"case_id": row["case_id"], "run_dir": str(path), "kind": kind,
+                                       "round": index, "seconds": seconds})
                 rows.append(row)
         if history.exists():
             for row in _read_rows_plain(history, skipped):
                 histories.append({**row, "run_dir": str(path)})
-        maps += sorted(path.glob("kernel_maps*.png"))
+        maps += sorted(path.glob(KERNEL_MAPS))
     if not rows and not histories and not maps:
         raise ReportError(f"{', '.join(map(str, paths))}: no valid result rows"
                           + (f" ({len(skipped)} line(s) skipped)" if skipped else " (an empty run)"))
     table = pd.DataFrame(rows)
     if not table.empty:
-        # One row per case and run: a resumed run may repeat a case cut short.
-        table = table.drop_duplicates(subset=["run_dir", "case_id"], keep="last").reset_index(drop=True)
-        table = _derive(table)
+        if "pass" not in table:
+            table["pass"] = 1
+        table["pass"] = table["pass"].fillna(1).astype(int)
+        # One row per case, pass and run: a resumed run may repeat a case cut short.
+        table = table.drop_duplicates(subset=["run_dir", "case_id", "pass"], keep="last").reset_index(drop=True)
+        table = _derive(_merge_passes(table))
     return Loaded(
         table=table,
-        rounds=pd.DataFrame(rounds, columns=["case_id", "run_dir", "round", "seconds"]),
+        rounds=pd.DataFrame(rounds, columns=["case_id", "run_dir", "kind", "round", "seconds"]),
         runs=runs,
         skipped=skipped,
         histories=pd.DataFrame(histories) if histories else None,
@@ -132,10 +139,43 @@ def _read_rows_plain(path: Path, skipped: list[str]) -> list[dict]:
     return out
 
 
+def _merge_passes(table: pd.DataFrame) -> pd.DataFrame:
+    """One row per case and run out of its passes (processes): the median of
+    the passes' medians, every pass's median kept (`pass_medians_s`, what
+    `reports compare` tests between runs), the rounds pooled, and `ok` only
+    if every pass was."""
+    for column in ("median_s", "device_median_s"):
+        if column not in table:
+            table[column] = float("nan")
+    compared = pd.to_numeric(table["device_median_s"], errors="coerce").fillna(
+        pd.to_numeric(table["median_s"], errors="coerce"))
+    table = table.assign(_compared=compared)
+    if table.groupby(["run_dir", "case_id"]).size().max() == 1:
+        return table.assign(pass_medians_s=[[v] if v == v else [] for v in compared],
+                            passes_timed=1).drop(columns="_compared")
+    merged = []
+    for _, group in table.groupby(["run_dir", "case_id"], sort=False):
+        group = group.sort_values("pass")
+        row = group.iloc[0].to_dict()  # pass 1: the only one with the memory and FLOP counters
+        ok = group[group["status"] == "ok"]
+        row["passes_timed"] = len(ok)
+        row["pass_medians_s"] = [float(v) for v in ok["_compared"] if v == v]
+        if len(group) > 1:
+            row["status"] = "ok" if len(ok) == len(group) else group.loc[group["status"] != "ok", "status"].iloc[0]
+            if len(ok):
+                for column in ("median_s", "device_median_s"):
+                    values = pd.to_numeric(ok[column], errors="coerce").dropna()
+                    row[column] = float(values.median()) if len(values) else float("nan")
+                row["time_rounds"] = [v for rounds in ok["time_rounds"] for v in (rounds or [])]
+        merged.append(row)
+    return pd.DataFrame(merged).drop(columns="_compared")
+
+
 def _derive(table: pd.DataFrame) -> pd.DataFrame:
     """Columns every view uses: readable units, the compared time and a series label."""
     for column in ("median_s", "device_median_s", "peak_memory_bytes", "flops", "params", "flops_measured",
-                   "bytes_min"):
+                   "bytes_min", "median_ci_low_s", "median_ci_high_s", "device_median_ci_low_s",
+                   "device_median_ci_high_s"):
         if column not in table:
             table[column] = float("nan")
     # Rows written before a field existed: CPU runs, full FP32, caches warm.
@@ -145,6 +185,13 @@ def _derive(table: pd.DataFrame) -> pd.DataFrame:
     table["device_ms"] = pd.to_numeric(table["device_median_s"], errors="coerce") * 1e3
     # The time every comparison uses: the device's where it was measured (GPUs), else the latency.
     table[TIME] = table["device_ms"].fillna(table["latency_ms"])
+    device = table["device_ms"].notna()
+    for end in ("low", "high"):
+        latency = pd.to_numeric(table[f"median_ci_{end}_s"], errors="coerce") * 1e3
+        table[f"{TIME}_ci_{end}"] = (pd.to_numeric(table[f"device_median_ci_{end}_s"], errors="coerce") * 1e3
+                                     ).where(device, latency)
+    if "time_rounds" not in table:
+        table["time_rounds"] = [[] for _ in range(len(table))]
     table["time_basis"] = ("device time, L2 " + table["l2"].astype(str)).where(table["device_ms"].notna(), "latency")
     table["peak_memory_mb"] = table["peak_memory_bytes"] / 1e6
     table["gflops"] = table["flops"] / 1e9

@@ -32,23 +32,33 @@ def _series_order(frame: pd.DataFrame) -> list[str]:
     return sorted(frame["series"].unique(), key=lambda s: (not s.startswith("involution"), s))
 
 
-def time_label(frame: pd.DataFrame) -> str:
-    """What the time axis shows: device time on GPUs, latency elsewhere."""
+def time_basis(frame: pd.DataFrame) -> str:
+    """What the times are: device time on GPUs, latency elsewhere."""
     bases = sorted(frame["time_basis"].dropna().unique()) if "time_basis" in frame else []
-    return "median time (ms, log): " + (" / ".join(bases) or "latency")
+    return " / ".join(bases) or "latency"
 
 
 def time_vs_axis(table: pd.DataFrame, axis: str):
     frame = tables.axis_slice(table, axis)
     if frame.empty:
         return None
+    frame = tables.with_time_interval(frame)
     fig, ax = _figure(10, 4.2)
     numeric = pd.api.types.is_numeric_dtype(frame[axis])
     plot = sns.lineplot if numeric else sns.pointplot
-    plot(data=frame, x=axis, y=TIME, hue="series", hue_order=_series_order(frame), marker="o", ax=ax,
+    order = _series_order(frame)
+    plot(data=frame, x=axis, y=TIME, hue="series", hue_order=order, marker="o", ax=ax,
          **({"errorbar": None} if numeric else {"errorbar": None, "linestyle": "none", "dodge": 0.3}))
-    ax.set(yscale="log", xlabel=LABELS.get(axis, axis), ylabel=time_label(frame),
-           title=f"Time against {LABELS.get(axis, axis)}")
+    if numeric:  # each point's 95% interval of the median
+        colors = dict(zip(order, sns.color_palette(n_colors=len(order)), strict=True))
+        for series, part in frame.groupby("series"):
+            part = part.dropna(subset=[f"{TIME}_ci_low", f"{TIME}_ci_high"]).sort_values(axis)
+            if not part.empty:
+                ax.errorbar(part[axis], part[TIME], yerr=[(part[TIME] - part[f"{TIME}_ci_low"]).clip(lower=0),
+                                                          (part[f"{TIME}_ci_high"] - part[TIME]).clip(lower=0)],
+                            fmt="none", ecolor=colors.get(series), elinewidth=1, capsize=2)
+    ax.set(yscale="log", xlabel=LABELS.get(axis, axis), ylabel="median time (ms, log)",
+           title=f"Time against {LABELS.get(axis, axis)} ({time_basis(frame)}; bars: 95% intervals)")
     if numeric:
         ax.set_xticks(sorted(frame[axis].unique()))
     _legend_outside(ax)
@@ -100,10 +110,18 @@ def speedup_heatmap(table: pd.DataFrame):
     frame = pairs[keep]
     if frame["kernel_size"].nunique() < 2 or frame["groups"].nunique() < 2:
         return None
-    grid = frame.groupby(["groups", "kernel_size"])["speedup"].max().unstack("kernel_size")
-    fig, ax = _figure(6.5, 4.2)
-    sns.heatmap(np.log2(grid), annot=grid.round(2), fmt="", cmap="RdBu", center=0, ax=ax,
+    best = frame.loc[frame.groupby(["groups", "kernel_size"])["speedup"].idxmax()]
+    grid = best.pivot(index="groups", columns="kernel_size", values="speedup")
+    unsure = best.assign(unsure=~((best["speedup_low"] > 1) | (best["speedup_high"] < 1))).pivot(
+        index="groups", columns="kernel_size", values="unsure")
+    labels = grid.round(2).astype(str) + unsure.map(lambda u: " ?" if u is True else "")
+    fig, ax = _figure(6.5, 4.4)
+    sns.heatmap(np.log2(grid), annot=labels.where(grid.notna(), ""), fmt="", cmap="RdBu", center=0, ax=ax,
                 cbar_kws={"label": "log2 speed-up over Conv2D"})
+    for row, groups in enumerate(grid.index):  # hatch the cells whose 95% interval includes 1
+        for column, kernel in enumerate(grid.columns):
+            if unsure.loc[groups, kernel] is True:
+                ax.add_patch(plt.Rectangle((column, row), 1, 1, fill=False, hatch="//", edgecolor="0.4", lw=0))
     ax.set(title=f"Best involution vs Conv2D: {context['backend']}, {context['dtype']}"
                  f"{' (TF32)' if context['tf32'] else ''}, {context['mode']}\nstride {context['stride']}, "
                  f"{context['resolution']} px, C {context['channels']}, batch {context['batch']}; "
@@ -137,6 +155,8 @@ def roofline(table: pd.DataFrame):
 def rounds_spread(table: pd.DataFrame, rounds: pd.DataFrame, limit: int = 40):
     if rounds.empty or table.empty:
         return None
+    if "kind" in rounds:
+        rounds = rounds[rounds["kind"] == "latency"]
     frame = rounds.merge(table[["case_id", "run_dir", "median_s"]], on=["case_id", "run_dir"])
     frame = frame[frame["median_s"] > 0]
     if frame.empty:
@@ -159,8 +179,7 @@ def model_latency(table: pd.DataFrame):
         return None
     fig, ax = _figure(7.5, 0.35 * rows["case_id"].nunique() + 1.8)
     sns.barplot(data=rows, y="series", x=TIME, hue="mode", ax=ax, errorbar=None)
-    ax.set(xscale="log", xlabel=time_label(rows).replace("median time", "median step time"), ylabel="",
-           title="Whole networks")
+    ax.set(xscale="log", xlabel="median step time (ms, log)", ylabel="", title=f"Whole networks ({time_basis(rows)})")
     return fig
 
 

@@ -12,16 +12,18 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from bench import intervals
+from bench.rundir import AXES as RUN_AXES
+from bench.rundir import INVOLUTION_ONLY, SETUP
 from reports.load import TIME
 
-CONTEXT = ("kernel_size", "stride", "groups", "reduction_ratio", "resolution", "channels", "batch", "dtype",
-           "mode", "jit")
-AXES = ("kernel_size", "stride", "groups", "reduction_ratio", "resolution", "channels", "batch", "dtype", "mode")
-INVOLUTION_ONLY = ("groups", "reduction_ratio")
-# How a run measured: cases compare only within one setup (a backend on a
-# device, one float32 precision policy, one L2 mode).
-SETUP = ("backend", "device_name", "tf32", "l2")
-MATCH = (*SETUP, "kernel_size", "stride", "resolution", "channels", "batch", "dtype", "mode", "jit")
+# The run format's axes (bench.rundir, from bench.cases.Case): the context of
+# a per-axis view is every axis but what is compared; the views move each axis
+# but the compilation mode; baselines match involution on the axes they have,
+# within one setup (backend, device, float32 precision policy, L2 mode).
+CONTEXT = tuple(a for a in RUN_AXES if a not in ("layer", "implementation"))
+AXES = tuple(a for a in CONTEXT if a != "jit")
+MATCH = (*SETUP, *(a for a in CONTEXT if a not in INVOLUTION_ONLY))
 METRICS = {TIME: "time (ms)", "peak_memory_mb": "peak memory (MB)", "gflops": "GFLOPs",
            "params": "parameters"}
 
@@ -35,6 +37,20 @@ def ok_layers(table: pd.DataFrame) -> pd.DataFrame:
 def _modal(values: pd.Series):
     counts = values.value_counts()
     return counts.index[0] if len(counts) else None
+
+
+def with_time_interval(frame: pd.DataFrame) -> pd.DataFrame:
+    """Fill the time's 95% interval from the rounds where a row has none
+    (rows written before the sweep recorded it); only for the few rows a view shows."""
+    low, high = f"{TIME}_ci_low", f"{TIME}_ci_high"
+    missing = frame[low].isna() & frame["time_rounds"].map(lambda r: isinstance(r, list) and len(r) >= 3)
+    if not missing.any():
+        return frame
+    frame = frame.copy()
+    for index in frame.index[missing]:
+        a, b = intervals.median_interval(frame.at[index, "time_rounds"])
+        frame.at[index, low], frame.at[index, high] = a * 1e3, b * 1e3
+    return frame
 
 
 def axis_slice(table: pd.DataFrame, axis: str) -> pd.DataFrame:
@@ -76,11 +92,25 @@ def _matches(frame: pd.DataFrame, fixed: dict) -> np.ndarray:
     return keep
 
 
+def _ratio_intervals(numerators: pd.Series, denominators: pd.Series) -> tuple[list[float], list[float]]:
+    """The 95% bootstrap interval of each ratio of medians, from the two cases' rounds."""
+    lows, highs = [], []
+    for top, bottom in zip(numerators, denominators, strict=True):
+        top = top if isinstance(top, (list, np.ndarray)) else []
+        bottom = bottom if isinstance(bottom, (list, np.ndarray)) else []
+        low, high = intervals.ratio_interval(top, bottom)
+        lows.append(low)
+        highs.append(high)
+    return lows, highs
+
+
 def _with_ratios(frame: pd.DataFrame, by: list[str]) -> pd.DataFrame:
-    conv = frame[frame["layer"] == "conv2d"][[*by, TIME, "peak_memory_mb"]].drop_duplicates(subset=by)
+    conv = frame[frame["layer"] == "conv2d"][[*by, TIME, "peak_memory_mb", "time_rounds"]].drop_duplicates(
+        subset=by)
     joined = frame.merge(conv, on=by, how="left", suffixes=("", "_conv2d"))
+    low, high = _ratio_intervals(joined["time_rounds"], joined["time_rounds_conv2d"])
     frame = frame.assign(
-        time_vs_conv2d=joined[TIME] / joined[f"{TIME}_conv2d"],
+        time_vs_conv2d=joined[TIME] / joined[f"{TIME}_conv2d"], time_vs_conv2d_low=low, time_vs_conv2d_high=high,
         memory_vs_conv2d=joined["peak_memory_mb"] / joined["peak_memory_mb_conv2d"],
     )
     return frame
@@ -93,8 +123,10 @@ def axis_table(table: pd.DataFrame, axis: str) -> pd.DataFrame:
     if frame.empty:
         return frame
     by = [axis] + (["backend"] if frame["backend"].nunique() > 1 else [])
-    frame = _with_ratios(frame, by)
-    columns = [axis, "series", *METRICS, "time_vs_conv2d", "memory_vs_conv2d"]
+    frame = _with_ratios(with_time_interval(frame), by)
+    frame = frame.assign(time_ci=_interval_text(frame[f"{TIME}_ci_low"], frame[f"{TIME}_ci_high"]),
+                         time_vs_conv2d_ci=_interval_text(frame["time_vs_conv2d_low"], frame["time_vs_conv2d_high"]))
+    columns = [axis, "series", *METRICS, "time_ci", "time_vs_conv2d", "time_vs_conv2d_ci", "memory_vs_conv2d"]
     return frame[columns].sort_values([axis, TIME]).reset_index(drop=True)
 
 
@@ -116,9 +148,10 @@ def matched(table: pd.DataFrame) -> pd.DataFrame:
     conv = rows[rows["layer"] == "conv2d"]
     if inv.empty or conv.empty:
         return pd.DataFrame()
-    conv = conv[[*MATCH, TIME, "peak_memory_mb", "case_id"]].drop_duplicates(subset=list(MATCH))
+    conv = conv[[*MATCH, TIME, "peak_memory_mb", "case_id", "time_rounds"]].drop_duplicates(subset=list(MATCH))
     pairs = inv.merge(conv, on=list(MATCH), suffixes=("", "_conv2d"))
     pairs["speedup"] = pairs[f"{TIME}_conv2d"] / pairs[TIME]
+    pairs["speedup_low"], pairs["speedup_high"] = _ratio_intervals(pairs["time_rounds_conv2d"], pairs["time_rounds"])
     pairs["memory_ratio"] = pairs["peak_memory_mb"] / pairs["peak_memory_mb_conv2d"]
     return pairs
 
@@ -128,9 +161,12 @@ def wins(table: pd.DataFrame) -> pd.DataFrame:
     pairs = matched(table)
     if pairs.empty:
         return pairs
+    pairs = pairs.assign(surely_faster=pairs["speedup_low"] > 1, surely_slower=pairs["speedup_high"] < 1)
     out = pairs.groupby(["backend", "series"]).agg(
         cases=("case_id", "count"),
         faster=("speedup", lambda s: int((s > 1).sum())),
+        faster_95=("surely_faster", "sum"),
+        slower_95=("surely_slower", "sum"),
         lighter=("memory_ratio", lambda s: int((s < 1).sum())),
         median_speedup=("speedup", "median"),
         best_speedup=("speedup", "max"),
@@ -144,8 +180,9 @@ def winning_cases(table: pd.DataFrame, limit: int = 50) -> pd.DataFrame:
     if pairs.empty:
         return pairs
     best = pairs[pairs["speedup"] > 1].sort_values("speedup", ascending=False).head(limit)
-    return best[["case_id", "series", "time_basis", TIME, f"{TIME}_conv2d", "speedup", "memory_ratio"]].reset_index(
-        drop=True)
+    best = best.assign(speedup_ci=_interval_text(best["speedup_low"], best["speedup_high"]))
+    return best[["case_id", "series", "time_basis", TIME, f"{TIME}_conv2d", "speedup", "speedup_ci",
+                 "memory_ratio"]].reset_index(drop=True)
 
 
 def best_implementation(table: pd.DataFrame) -> pd.DataFrame:
@@ -254,3 +291,55 @@ def implausible_memory(table: pd.DataFrame) -> pd.DataFrame:
     rows = table[table["peak_memory_valid"].astype("boolean").fillna(True) == False]  # noqa: E712
     columns = ["case_id", "backend", "peak_memory_measured_bytes", "peak_memory_floor_bytes", "peak_memory_source"]
     return rows[[c for c in columns if c in rows]].reset_index(drop=True)
+
+
+def _interval_text(low: pd.Series, high: pd.Series) -> list[str]:
+    return [f"{a:.3g}–{b:.3g}" if np.isfinite(a) and np.isfinite(b) else "–"
+            for a, b in zip(pd.to_numeric(low), pd.to_numeric(high), strict=True)]
+
+
+def unstable(table: pd.DataFrame, limit: int = 100) -> pd.DataFrame:
+    """Cases whose timing stopped at its time budget before its median was
+    precise (its 95% interval wider than the sweep's precision)."""
+    if table.empty or "stopped_by" not in table:
+        return pd.DataFrame()
+    device = table.get("device_stopped_by", pd.Series(index=table.index, dtype=object))
+    stopped = device.where(table["device_ms"].notna(), table["stopped_by"])
+    rows = table[(table["status"] == "ok") & (stopped == "time")]
+    if rows.empty:
+        return pd.DataFrame()
+    width = (rows[f"{TIME}_ci_high"] - rows[f"{TIME}_ci_low"]) / 2 / rows[TIME]
+    out = rows.assign(interval_half_width=width, rounds_timed=rows["device_rounds"].where(
+        rows["device_ms"].notna(), rows["rounds"]) if "device_rounds" in rows else rows["rounds"])
+    columns = ["case_id", "backend", "time_basis", TIME, "interval_half_width", "rounds_timed"]
+    return out.sort_values("interval_half_width", ascending=False)[columns].head(limit).reset_index(drop=True)
+
+
+def scaling_fits(table: pd.DataFrame) -> pd.DataFrame:
+    """Per series, along resolution and kernel size: a least-squares line of
+    time against work (output pixels x K*K), `scipy.stats.linregress`: the
+    fixed cost (intercept), the cost per unit of work (slope) and R^2. Where the
+    fixed cost is more than half the time at the median work, the series is
+    bound by launch, dispatch or other per-step costs there, not by its work."""
+    from scipy import stats
+
+    out = []
+    for axis in ("resolution", "kernel_size"):
+        frame = axis_slice(table, axis)
+        if frame.empty:
+            continue
+        frame = frame.assign(work=frame["batch"] * (np.ceil(frame["resolution"] / frame["stride"])) ** 2
+                             * frame["kernel_size"] ** 2)
+        for (backend, series), part in frame.groupby(["backend", "series"]):
+            part = part.dropna(subset=[TIME])
+            if part["work"].nunique() < 3:
+                continue
+            fit = stats.linregress(part["work"].astype(float), part[TIME].astype(float))
+            typical = float(part["work"].median())
+            share = fit.intercept / (fit.intercept + fit.slope * typical) if fit.intercept + fit.slope * typical \
+                else float("nan")
+            out.append({"axis": axis, "backend": backend, "series": series, "points": len(part),
+                        "fixed_ms": fit.intercept, "ms_per_million_work": fit.slope * 1e6, "r2": fit.rvalue ** 2,
+                        "fixed_share_at_median_work": share,
+                        "bound_by": "fixed cost (launch/dispatch)" if share > 0.5 else "work"})
+    return pd.DataFrame(out)

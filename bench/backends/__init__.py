@@ -63,6 +63,10 @@ class Runner:
         """Pin the float32 matmul/convolution precision; returns its description."""
         raise NotImplementedError
 
+    def configure_threads(self, threads: int) -> str:
+        """Set the framework's intra-op threads (`bench.threads`); returns what was set."""
+        return "no intra-op setting: bounded by the process's CPU affinity"
+
     def versions(self) -> dict[str, str]:
         return {"keras": keras.__version__}
 

@@ -38,6 +38,9 @@ class JaxRunner(Runner):
         jax.config.update("jax_default_matmul_precision", "tensorfloat32" if tf32 else "highest")
         return "float32 matmul/conv: TF32 allowed" if tf32 else "float32 matmul/conv: full FP32 (precision=highest)"
 
+    def configure_threads(self, threads: int) -> str:
+        return f"XLA:CPU sizes its pool from the CPU affinity ({threads} core(s)); no intra-op setting"
+
     def versions(self) -> dict[str, str]:
         import jaxlib
 

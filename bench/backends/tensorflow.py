@@ -46,6 +46,13 @@ class TensorFlowRunner(Runner):
             raise RuntimeError("TensorFlow runs asynchronously: timings on CPU would not wait for the work")
         return "float32 matmul/conv: TF32 allowed" if tf32 else "float32 matmul/conv: full FP32 (TF32 off)"
 
+    def configure_threads(self, threads: int) -> str:
+        try:
+            tf.config.threading.set_intra_op_parallelism_threads(threads)
+        except RuntimeError as error:  # the runtime started already
+            return f"intra-op threads not set ({error})"
+        return f"tf.config.threading intra-op threads {threads}, inter-op default"
+
     def versions(self) -> dict[str, str]:
         info = tf.sysconfig.get_build_info()
         return super().versions() | {

@@ -34,6 +34,10 @@ class TorchRunner(Runner):
         torch.set_float32_matmul_precision("high" if tf32 else "highest")
         return "float32 matmul/conv: TF32 allowed" if tf32 else "float32 matmul/conv: full FP32 (TF32 off)"
 
+    def configure_threads(self, threads: int) -> str:
+        torch.set_num_threads(threads)
+        return f"torch.set_num_threads({threads}), inter-op default"
+
     def versions(self) -> dict[str, str]:
         versions = super().versions() | {"torch": torch.__version__, "torch_cuda": str(torch.version.cuda)}
         try:

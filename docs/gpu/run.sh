@@ -1,8 +1,7 @@
 #!/usr/bin/env bash
 # What the GPU machine runs (docs/PERF.md, the GPU sections): from the
 # repository root of a copy of the working tree, with the wheels of .whl/
-# carried along (../shared/gpu/fetch-wheels.sh keras==3.15.1 namex optree
-# jax-triton==0.3.1 nvidia-ml-py).
+# carried along (docs/gpu/wheels.sh fetches them).
 #   docs/gpu/run.sh check            environment, then the fused kernels' tests on the GPU
 #   docs/gpu/run.sh targets          python -m bench.targets on JAX and PyTorch
 #   docs/gpu/run.sh sweeps [NAME...] the timer's calibration, then each sweep (default: gpu, then

@@ -1,5 +1,5 @@
 """The two CIFAR-10 classifiers of the Keras example "Involutional neural
-networks" (see SEED.md): same layers, same parameter counts."""
+networks" (docs/SOURCES.md): same layers, same parameter counts."""
 
 from __future__ import annotations
 

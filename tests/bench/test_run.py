@@ -9,7 +9,7 @@ import sys
 
 from bench import sweeps
 from bench.cases import drop_reason
-from bench.session import EXTRA_INFO
+from bench.rundir import EXTRA_INFO
 from tests import backend as tb
 from tests.bench.conftest import INJECTED
 

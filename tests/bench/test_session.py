@@ -45,3 +45,54 @@ def test_training_floor_adds_the_input_and_weight_gradients():
 def test_no_measurement_is_neither_valid_nor_invalid():
     fields = memory_check(_case(), (8, 56, 56, 64), {"peak_memory_bytes": None})
     assert fields["peak_memory_valid"] is None and fields["peak_memory_measured_bytes"] is None
+
+
+class FakeBenchmark:
+    """What BenchSession.run needs of pytest-benchmark's fixture."""
+
+    enabled = True
+
+    def __init__(self):
+        self.extra_info: dict = {}
+        self._mode = None
+        self.rounds: list = []
+
+    def _make_stats(self, iterations):
+        return type("Stats", (), {"update": lambda _, value: self.rounds.append(value)})()
+
+
+def _session(tmp_path, **options) -> BenchSession:
+    session = BenchSession(Options(sweep="smoke", run_dir=str(tmp_path / "run"), report=False, **options), ROOT)
+    session.ensure_run_dir()
+    return session
+
+
+def test_a_failing_counter_keeps_the_timing(tmp_path, monkeypatch):
+    session = _session(tmp_path)
+
+    def broken(step):
+        raise RuntimeError("the allocator statistics are not available")
+
+    monkeypatch.setattr(session.runner, "peak_memory", broken)
+    row = session.run(_case(resolution=8, channels=4, batch=1), FakeBenchmark())
+    assert row["status"] == "ok" and row["median_s"] > 0 and row["rounds"] >= 3
+    assert row["peak_memory_bytes"] is None
+    assert row["peak_memory_source"].startswith("failed: RuntimeError: the allocator statistics are not available")
+    assert row["flops_measured_source"] and not row["flops_measured_source"].startswith("failed")
+
+
+def test_auto_gets_the_figures_of_the_implementation_it_ran(tmp_path):
+    from layers import counting
+    from tests import backend as tb
+
+    session = _session(tmp_path)
+    case = Case("involution", "auto", 3, 1, 2, 2, 8, 8, 2, "float32", "training", True)
+    row = session.run(case, FakeBenchmark())
+    assert row["status"] == "ok", row["error"]
+    resolved = row["implementation_resolved"]
+    assert resolved != "auto"
+    if tb.NAME == "jax":
+        assert resolved == "reference"  # JAX on a CPU trains with the stacked patches (docs/PERF.md)
+    figures = counting.layer_figures("involution", resolved, batch=2, resolution=8, channels=8, kernel_size=3,
+                                     stride=1, groups=2, reduction_ratio=2, mode="training")
+    assert row["largest_intermediate_bytes"] == figures.largest_intermediate_bytes

@@ -10,7 +10,7 @@ from layers import counting, models
 from tests import numpy_reference as npref
 
 # RedNet: params (M) and GMACs as reported by the official repository
-# (d-li14/involution), see SEED.md.
+# (d-li14/involution), see docs/SOURCES.md.
 REDNET = {26: (9.23, 1.73), 38: (12.39, 2.22), 50: (15.54, 2.71), 101: (25.65, 4.74), 152: (33.99, 6.79)}
 
 

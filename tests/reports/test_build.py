@@ -48,7 +48,8 @@ def _parse(path: Path) -> Page:
 def test_report_of_a_run(fixtures, tmp_path):
     out = build.build_report([fixtures / "run_base"], output=tmp_path / "report.html")
     page = _parse(out)
-    assert page.sections == ["environment", "summary", "axes", "costs", "roofline", "spread", "profiles", "results"]
+    assert page.sections == ["environment", "summary", "axes", "costs", "scaling", "roofline", "spread", "profiles",
+                             "results"]
     assert len(page.images) == 7  # kernel size, stride, groups; FLOPs+params; heat map; roofline; spread
     for src in page.images:
         assert src.startswith("data:image/png;base64,")
@@ -129,16 +130,15 @@ def test_cli_bad_input_is_one_line_and_exit_2(fixtures, tmp_path, name, message)
 
 
 def test_cli_compare_exit_codes(fixtures, tmp_path):
-    slower = _cli("compare", str(fixtures / "run_base"), str(fixtures / "run_new"), "--plot", str(tmp_path / "c.png"))
+    slower = _cli("compare", str(fixtures / "cmp_base"), str(fixtures / "cmp_new"), "--plot", str(tmp_path / "c.png"))
     assert slower.returncode == 1, slower.stderr
     assert "involution-shiftsum-k7s1g4r4-32px-c64-b8-f32-inf-nojit" in slower.stdout
-    assert "20.0%" in slower.stdout and "1 of 18 matched case(s) slower" in slower.stdout
+    assert "1 slower, 17 same" in slower.stdout and "noise sigma" in slower.stdout
     assert (tmp_path / "c.png").read_bytes()[:4] == b"\x89PNG"
-    lenient = _cli("compare", str(fixtures / "run_base"), str(fixtures / "run_new"), "--threshold", "25%",
-                   "--plot", str(tmp_path / "c.png"))
-    assert lenient.returncode == 0
-    same = _cli("compare", str(fixtures / "run_base"), str(fixtures / "run_base"), "--plot", str(tmp_path / "c.png"))
-    assert same.returncode == 0
+    same = _cli("compare", str(fixtures / "cmp_base"), str(fixtures / "cmp_same"), "--plot", str(tmp_path / "c.png"))
+    assert same.returncode == 0 and "18 same" in same.stdout
+    unknown = _cli("compare", str(fixtures / "run_base"), str(fixtures / "run_new"), "--plot", str(tmp_path / "c.png"))
+    assert unknown.returncode == 0 and "not measured" in unknown.stdout
     bad = _cli("compare", str(fixtures / "run_base"), str(fixtures / "run_new"), "--threshold", "fast")
     assert bad.returncode == 2 and "Received: --threshold=fast" in bad.stderr
 

@@ -55,3 +55,14 @@ def test_seed_history(fixtures):
     loaded = load.load_runs([fixtures / "run_seed"])
     assert loaded.table.empty
     assert len(loaded.histories) == 6 and len(loaded.kernel_maps) == 1
+
+
+def test_passes_make_one_row_per_case(fixtures):
+    """Two passes (processes) of a case: one row, the median of the passes'
+    medians, each pass's median kept for compare, the rounds pooled."""
+    table = load.load_runs([fixtures / "cmp_base"]).table
+    assert len(table) == 18 and table["case_id"].is_unique
+    row = table.set_index("case_id").loc["conv2d-keras-k7s1-32px-c64-b8-f32-inf-nojit"]
+    assert row["pass_medians_s"] == pytest.approx([0.025, 0.02525])
+    assert row["median_s"] == pytest.approx(0.025125) and len(row["time_rounds"]) == 40
+    assert row["peak_memory_bytes"] == pytest.approx(20e6) and row["status"] == "ok"

@@ -1,0 +1,111 @@
+"""Which code, packages, settings and processor produced a run.
+
+Recorded in run.json and, in short, in every row: two runs can only be
+compared when these say what differs between them. Nothing here imports a
+framework (the supervisor checks `--resume` against the commit).
+
+- the git commit of the checkout and whether its tracked files were modified;
+- the versions of the packages whose code runs or measures;
+- the environment variables that change results (thread counts, XLA and
+  TensorFlow flags, TF32 overrides, visible GPUs, ...);
+- the CPU: model, microarchitecture (`archspec`, Spack's detector) and the
+  instruction-set extensions oneDNN and XLA dispatch on (from the kernel's
+  flags): two machines that both call themselves "AMD EPYC" ran TensorFlow's
+  Conv2D 3x apart.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import os
+import re
+import subprocess
+from pathlib import Path
+
+PACKAGES = (
+    "involution-bench", "keras", "tensorflow", "tensorflow-cpu", "jax", "jaxlib", "jax-cuda13-plugin",
+    "jax-cuda12-plugin", "torch", "triton", "numpy", "scipy", "pandas", "pytest", "pytest-benchmark", "memray",
+    "nvidia-ml-py", "tensorboard", "tensorboard-plugin-profile", "xprof", "archspec",
+)
+ENV_NAMES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "CUDA_VISIBLE_DEVICES",
+             "NVIDIA_TF32_OVERRIDE", "XLA_FLAGS", "LIBTPU_INIT_ARGS", "KMP_AFFINITY", "KMP_BLOCKTIME",
+             "CUBLAS_WORKSPACE_CONFIG", "CUDA_LAUNCH_BLOCKING", "LD_PRELOAD")
+ENV_PREFIXES = ("TF_", "XLA_", "JAX_", "KERAS_", "TORCH_", "PYTORCH_", "TRITON_", "INVOLUTION_", "ONEDNN_", "DNNL_")
+# Instruction-set extensions the frameworks' CPU kernels dispatch on.
+ISA = ("sse4_2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl", "avx512dq", "avx512_vnni",
+       "avx512_bf16", "avx512_fp16", "avx_vnni", "amx_tile", "amx_bf16", "amx_int8", "asimd", "sve", "sve2")
+
+
+def git(root: Path) -> dict:
+    """{"git_commit": sha or None, "git_dirty": bool or None, "git_source": how}."""
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=20,
+                                check=True).stdout.strip()
+        status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                                capture_output=True, text=True, timeout=20, check=True).stdout
+    except (OSError, subprocess.SubprocessError) as error:
+        return {"git_commit": None, "git_dirty": None,
+                "git_source": f"not a git checkout, or no git ({type(error).__name__})"}
+    return {"git_commit": commit, "git_dirty": bool(status.strip()), "git_source": f"git in {root}"}
+
+
+def versions() -> dict[str, str]:
+    found = {}
+    for name in PACKAGES:
+        try:
+            found[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return found
+
+
+def environment() -> dict[str, str]:
+    return {key: value for key, value in sorted(os.environ.items())
+            if (key in ENV_NAMES or key.startswith(ENV_PREFIXES)) and key != "INVOLUTION_BENCH_HANDOFF"}
+
+
+def cpu() -> dict:
+    flags: set[str] = set()
+    model = ""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                key = key.strip()
+                if key in ("flags", "Features") and not flags:
+                    flags = set(value.split())
+                elif key == "model name" and not model:
+                    model = value.strip()
+    except OSError:
+        pass
+    try:
+        import archspec.cpu
+
+        host = archspec.cpu.host()
+        micro, vendor = host.name, host.vendor
+    except Exception as error:  # archspec missing or a processor it does not know
+        micro, vendor = f"unknown ({type(error).__name__})", ""
+    return {"cpu_model": model or os.uname().machine, "cpu_vendor": vendor, "cpu_microarchitecture": micro,
+            "cpu_isa": ",".join(flag for flag in ISA if flag in flags)}
+
+
+def collect(root: Path) -> dict:
+    """Everything, for run.json."""
+    return {**git(root), **cpu(), "packages": versions(), "environment": environment()}
+
+
+def row_fields(provenance: dict) -> dict:
+    """What every row carries of it (run.json has the rest)."""
+    return {key: provenance.get(key) for key in ("git_commit", "git_dirty", "cpu_model", "cpu_microarchitecture",
+                                                 "cpu_isa")}
+
+
+def machine_key(meta: dict) -> tuple:
+    """What makes two runs' machines the same for comparing them."""
+    machine = meta.get("machine") or {}
+    return (meta.get("cpu_model") or machine.get("cpu"), meta.get("cpu_microarchitecture"), meta.get("cpu_isa"),
+            machine.get("gpu_name"), meta.get("device_name"))
+
+
+def short(commit: str | None) -> str:
+    return commit[:10] if commit and re.fullmatch(r"[0-9a-f]{40}", commit) else str(commit)

@@ -1,0 +1,82 @@
+"""`reports compare`: verdicts from the rounds (rank test, interval) and
+from the spread between processes (passes, --history), on fixture runs whose
+numbers are known (fixtures/make_fixtures.py)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+from reports import compare
+
+SLOW = "involution-shiftsum-k7s1g4r4-32px-c64-b8-f32-inf-nojit"
+
+
+def _verdicts(frame):
+    return dict(zip(frame["case_id"], frame["verdict"], strict=True))
+
+
+def test_a_real_20_percent_slowdown_is_slower(fixtures):
+    frame, context = compare.compare(fixtures / "cmp_base", fixtures / "cmp_new", 0.05)
+    verdicts = _verdicts(frame)
+    assert verdicts.pop(SLOW) == "slower"
+    assert set(verdicts.values()) == {"same"}
+    row = frame.set_index("case_id").loc[SLOW]
+    assert row["ratio"] == pytest.approx(1.2, rel=0.01) and row["p_value"] < 0.01
+    assert 1.05 < row["between_low"] < 1.2 < row["between_high"] < 1.3
+    assert row["ratio_low"] <= 1.2 <= row["ratio_high"]
+    assert context["noise_sigma"] == pytest.approx(0.007, abs=0.003)  # the passes differ by 1%
+
+
+def test_an_a_a_comparison_calls_nothing_slower(fixtures):
+    frame, _ = compare.compare(fixtures / "cmp_base", fixtures / "cmp_same", 0.05)
+    assert set(frame["verdict"]) == {"same"}
+
+
+def test_the_threshold_is_a_minimum_effect(fixtures):
+    frame, _ = compare.compare(fixtures / "cmp_base", fixtures / "cmp_new", 0.25)
+    assert _verdicts(frame)[SLOW] == "same"  # +20% is within a 25% margin
+
+
+def test_without_process_noise_a_change_is_uncertain(fixtures):
+    """Single-pass runs and no history: the rounds alone cannot tell a
+    change from the machine's drift between runs."""
+    frame, context = compare.compare(fixtures / "run_base", fixtures / "run_new", 0.05)
+    verdicts = _verdicts(frame)
+    assert verdicts.pop(SLOW) == "uncertain" and context["noise_sigma"] is None
+    assert set(verdicts.values()) == {"same"}  # +0.5%: within-run intervals inside the margin
+    reason = frame.set_index("case_id").loc[SLOW, "reason"]
+    assert "--history" in reason
+
+
+def test_history_runs_of_the_base_code_supply_the_noise(fixtures):
+    frame, context = compare.compare(fixtures / "run_base", fixtures / "run_new", 0.05,
+                                     history=[fixtures / "cmp_same"])
+    assert _verdicts(frame)[SLOW] == "slower" and context["history_runs"] == 1
+    assert context["noise_sigma"] is not None
+
+
+def test_failures_and_missing_cases(fixtures, tmp_path):
+    new = tmp_path / "new"
+    shutil.copytree(fixtures / "cmp_same", new)
+    rows = [json.loads(line) for line in (new / "results.jsonl").read_text().splitlines()]
+    for row in rows:
+        if row["case_id"].startswith("conv2d-keras-k3s1"):
+            row.update(status="oom", error="out of memory")
+    rows = [row for row in rows if not row["case_id"].startswith("depthwise-keras-k3s1")]
+    (new / "results.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    verdicts = _verdicts(compare.compare(fixtures / "cmp_base", new, 0.05)[0])
+    assert verdicts["conv2d-keras-k3s1-32px-c64-b8-f32-inf-nojit"] == "now fails"
+    assert verdicts["depthwise-keras-k3s1-32px-c64-b8-f32-inf-nojit"] == "only in base"
+
+
+def test_runs_from_different_machines_are_flagged(fixtures, tmp_path):
+    new = tmp_path / "new"
+    shutil.copytree(fixtures / "cmp_same", new)
+    meta = json.loads((new / "run.json").read_text())
+    meta["machine"]["cpu"] = "Another CPU"
+    (new / "run.json").write_text(json.dumps(meta))
+    _, context = compare.compare(fixtures / "cmp_base", new, 0.05)
+    assert any("different machines" in warning for warning in context["warnings"])
