@@ -168,7 +168,7 @@ def pytest_report_header(config):
         f"involution-bench: backend {s.backend} on {s.device_name} ({s.device}); {s.precision}",
         f"sweep {s.sweep.name} ({s.sweep.source}): {len(s.cases)} cases, {runnable} runnable"
         + (f", {len(s.finished)} already finished" if s.finished else ""),
-        f"run directory: {s.run_dir.path}",
+        f"run directory: {s.run_dir.path}" + (f" (pass {s.pass_index} of {s.passes})" if s.passes > 1 else ""),
         *s.notes,
     ]
 

@@ -1,24 +1,27 @@
-"""The Keras example's experiment: train its conv and involution CIFAR-10
-models with its recipe and compare curves, parameters and kernel maps.
+"""The Keras example's experiment: train its conv and involution models with
+its recipe, on CIFAR-10 as the example did or on Fashion-MNIST, and compare
+accuracy, parameters, time and kernel maps.
 
-    python -m bench.seed_models --epochs 20 [--cifar10 PATH] [--run-dir DIR]
+    python -m bench.seed_models --dataset fashion_mnist|cifar10 --epochs 20
+                                [--data PATH] [--limit N] [--run-dir DIR]
                                 [--download] [--sample-images]
 
 Recipe (as the example): pixels scaled to [0, 1], Adam (Keras defaults),
 sparse categorical cross-entropy on logits, batch 256, a shuffle buffer of
 256 images reshuffled every epoch (tf.data's `shuffle(256)` semantics,
 reproduced in NumPy so every backend sees the same order), validation on
-the 10,000 test images.
+the test images. The two models are built for the data set's input shape
+(`layers.models.seed`).
 
 Writes into the run directory: `seed_history.jsonl` (a row per model and
 epoch, flushed as the epoch ends: loss, accuracy, val_loss, val_accuracy,
-epoch_seconds), `kernel_maps_cifar10.png` (the example's figure for 10 test
-images), optionally `kernel_maps_sample_images.png`, `run.json` and
-`report.html`.
+epoch_seconds, parameters, data set), `kernel_maps_<dataset>.png` (the
+example's figure for 10 test images), optionally
+`kernel_maps_sample_images.png`, `run.json` and `report.html`.
 
-CIFAR-10 is read offline, in the official python-pickle layout, from PATH or
-Keras' cache (~/.keras/datasets/cifar-10-batches-py); nothing is downloaded
-unless --download is given.
+Data are read offline (`bench.datasets`): nothing is downloaded unless
+--download is given; a data set that cannot be found is one line naming where
+the command looked and how to get it, and exit code 2.
 """
 
 from __future__ import annotations
@@ -26,64 +29,16 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import pickle
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-from bench import rundir
+from bench import datasets, rundir
 
-CACHE = Path("~/.keras/datasets/cifar-10-batches-py").expanduser()
-TRAIN_FILES = [f"data_batch_{i}" for i in range(1, 6)]
-TEST_FILE = "test_batch"
 BATCH = 256
 SHUFFLE_BUFFER = 256
-
-
-class DataError(Exception):
-    """CIFAR-10 missing or unreadable; the message says where and what to do."""
-
-
-def _read_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    try:
-        with open(path, "rb") as f:
-            batch = pickle.load(f, encoding="bytes")
-        data = np.asarray(batch[b"data"], dtype=np.uint8)
-        labels = np.asarray(batch[b"labels"], dtype=np.int64)
-        images = data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)  # (N, 32, 32, 3)
-    except (OSError, pickle.UnpicklingError, KeyError, ValueError, EOFError, TypeError) as error:
-        raise DataError(f"{path}: not a CIFAR-10 python batch ({type(error).__name__}: {error})") from None
-    if len(images) != len(labels):
-        raise DataError(f"{path}: {len(images)} images but {len(labels)} labels")
-    return images, labels
-
-
-def load_cifar10(path: Path | None = None, download: bool = False):
-    """((x_train, y_train), (x_test, y_test)) as uint8 images and int labels."""
-    folder = Path(path).expanduser() if path else CACHE
-    missing = [name for name in TRAIN_FILES + [TEST_FILE] if not (folder / name).exists()]
-    if missing and download and path is None:
-        import keras
-
-        try:
-            keras.datasets.cifar10.load_data()
-        except Exception as error:  # no network, a proxy, a full disk...
-            raise DataError(f"--download failed ({type(error).__name__}: {error}); put the dataset in {CACHE}") \
-                from None
-        missing = [name for name in TRAIN_FILES + [TEST_FILE] if not (folder / name).exists()]
-    if missing:
-        raise DataError(
-            f"CIFAR-10 not found in {folder} (missing {', '.join(missing)}). Put the official python version "
-            f"(cifar-10-python.tar.gz, unpacked: data_batch_1..5, test_batch) there, pass --cifar10 PATH, "
-            "or add --download; --sample-images draws kernel maps without it."
-        )
-    parts = [_read_batch(folder / name) for name in TRAIN_FILES]
-    x_train = np.concatenate([p[0] for p in parts])
-    y_train = np.concatenate([p[1] for p in parts])
-    x_test, y_test = _read_batch(folder / TEST_FILE)
-    return (x_train, y_train), (x_test, y_test)
 
 
 def buffer_shuffle_order(n: int, buffer: int, rng: np.random.Generator) -> np.ndarray:
@@ -154,7 +109,7 @@ def train(models: dict, data, epochs: int, run_dir: Path, verbose: int, dataset_
     trained = {}
     for name, build in models.items():
         keras.utils.set_random_seed(42)
-        model = build()
+        model = build(x_train.shape[1:])
         model.compile(optimizer="adam", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                       metrics=["accuracy"])
         extra = {
@@ -185,7 +140,10 @@ def draw_kernel_maps(model, images: np.ndarray, path: Path, title: str) -> Path:
     rows = len(images)
     fig, axes = plt.subplots(rows, 4, figsize=(8, 2.1 * rows), squeeze=False)
     for r in range(rows):
-        axes[r][0].imshow(images[r])
+        if images.shape[-1] == 1:
+            axes[r][0].imshow(images[r][..., 0], cmap="gray")
+        else:
+            axes[r][0].imshow(images[r])
         for c, heat in enumerate(maps, start=1):
             axes[r][c].imshow(np.asarray(heat[r]), cmap="viridis")
         for c, label in enumerate(("image", "inv_1 kernels", "inv_2 kernels", "inv_3 kernels")):
@@ -222,13 +180,16 @@ def sample_images(count: int = 10) -> np.ndarray:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.seed_models", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--dataset", default="cifar10", choices=sorted(datasets.DATASETS),
+                        help="the data set (default: cifar10, the example's)")
     parser.add_argument("--epochs", type=int, default=20, help="epochs per model (the example: 20)")
-    parser.add_argument("--cifar10", metavar="PATH", help="folder of the official python CIFAR-10 batches")
+    parser.add_argument("--data", "--cifar10", dest="data", metavar="PATH",
+                        help="folder holding the data set's files (default: the places bench.datasets looks)")
     parser.add_argument("--run-dir", metavar="DIR",
-                        help="where to write (default: reports/runs/<UTC>-seed-<backend>)")
-    parser.add_argument("--download", action="store_true", help="download CIFAR-10 into Keras' cache if missing")
+                        help="where to write (default: reports/runs/<UTC>-seed-<dataset>-<backend>)")
+    parser.add_argument("--download", action="store_true", help="download the data set through keras.datasets")
     parser.add_argument("--sample-images", action="store_true",
-                        help="also draw kernel maps for scikit-image's sample photographs (works without CIFAR-10)")
+                        help="also draw kernel maps for scikit-image's sample photographs (works without data)")
     parser.add_argument("--limit", type=int, metavar="N", help="use only the first N training and test images")
     args = parser.parse_args(argv)
     if args.epochs < 1:
@@ -238,13 +199,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: --limit must be at least 1. Received: --limit={args.limit}", file=sys.stderr)
         return 2
     try:
-        data = load_cifar10(args.cifar10, download=args.download)
-    except DataError as error:
+        data, folder = datasets.load(args.dataset, args.data, download=args.download)
+    except datasets.DataError as error:
         if not args.sample_images:
             print(f"error: {error}", file=sys.stderr)
             return 2
         print(f"note: {error}", file=sys.stderr)
-        data = None
+        data, folder = None, None
 
     import keras
 
@@ -252,27 +213,36 @@ def main(argv: list[str] | None = None) -> int:
     from layers.models import seed_conv_model, seed_involution_model
 
     backend = keras.backend.backend()
-    run_dir = Path(args.run_dir or Path("reports") / "runs" / f"{rundir.utc_stamp()}-seed-{backend}")
-    run_dir.mkdir(parents=True, exist_ok=True)
-    rundir.RunDir(run_dir).create({"started": rundir.utc_stamp(), "backend": backend, "device": "",
-                                   "device_name": "", "sweep": "seed_models", "sweep_source": "bench/seed_models.py",
-                                   "precision": "float32", "machine": machine.info(),
-                                   "versions": {"keras": keras.__version__}})
+    dataset = datasets.DATASETS[args.dataset]
+    run_dir = Path(args.run_dir or Path("reports") / "runs"
+                   / f"{rundir.utc_stamp()}-seed-{args.dataset.replace('_', '-')}-{backend}")
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        rundir.RunDir(run_dir).create({
+            "started": rundir.utc_stamp(), "backend": backend, "device": "", "device_name": machine.cpu_model(),
+            "sweep": "seed_models", "sweep_source": "bench/seed_models.py", "precision": "float32",
+            "dataset": dataset.title, "epochs": args.epochs, "limit": args.limit, "machine": machine.info(),
+            "versions": {"keras": keras.__version__}})
+    except OSError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     inv_model = None
     if data is not None:
         if args.limit:
             (xt, yt), (xv, yv) = data
             data = (xt[:args.limit], yt[:args.limit]), (xv[:args.limit], yv[:args.limit])
-        name = f"CIFAR-10 from {args.cifar10 or CACHE} ({len(data[0][0])} train / {len(data[1][0])} test)"
+        name = f"{dataset.title} from {folder} ({len(data[0][0])} train / {len(data[1][0])} test)"
         verbose = 1 if sys.stdout.isatty() else 2
-        trained = train({"seed_conv": seed_conv_model, "seed_involution": seed_involution_model}, data,
-                        args.epochs, run_dir, verbose, name)
+        trained = train({"seed_conv": seed_conv_model,
+                         "seed_involution": lambda shape: seed_involution_model(input_shape=shape)},
+                        data, args.epochs, run_dir, verbose, name)
         inv_model = trained["seed_involution"]
-        path = draw_kernel_maps(inv_model, data[1][0][:10], run_dir / "kernel_maps_cifar10.png",
-                                f"Kernel maps of the trained involution model ({args.epochs} epoch(s))")
+        path = draw_kernel_maps(inv_model, data[1][0][:10], run_dir / f"kernel_maps_{args.dataset}.png",
+                                f"Kernel maps of the trained involution model, {dataset.title} "
+                                f"({args.epochs} epoch(s))")
         print(f"kernel maps: {path}")
     if args.sample_images:
-        if inv_model is None:
+        if inv_model is None or inv_model.input_shape[-1] != 3:
             keras.utils.set_random_seed(42)
             inv_model = seed_involution_model()
             title = "Kernel maps of an untrained (freshly initialised) involution model, scikit-image photographs"

@@ -468,8 +468,12 @@ def record_rounds(benchmark, seconds) -> None:
 
 
 def _thinned(values: list[float]) -> list[float]:
-    stride = max(1, len(values) // MAX_STORED_ROUNDS)
-    return values[::stride][:MAX_STORED_ROUNDS]
+    """At most MAX_STORED_ROUNDS rounds, picked evenly from first to last so that a
+    drift over the run stays visible (a prefix would hide it)."""
+    if len(values) <= MAX_STORED_ROUNDS:
+        return list(values)
+    picks = np.linspace(0, len(values) - 1, MAX_STORED_ROUNDS).round().astype(int)
+    return [values[i] for i in picks]
 
 
 def _stored(fields: dict) -> dict:

@@ -343,3 +343,14 @@ def scaling_fits(table: pd.DataFrame) -> pd.DataFrame:
                         "fixed_share_at_median_work": share,
                         "bound_by": "fixed cost (launch/dispatch)" if share > 0.5 else "work"})
     return pd.DataFrame(out)
+
+
+def training_summary(histories: pd.DataFrame) -> pd.DataFrame:
+    """Per model and data set: the last epoch's losses and accuracies, the
+    parameters and the mean seconds per epoch."""
+    keys = [k for k in ("dataset", "backend", "model") if k in histories]
+    last = histories.sort_values("epoch").groupby(keys).tail(1).set_index(keys)
+    seconds = histories.groupby(keys)["epoch_seconds"].mean().rename("mean_epoch_seconds")
+    columns = [c for c in ("epoch", "loss", "accuracy", "val_loss", "val_accuracy", "trainable_params",
+                           "non_trainable_params") if c in last]
+    return last[columns].join(seconds).reset_index()

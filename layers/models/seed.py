@@ -1,5 +1,7 @@
-"""The two CIFAR-10 classifiers of the Keras example "Involutional neural
-networks" (docs/SOURCES.md): same layers, same parameter counts."""
+"""The two classifiers of the Keras example "Involutional neural networks"
+(docs/SOURCES.md): same layers, and on CIFAR-10's 32x32x3 images the same
+parameter counts. `input_shape` builds them for another data set (Fashion-MNIST:
+28x28x1; the involutions then work on its one channel)."""
 
 from __future__ import annotations
 
@@ -19,10 +21,10 @@ def _classifier(x, inputs, name: str) -> keras.Model:
     return keras.Model(inputs, kl.Dense(CLASSES, name="logits")(x), name=name)
 
 
-def seed_conv_model() -> keras.Model:
+def seed_conv_model(input_shape: tuple[int, int, int] = INPUT_SHAPE) -> keras.Model:
     """Three 3x3 convolutions (32, 64, 64 filters), two max-pools, a 64-unit
-    dense layer and 10 logits: 319,178 trainable parameters."""
-    inputs = keras.Input(INPUT_SHAPE, name="image")
+    dense layer and 10 logits: 319,178 trainable parameters on 32x32x3."""
+    inputs = keras.Input(input_shape, name="image")
     x = inputs
     for index, filters in enumerate((32, 64, 64), start=1):
         x = kl.Conv2D(filters, 3, padding="same", name=f"conv_{index}")(x)
@@ -32,12 +34,13 @@ def seed_conv_model() -> keras.Model:
     return _classifier(x, inputs, "seed_conv")
 
 
-def seed_involution_model(implementation: str = "auto") -> keras.Model:
-    """Three 3x3 involutions on the 3 RGB channels (one group, reduction 2),
+def seed_involution_model(implementation: str = "auto",
+                          input_shape: tuple[int, int, int] = INPUT_SHAPE) -> keras.Model:
+    """Three 3x3 involutions on the image's channels (one group, reduction 2),
     two max-pools, a 64-unit dense layer and 10 logits: 13,074 trainable and
-    6 non-trainable parameters. The involutions are named inv_1..inv_3 as in
-    the example, whose kernel maps are drawn from them."""
-    inputs = keras.Input(INPUT_SHAPE, name="image")
+    6 non-trainable parameters on 32x32x3. The involutions are named
+    inv_1..inv_3 as in the example, whose kernel maps are drawn from them."""
+    inputs = keras.Input(input_shape, name="image")
     x = inputs
     for index in (1, 2, 3):
         x = Involution(3, groups=1, reduction_ratio=2, implementation=implementation, name=f"inv_{index}")(x)
@@ -54,7 +57,7 @@ def kernel_map_model(model: keras.Model) -> keras.Model:
     Built from the trained model's layers: new Involution layers that share
     their configuration and weights, with `return_kernel=True`.
     """
-    inputs = keras.Input(INPUT_SHAPE, name="image")
+    inputs = keras.Input(tuple(model.input_shape[1:]), name="image")
     x = inputs
     maps = []
     for index in (1, 2, 3):

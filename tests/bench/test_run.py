@@ -10,6 +10,7 @@ import sys
 from bench import sweeps
 from bench.cases import drop_reason
 from bench.rundir import EXTRA_INFO
+from bench.session import MAX_STORED_ROUNDS
 from tests import backend as tb
 from tests.bench.conftest import INJECTED
 
@@ -64,7 +65,7 @@ def test_every_field_present_and_plausible(smoke_run):
         assert row["params"] > 0 and row["trainable_params"] > 0 and row["macs"] > 0
         assert row["flops"] == 2 * row["macs"] * (3 if row["mode"] == "training" else 1)
         assert 0 < row["min_s"] <= row["median_s"] <= row["max_s"]
-        assert row["rounds"] >= 3 and len(row["rounds_s"]) == min(row["rounds"], 256)
+        assert row["rounds"] >= 3 and len(row["rounds_s"]) == min(row["rounds"], MAX_STORED_ROUNDS)
         assert abs(row["throughput"] - row["batch"] / row["median_s"]) < 1e-6 * row["throughput"]
         assert row["compile_seconds"] >= 0 and row["warmup_calls"] >= 3
         assert row["peak_memory_bytes"] > 0 and "memray" in row["peak_memory_source"]
