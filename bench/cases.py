@@ -123,6 +123,9 @@ def drop_reason(case: Case, backend: str, device: str) -> str | None:
                 return f"implementation {impl!r} runs on {'/'.join(spec.backends)}, this run uses {backend}"
             if not spec.available(backend):
                 return f"implementation {impl!r} needs the package {spec.requires!r}"
+            if spec.generates and case.mode == "training":
+                return (f"{impl!r} generates its kernel on chip in inference only; in training it runs "
+                        f"{spec.trains_as!r} (see those cases)")
             if spec.fused and device != "gpu":
                 return (
                     f"{impl!r} is a fused GPU kernel: without a GPU it runs in an interpreter, "

@@ -30,11 +30,14 @@ import os
 import shutil
 from collections import defaultdict
 
+from layers.involution import FUSED_STAGE
+from layers.involution import STAGES as LAYER_STAGES
+
 STEPS = 5
 ATTEMPTS = 3
 TOP = 15
 OP_BY_OP = "op-by-op step (names the layer's stages)"
-STAGES = ("kernel_generation", "aggregation")
+STAGES = (*LAYER_STAGES, FUSED_STAGE)  # every range the layer may open
 
 
 def capture(session, case, step) -> dict:

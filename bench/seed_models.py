@@ -207,11 +207,17 @@ def main(argv: list[str] | None = None) -> int:
         print(f"note: {error}", file=sys.stderr)
         data, folder = None, None
 
-    import keras
+    from bench import quiet
 
-    from bench import machine
-    from layers.models import seed_conv_model, seed_involution_model
+    # The frameworks' notices (oneDNN, CPU features, XLA) are not this tool's output.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ INFO and WARNING lines
+    with quiet.native_stderr():
+        import keras
 
+        from bench import machine
+        from layers.models import seed_conv_model, seed_involution_model
+
+        keras.ops.convert_to_tensor(np.zeros(1))  # the backend's device set-up, also noisy
     backend = keras.backend.backend()
     dataset = datasets.DATASETS[args.dataset]
     run_dir = Path(args.run_dir or Path("reports") / "runs"

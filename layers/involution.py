@@ -10,8 +10,13 @@ from keras import backend, ops
 
 from layers import aggregation
 from layers.aggregation import auto
+from layers.aggregation._common import Generation
 
 _RESERVED = ("auto",)
+# The layer's stages as profiler ranges name them (see `stage`): generation and
+# aggregation, or one range when a kernel does both (Implementation.generates).
+STAGES = ("kernel_generation", "aggregation")
+FUSED_STAGE = "generation_and_aggregation"
 
 
 def _positive_int(name: str, value) -> int:
@@ -234,18 +239,33 @@ class Involution(keras.layers.Layer):
 
     def call(self, inputs, training=None):
         x = inputs  # (B, H, W, C)
-        with stage("kernel_generation"):
+        impl = aggregation.get(self.resolve_implementation(x, training))
+        if impl.generates and not training and not self.return_kernel:
+            with stage(FUSED_STAGE):
+                pooled = self.pool(x) if self.pool is not None else x  # (B, Ho, Wo, C)
+                return impl.generating_function()(x, pooled, self._generation(), self.kernel_size,
+                                                  self.strides, self.groups)
+        with stage(STAGES[0]):
             pooled = self.pool(x) if self.pool is not None else x  # (B, Ho, Wo, C)
             hidden = ops.relu(self.bn(_pointwise(self.reduce, pooled), training=training))  # (B, Ho, Wo, C/r)
             kernel = _pointwise(self.span, hidden)  # (B, Ho, Wo, G*K*K)
-        with stage("aggregation"):
-            impl = aggregation.get(self.resolve_implementation(x, training))
+        with stage(STAGES[1]):
             out = impl.function()(x, kernel, self.kernel_size, self.strides, self.groups)
         if not self.return_kernel:
             return out
         shape = ops.shape(kernel)
         k = self.kernel_size
         return out, ops.reshape(kernel, (-1, shape[1], shape[2], self.groups, k, k))
+
+    def _generation(self):
+        """The generation branch's weights for an implementation that
+        generates inside its kernel (see layers.aggregation.Implementation)."""
+        return Generation(
+            reduce_kernel=self.reduce.kernel[0, 0], reduce_bias=self.reduce.bias.value,  # (C, R), (R,)
+            gamma=self.bn.gamma.value, beta=self.bn.beta.value, moving_mean=self.bn.moving_mean.value,
+            moving_variance=self.bn.moving_variance.value, epsilon=self.bn.epsilon,
+            span_kernel=self.span.kernel[0, 0], span_bias=self.span.bias.value,  # (R, G*K*K), (G*K*K,)
+        )
 
     def compute_output_shape(self, input_shape):
         b, h, w, c = input_shape

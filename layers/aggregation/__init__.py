@@ -32,6 +32,13 @@ class Implementation:
         fused: a hand-written kernel (only meaningful to time on a GPU; on a
             CPU it runs in the kernel language's interpreter).
         requires: a Python package it needs beyond the backend itself.
+        generates: it also computes the kernel generation, inside the
+            kernel, in inference: its module's `involution(x, pooled,
+            generation, kernel_size, stride, groups)` is called instead of
+            the generation branch and `aggregate` (which training and
+            `return_kernel=True` still use).
+        trains_as: for a generating implementation, the implementation
+            whose aggregation its `aggregate` is (what it runs in training).
     """
 
     name: str
@@ -41,6 +48,8 @@ class Implementation:
     materialises_patches: bool
     fused: bool = False
     requires: str | None = None
+    generates: bool = False
+    trains_as: str | None = None
 
     def available(self, backend_name: str | None = None) -> bool:
         backend_name = backend_name or backend.backend()
@@ -50,6 +59,12 @@ class Implementation:
 
     def function(self) -> Callable:
         return importlib.import_module(f"layers.aggregation.{self.module}").aggregate
+
+    def generating_function(self) -> Callable:
+        if not self.generates:
+            raise ValueError(f"{self.name!r} aggregates a generated kernel; it does not generate one. "
+                             f"Received: implementation={self.name!r}")
+        return importlib.import_module(f"layers.aggregation.{self.module}").involution
 
     def largest_intermediate_elements(
         self, batch: int, out_h: int, out_w: int, channels: int, kernel_size: int
@@ -93,6 +108,12 @@ IMPLEMENTATIONS: dict[str, Implementation] = {
             "triton", "triton_kernels", ("torch",),
             "fused Triton kernel, autograd Function",
             materialises_patches=False, fused=True, requires="triton",
+        ),
+        Implementation(
+            "triton_fused", "triton_fused", ("torch",),
+            "Triton kernel that also generates the weights on chip in inference (the kernel tensor "
+            "never reaches memory); training and return_kernel through 'triton'",
+            materialises_patches=False, fused=True, requires="triton", generates=True, trains_as="triton",
         ),
     )
 }

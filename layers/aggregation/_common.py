@@ -12,7 +12,24 @@ is `max((out - 1) * s + K - size, 0)`, split with the odd pixel at the end.
 
 from __future__ import annotations
 
+from typing import Any, NamedTuple
+
 from keras import backend, ops
+
+
+class Generation(NamedTuple):
+    """The generation branch's weights, as backend tensors, for an
+    implementation that generates the kernel inside its own kernel."""
+
+    reduce_kernel: Any  # (C, R)
+    reduce_bias: Any  # (R,)
+    gamma: Any  # (R,)
+    beta: Any  # (R,)
+    moving_mean: Any  # (R,)
+    moving_variance: Any  # (R,)
+    epsilon: float
+    span_kernel: Any  # (R, G*K*K)
+    span_bias: Any  # (G*K*K,)
 
 
 def output_size(size, stride: int):

@@ -25,7 +25,7 @@ def test_target_table_ratios_and_verdicts():
         _row("layer", "conv2d", "keras", "float32", "training", 2.0e-3),
         _row("aggregation", "aggregation", "triton", "float32", "inference", 1e-4, gbytes_per_s=2500.0),
     ]
-    lines = {line["target"]: line for line in targets.target_table(rows, "triton", 3.35e12)}
+    lines = {line["target"]: line for line in targets.target_table(rows, ["triton"], 3.35e12)}
     conv = lines["float32 forward / Conv2D (TF32) <= 0.33"]
     assert conv["measured"] == pytest.approx(0.25) and conv["holds"]
     depthwise = lines["float32 forward / DepthwiseConv2D <= 1.0"]
@@ -39,16 +39,32 @@ def test_target_table_ratios_and_verdicts():
     missing = lines["bfloat16 forward / Conv2D bf16 <= 0.5"]
     assert missing["measured"] is None and not missing["holds"]
     assert not lines["aggregation bfloat16 forward >= 50% of bandwidth"]["holds"]
-    assert "| 56 px C 64 G 4 | float32 forward / Conv2D (TF32) <= 0.33 | 0.25 | yes |" in targets.markdown(
+    assert "| 56 px C 64 G 4 | triton | float32 forward / Conv2D (TF32) <= 0.33 | 0.25 | yes |" in targets.markdown(
         list(lines.values()))
 
 
 def test_fused_and_portable_implementations_come_from_the_registry():
-    assert targets.fused_implementation("torch") == "triton"
-    assert targets.fused_implementation("jax") == "pallas"
-    assert targets.fused_implementation("tensorflow") is None
+    assert targets.fused_implementations("torch") == ["triton", "triton_fused"]
+    assert targets.fused_implementations("jax") == ["pallas"]
+    assert targets.fused_implementations("tensorflow") == []
     assert "shiftsum" in targets.portable_implementations("jax")
     assert "reference" not in targets.portable_implementations("torch")  # it builds the patch tensor
+
+
+def test_an_implementation_generating_on_chip_is_judged_on_its_own_layer_and_its_aggregation():
+    rows = [
+        _row("layer", "involution", "triton_fused", "float32", "inference", 0.1e-3, bytes_min=100e6),
+        _row("layer", "conv2d", "keras", "float32", "inference", 0.8e-3),
+        _row("aggregation", "aggregation", "triton", "float32", "inference", 1e-4, gbytes_per_s=2500.0),
+    ]
+    lines = targets.target_table(rows, ["triton", "triton_fused"], 3.35e12)
+    assert len(lines) == 2 * 7
+    mine = {line["target"]: line for line in lines if line["implementation"] == "triton_fused"}
+    assert mine["float32 forward / Conv2D (TF32) <= 0.33"]["measured"] == pytest.approx(0.125)
+    bandwidth = mine["aggregation float32 forward >= 65% of bandwidth"]
+    assert bandwidth["holds"] and "the aggregation of 'triton'" in bandwidth["detail"]
+    assert mine["fused float32 forward layer >= 40% of its floor"]["measured"] == pytest.approx(
+        100e6 / 3.35e12 / 0.1e-3)
 
 
 def test_time_step_uses_the_suite_timer():
@@ -85,7 +101,8 @@ def test_tiny_run_writes_rows_and_table(tmp_path, capsys):
     assert set(frame.status) == {"ok"}
     assert {"involution", "conv2d", "depthwise", "aggregation"} <= set(frame.layer)
     assert (frame.step_s > 0).all()
-    assert (tmp_path / f"targets-{tb.NAME}.md").read_text().count("| 6 px C 4 G 2 |") == 7
+    lines_per_stage = 7 * len(targets.fused_implementations(tb.NAME))  # unmeasured targets are listed too
+    assert (tmp_path / f"targets-{tb.NAME}.md").read_text().count("| 6 px C 4 G 2 |") == lines_per_stage
     aggregation = frame[frame.what == "aggregation"].iloc[0]
     # bytes from layers.counting: input + generated kernel + output, float32
     assert aggregation["bytes"] == 4 * (36 * 4 + 36 * 2 * 49 + 36 * 4)

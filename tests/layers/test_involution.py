@@ -18,6 +18,10 @@ from tests import backend as tb
 from tests import numpy_reference as npref
 
 IMPLEMENTATIONS = aggregation.names()
+# Implementations that generate the kernel on chip in inference: with
+# return_kernel or in training they run another implementation's path (trains_as).
+GENERATING = [name for name in IMPLEMENTATIONS if aggregation.get(name).generates]
+AGGREGATING = [name for name in IMPLEMENTATIONS if name not in GENERATING]
 
 
 def _rng(*salt):
@@ -32,7 +36,7 @@ def _random_weights(layer, rng):
 
 
 @pytest.mark.parametrize("training", [False, True], ids=["inference", "training"])
-@pytest.mark.parametrize("name", IMPLEMENTATIONS)
+@pytest.mark.parametrize("name", AGGREGATING)
 @pytest.mark.parametrize(
     "geometry", [(2, 9, 8, 8, 3, 1, 2, 4), (1, 11, 11, 12, 5, 2, 3, 2), (2, 7, 7, 3, 3, 3, 1, 4)],
     ids=lambda g: "b{}-{}x{}-c{}-k{}-s{}-g{}-r{}".format(*g),
@@ -52,6 +56,84 @@ def test_layer_matches_numpy(name, geometry, training):
     assert tuple(kernel.shape) == (b, ho, wo, g, k, k)
     np.testing.assert_allclose(tb.to_numpy(out), expected, rtol=2e-4, atol=2e-4)
     np.testing.assert_allclose(tb.to_numpy(kernel).reshape(b, ho, wo, -1), expected_kernel, rtol=2e-4, atol=2e-4)
+
+
+def _fused_layer(name, geometry, rng, dtype=None):
+    b, h, w, c, k, s, g, r = geometry
+    layer = Involution(k, strides=s, groups=g, reduction_ratio=r, implementation=name, dtype=dtype)
+    layer.build((b, h, w, c))
+    weights = _random_weights(layer, rng)
+    layer.set_weights(weights)
+    return layer, weights
+
+
+# Odd sizes, strides 1-3, groups of 1 to 64 channels, reduced widths 1 to 16
+# (b, h, w, c, k, s, g, r).
+GENERATION_GEOMETRIES = [
+    (2, 9, 8, 8, 3, 1, 2, 4),
+    (1, 11, 11, 12, 5, 2, 3, 2),
+    (2, 7, 7, 3, 3, 3, 1, 4),
+    (1, 6, 7, 64, 3, 1, 1, 4),
+    (1, 5, 5, 8, 3, 2, 8, 4),
+    (1, 7, 6, 32, 7, 1, 2, 2),
+]
+
+
+@pytest.mark.skipif(not GENERATING, reason=f"no implementation generates its kernel on chip on {tb.NAME}")
+@pytest.mark.parametrize("dtype", ["float32", "mixed_bfloat16"])
+@pytest.mark.parametrize("geometry", GENERATION_GEOMETRIES, ids=lambda g: "b{}-{}x{}-c{}-k{}-s{}-g{}-r{}".format(*g))
+@pytest.mark.parametrize("name", GENERATING)
+def test_generation_inside_the_kernel_matches_numpy(name, geometry, dtype, monkeypatch):
+    import importlib
+
+    import torch
+
+    module = importlib.import_module(f"layers.aggregation.{aggregation.get(name).module}")
+
+    def unfused(*args, **kwargs):
+        raise AssertionError("the fused kernel must run when no gradient is needed")
+
+    monkeypatch.setattr(module, "_unfused", unfused)
+    b, h, w, c, k, s, g, r = geometry
+    rng = _rng(name, geometry, dtype)
+    x = rng.standard_normal((b, h, w, c)).astype("float32")
+    layer, weights = _fused_layer(name, geometry, rng, dtype)
+    with torch.no_grad():
+        out = layer(tb.tensor(x), training=False)
+    expected, _ = npref.involution(x, weights, k, s, g, training=False)
+    assert tuple(out.shape) == expected.shape
+    got = tb.to_numpy(keras.ops.cast(out, "float32"))
+    if dtype == "float32":
+        np.testing.assert_allclose(got, expected, rtol=2e-4, atol=2e-4)
+    else:  # bfloat16 input and output, float32 inside
+        assert np.linalg.norm(got - expected) / np.linalg.norm(expected) < 2e-2
+
+
+@pytest.mark.skipif(not GENERATING, reason=f"no implementation generates its kernel on chip on {tb.NAME}")
+@pytest.mark.parametrize("name", GENERATING)
+def test_generation_inside_the_kernel_against_its_unfused_path(name):
+    """The fused inference path against the implementation it trains as, on
+    the same weights: outputs, and gradients when an inference call needs
+    them (then it runs unfused, so that autograd sees every step)."""
+    import torch
+
+    geometry = (2, 9, 9, 8, 3, 2, 2, 2)
+    b, h, w, c, k, s, g, r = geometry
+    rng = _rng("fused-vs-unfused", name)
+    x = rng.standard_normal((b, h, w, c)).astype("float32")
+    dy = rng.standard_normal((b, 5, 5, c)).astype("float32")
+    fused, weights = _fused_layer(name, geometry, rng)
+    unfused = Involution(k, strides=s, groups=g, reduction_ratio=r, implementation=aggregation.get(name).trains_as)
+    unfused.build(x.shape)
+    unfused.set_weights(weights)
+    with torch.no_grad():
+        np.testing.assert_allclose(tb.to_numpy(fused(tb.tensor(x), training=False)),
+                                   tb.to_numpy(unfused(tb.tensor(x), training=False)), rtol=1e-4, atol=1e-4)
+    got = tb.layer_weight_grads(fused, x, dy, training=False)
+    want = tb.layer_weight_grads(unfused, x, dy, training=False)
+    assert len(got) == 6 and any(np.abs(v).max() > 0 for v in got)
+    for a, e in zip(got, want, strict=True):
+        np.testing.assert_allclose(a, e, rtol=1e-4, atol=1e-4)
 
 
 def test_weight_order_and_counts():
