@@ -30,6 +30,9 @@ case "${1:-check}" in
     log "triton tests (PyTorch, compiled for the GPU)"
     KERAS_BACKEND=torch timeout "${TEST_LIMIT:-120}" python3 -m pytest -q -p no:cacheprovider --maxfail=3 \
       tests/layers/test_aggregation.py -k triton 2>&1 | tail -25
+    log "triton_fused tests (the generation on chip, PyTorch, compiled for the GPU)"
+    KERAS_BACKEND=torch timeout "${TEST_LIMIT:-120}" python3 -m pytest -q -p no:cacheprovider --maxfail=3 \
+      tests/layers/test_involution.py -k generation 2>&1 | tail -25
     ;;
   targets)
     shift

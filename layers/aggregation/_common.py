@@ -12,6 +12,8 @@ is `max((out - 1) * s + K - size, 0)`, split with the odd pixel at the end.
 
 from __future__ import annotations
 
+import functools
+from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from keras import backend, ops
@@ -48,6 +50,64 @@ def same_padding(size: int, kernel_size: int, stride: int) -> tuple[int, int, in
     before = total // 2
     after = (out - 1) * stride + kernel_size - size - before
     return before, after, out
+
+
+def _next_power_of_2(n: int) -> int:
+    return 1 << max(0, (n - 1).bit_length())
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """One fused-kernel call: shapes, padding and tiles, shared by the Triton
+    and Pallas kernels (`Geometry.of`).
+
+    A program covers `block_p` flat pixels x `block_c` channels of one group;
+    a group's channels take `channel_blocks` programs. `block_c` is the group's
+    channels up to 64 (each generated weight is then loaded once per pixel),
+    `block_p` about 4K elements a tile; on CUDA Triton autotunes `block_p`.
+    """
+
+    batch: int
+    height: int
+    width: int
+    channels: int
+    kernel_size: int
+    stride: int
+    groups: int
+    out_height: int
+    out_width: int
+    pad_top: int
+    pad_left: int
+    group_channels: int
+    block_p: int
+    block_c: int
+    channel_blocks: int
+
+    @staticmethod
+    @functools.cache
+    def of(shape: tuple[int, int, int, int], kernel_size: int, stride: int, groups: int) -> Geometry:
+        """The geometry of an input of static shape (B, H, W, C)."""
+        batch, height, width, channels = (int(n) for n in shape)
+        top, _, out_height = same_padding(height, kernel_size, stride)
+        left, _, out_width = same_padding(width, kernel_size, stride)
+        group_channels = channels // groups
+        block_c = min(_next_power_of_2(group_channels), 64)
+        block_p = max(16, min(128, 4096 // block_c))
+        return Geometry(batch, height, width, channels, kernel_size, stride, groups, out_height, out_width, top,
+                        left, group_channels, block_p, block_c, -(-group_channels // block_c))
+
+    @property
+    def in_pixels(self) -> int:
+        return self.batch * self.height * self.width
+
+    @property
+    def out_pixels(self) -> int:
+        return self.batch * self.out_height * self.out_width
+
+    @property
+    def generated_channels(self) -> int:
+        """Channels of the generated kernel: G * K * K."""
+        return self.groups * self.kernel_size * self.kernel_size
 
 
 def _pad(x, top, bottom, left, right):

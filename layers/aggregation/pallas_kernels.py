@@ -24,28 +24,7 @@ import jax.numpy as jnp
 from jax.experimental import pallas as pl
 from jax.experimental.pallas import triton as plgpu
 
-from layers.aggregation._common import same_padding
-
-
-def _next_pow2(n: int) -> int:
-    return 1 << max(0, (n - 1).bit_length())
-
-
-def _tiles(group_channels: int) -> tuple[int, int]:
-    block_c = min(_next_pow2(group_channels), 64)
-    block_p = max(16, min(128, 4096 // block_c))
-    return block_p, block_c
-
-
-@functools.cache
-def _plan(b, h, w, c, kernel_size, stride, groups):
-    top, _, ho = same_padding(h, kernel_size, stride)
-    left, _, wo = same_padding(w, kernel_size, stride)
-    cg = c // groups
-    block_p, block_c = _tiles(cg)
-    return dict(b=b, h=h, w=w, c=c, ho=ho, wo=wo, top=top, left=left, cg=cg,
-                k=kernel_size, s=stride, g=groups, bp=block_p, bc=block_c,
-                n_cblk=-(-cg // block_c))
+from layers.aggregation._common import Geometry
 
 
 def _iota(n):
@@ -67,105 +46,103 @@ def _store(ref, rows, cols, value, mask):
     plgpu.store(ref.at[rows2, cols2], value.astype(ref.dtype), mask=mask)
 
 
-def _output_pixels(p):
+def _output_pixels(geo: Geometry):
     """This program's BLOCK_P flat output pixels, their mask and (b, ho, wo)."""
-    pix = pl.program_id(0) * p["bp"] + _iota(p["bp"])
-    n_pix = p["b"] * p["ho"] * p["wo"]
+    pix = pl.program_id(0) * geo.block_p + _iota(geo.block_p)
+    n_pix = geo.out_pixels
     p_ok = pix < n_pix
-    return pix, n_pix, p_ok, pix // (p["wo"] * p["ho"]), (pix // p["wo"]) % p["ho"], pix % p["wo"]
+    wo = pix % geo.out_width
+    ho = (pix // geo.out_width) % geo.out_height
+    return pix, n_pix, p_ok, pix // (geo.out_width * geo.out_height), ho, wo
 
 
-def _taps(p, body, carry):
-    """Run body(i, j, carry) over the K*K window offsets.
-
-    Compiled for a GPU the taps are unrolled in Python (Pallas' Triton
-    lowering rejects an unrolled `fori_loop`), as Triton's `static_range`
-    does; in the interpreter they stay a rolled `fori_loop`, since an
-    unrolled K=7 body takes seconds to interpret-compile.
-    """
-    k = p["k"]
-    if _interpret():
-        return jax.lax.fori_loop(0, k * k, lambda t, c: body(t // k, t % k, c), carry)
+def _taps(geo: Geometry, body, carry):
+    """Run body(i, j, carry) over the K*K window offsets, unrolled in Python
+    (Pallas' Triton lowering rejects an unrolled `fori_loop`), as Triton's
+    `static_range` does. The interpreter runs the same unrolled loop, so the
+    code the tests check is the code a GPU compiles (at the price of seconds
+    of tracing per K=7 kernel in the tests)."""
+    k = geo.kernel_size
     for i in range(k):
         for j in range(k):
             carry = body(i, j, carry)
     return carry
 
 
-def _fwd_kernel(x_ref, k_ref, o_ref, *, p):
-    K, S, cg, bp, bc = p["k"], p["s"], p["cg"], p["bp"], p["bc"]
-    g = pl.program_id(1) // p["n_cblk"]
-    cc = (pl.program_id(1) % p["n_cblk"]) * bc + _iota(bc)  # channel within group
+def _fwd_kernel(x_ref, k_ref, o_ref, *, geo: Geometry):
+    K, S, cg, bp, bc = geo.kernel_size, geo.stride, geo.group_channels, geo.block_p, geo.block_c
+    g = pl.program_id(1) // geo.channel_blocks
+    cc = (pl.program_id(1) % geo.channel_blocks) * bc + _iota(bc)  # channel within group
     c_ok = cc < cg
     c = g * cg + cc
-    pix, n_pix, p_ok, b, ho, wo = _output_pixels(p)
+    pix, n_pix, p_ok, b, ho, wo = _output_pixels(geo)
 
     def tap(i, j, acc):
-        hi = ho * S + i - p["top"]
-        wi = wo * S + j - p["left"]
-        ok = p_ok & (hi >= 0) & (hi < p["h"]) & (wi >= 0) & (wi < p["w"])
+        hi = ho * S + i - geo.pad_top
+        wi = wo * S + j - geo.pad_left
+        ok = p_ok & (hi >= 0) & (hi < geo.height) & (wi >= 0) & (wi < geo.width)
         col = jnp.full((1,), g * K * K + i * K + j, jnp.int32)
         wgt = _load(k_ref, pix, col, p_ok[:, None], n_pix)[:, 0]  # (P,)
-        rows = (b * p["h"] + hi) * p["w"] + wi
-        xv = _load(x_ref, rows, c, ok[:, None] & c_ok[None, :], p["b"] * p["h"] * p["w"])  # (P, C)
+        rows = (b * geo.height + hi) * geo.width + wi
+        xv = _load(x_ref, rows, c, ok[:, None] & c_ok[None, :], geo.in_pixels)  # (P, C)
         return acc + wgt[:, None] * xv
 
-    acc = _taps(p, tap, jnp.zeros((bp, bc), jnp.float32))
+    acc = _taps(geo, tap, jnp.zeros((bp, bc), jnp.float32))
     _store(o_ref, pix, c, acc, p_ok[:, None] & c_ok[None, :])
 
 
-def _dk_kernel(x_ref, dy_ref, dk_ref, *, p):
-    K, S, cg, bp, bc = p["k"], p["s"], p["cg"], p["bp"], p["bc"]
+def _dk_kernel(x_ref, dy_ref, dk_ref, *, geo: Geometry):
+    K, S, cg, bp, bc = geo.kernel_size, geo.stride, geo.group_channels, geo.block_p, geo.block_c
     g = pl.program_id(1)
-    pix, n_pix, p_ok, b, ho, wo = _output_pixels(p)
+    pix, n_pix, p_ok, b, ho, wo = _output_pixels(geo)
 
     def tap(i, j, carry):
-        hi = ho * S + i - p["top"]
-        wi = wo * S + j - p["left"]
-        ok = p_ok & (hi >= 0) & (hi < p["h"]) & (wi >= 0) & (wi < p["w"])
-        rows = (b * p["h"] + hi) * p["w"] + wi
+        hi = ho * S + i - geo.pad_top
+        wi = wo * S + j - geo.pad_left
+        ok = p_ok & (hi >= 0) & (hi < geo.height) & (wi >= 0) & (wi < geo.width)
+        rows = (b * geo.height + hi) * geo.width + wi
         s = jnp.zeros((bp,), jnp.float32)
         for c0 in range(0, cg, bc):  # the group's channels, BLOCK_C at a time
             cc = c0 + _iota(bc)
             c_ok = cc < cg
             c = g * cg + cc
             dyv = _load(dy_ref, pix, c, p_ok[:, None] & c_ok[None, :], n_pix)
-            xv = _load(x_ref, rows, c, ok[:, None] & c_ok[None, :], p["b"] * p["h"] * p["w"])
+            xv = _load(x_ref, rows, c, ok[:, None] & c_ok[None, :], geo.in_pixels)
             s += jnp.sum(dyv * xv, axis=1)
         col = jnp.full((1,), g * K * K + i * K + j, jnp.int32)
         _store(dk_ref, pix, col, s[:, None], p_ok[:, None])
         return carry
 
-    _taps(p, tap, jnp.int32(0))
+    _taps(geo, tap, jnp.int32(0))
 
 
-def _dx_kernel(k_ref, dy_ref, dx_ref, *, p):
-    K, S, cg, bp, bc = p["k"], p["s"], p["cg"], p["bp"], p["bc"]
-    g = pl.program_id(1) // p["n_cblk"]
-    cc = (pl.program_id(1) % p["n_cblk"]) * bc + _iota(bc)
+def _dx_kernel(k_ref, dy_ref, dx_ref, *, geo: Geometry):
+    K, S, cg, bp, bc = geo.kernel_size, geo.stride, geo.group_channels, geo.block_p, geo.block_c
+    g = pl.program_id(1) // geo.channel_blocks
+    cc = (pl.program_id(1) % geo.channel_blocks) * bc + _iota(bc)
     c_ok = cc < cg
     c = g * cg + cc
     pix = pl.program_id(0) * bp + _iota(bp)  # flat input pixel (b, h, w)
-    n_in = p["b"] * p["h"] * p["w"]
-    n_out = p["b"] * p["ho"] * p["wo"]
+    n_in = geo.in_pixels
+    n_out = geo.out_pixels
     p_ok = pix < n_in
-    w = pix % p["w"]
-    h = (pix // p["w"]) % p["h"]
-    b = pix // (p["w"] * p["h"])
+    w = pix % geo.width
+    h = (pix // geo.width) % geo.height
+    b = pix // (geo.width * geo.height)
 
     def tap(i, j, acc):
-        hn = h + p["top"] - i  # = ho * S when output row ho reads this pixel at tap row i
-        wn = w + p["left"] - j
+        hn = h + geo.pad_top - i  # = ho * S when output row ho reads this pixel at tap row i
+        wn = w + geo.pad_left - j
         ho, wo = hn // S, wn // S
-        ok = (p_ok & (hn >= 0) & (hn % S == 0) & (ho < p["ho"])
-              & (wn >= 0) & (wn % S == 0) & (wo < p["wo"]))
-        q = (b * p["ho"] + ho) * p["wo"] + wo  # output pixel
+        ok = (p_ok & (hn >= 0) & (hn % S == 0) & (ho < geo.out_height)
+              & (wn >= 0) & (wn % S == 0) & (wo < geo.out_width))
+        q = (b * geo.out_height + ho) * geo.out_width + wo  # output pixel
         col = jnp.full((1,), g * K * K + i * K + j, jnp.int32)
         wgt = _load(k_ref, q, col, ok[:, None], n_out)[:, 0]
         dyv = _load(dy_ref, q, c, ok[:, None] & c_ok[None, :], n_out)
         return acc + wgt[:, None] * dyv
 
-    acc = _taps(p, tap, jnp.zeros((bp, bc), jnp.float32))
+    acc = _taps(geo, tap, jnp.zeros((bp, bc), jnp.float32))
     _store(dx_ref, pix, c, acc, p_ok[:, None] & c_ok[None, :])
 
 
@@ -173,9 +150,9 @@ def _interpret() -> bool:
     return jax.default_backend() == "cpu"
 
 
-def _call(kernel_fn, p, grid, out_shape, *args):
+def _call(kernel_fn, geo: Geometry, grid, out_shape, *args):
     return pl.pallas_call(
-        functools.partial(kernel_fn, p=p),
+        functools.partial(kernel_fn, geo=geo),
         out_shape=out_shape,
         grid=grid,
         interpret=_interpret(),
@@ -184,15 +161,14 @@ def _call(kernel_fn, p, grid, out_shape, *args):
 
 
 def _forward(x, kernel, kernel_size, stride, groups):
-    b, h, w, c = x.shape
-    p = _plan(b, h, w, c, kernel_size, stride, groups)
-    n_pix = b * p["ho"] * p["wo"]
+    geo = Geometry.of(x.shape, kernel_size, stride, groups)
     out = _call(
-        _fwd_kernel, p, (pl.cdiv(n_pix, p["bp"]), groups * p["n_cblk"]),
-        jax.ShapeDtypeStruct((n_pix, c), x.dtype),
-        x.reshape(b * h * w, c), kernel.reshape(n_pix, groups * kernel_size * kernel_size),
+        _fwd_kernel, geo, (pl.cdiv(geo.out_pixels, geo.block_p), groups * geo.channel_blocks),
+        jax.ShapeDtypeStruct((geo.out_pixels, geo.channels), x.dtype),
+        x.reshape(geo.in_pixels, geo.channels),  # (B*H*W, C)
+        kernel.reshape(geo.out_pixels, geo.generated_channels),  # (B*Ho*Wo, G*K*K)
     )  # (B*Ho*Wo, C)
-    return out.reshape(b, p["ho"], p["wo"], c)
+    return out.reshape(geo.batch, geo.out_height, geo.out_width, geo.channels)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
@@ -206,15 +182,13 @@ def _aggregate_fwd(x, kernel, kernel_size, stride, groups):
 
 def _aggregate_bwd(kernel_size, stride, groups, res, dy):
     x, kernel = res
-    b, h, w, c = x.shape
-    p = _plan(b, h, w, c, kernel_size, stride, groups)
-    n_out = b * p["ho"] * p["wo"]
-    dy2 = dy.reshape(n_out, c)
-    x2 = x.reshape(b * h * w, c)
-    k2 = kernel.reshape(n_out, groups * kernel_size * kernel_size)
-    dk = _call(_dk_kernel, p, (pl.cdiv(n_out, p["bp"]), groups),
+    geo = Geometry.of(x.shape, kernel_size, stride, groups)
+    dy2 = dy.reshape(geo.out_pixels, geo.channels)  # (B*Ho*Wo, C)
+    x2 = x.reshape(geo.in_pixels, geo.channels)  # (B*H*W, C)
+    k2 = kernel.reshape(geo.out_pixels, geo.generated_channels)  # (B*Ho*Wo, G*K*K)
+    dk = _call(_dk_kernel, geo, (pl.cdiv(geo.out_pixels, geo.block_p), groups),
                jax.ShapeDtypeStruct(k2.shape, kernel.dtype), x2, dy2)
-    dx = _call(_dx_kernel, p, (pl.cdiv(b * h * w, p["bp"]), groups * p["n_cblk"]),
+    dx = _call(_dx_kernel, geo, (pl.cdiv(geo.in_pixels, geo.block_p), groups * geo.channel_blocks),
                jax.ShapeDtypeStruct(x2.shape, x.dtype), k2, dy2)
     return dx.reshape(x.shape), dk.reshape(kernel.shape)
 

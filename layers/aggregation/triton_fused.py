@@ -38,16 +38,15 @@ import triton
 import triton.language as tl
 from triton.runtime.interpreter import InterpretedFunction
 
-from layers.aggregation._common import Generation
+from layers.aggregation._common import Generation, Geometry
 from layers.aggregation.triton_kernels import (
     _CONFIGS,
     _KEY,
     _add,
     _autotune,
-    _geometry,
     _launch,
     _shape_args,
-    _tiles,
+    _sizes,
     _tuning_bench,
     aggregate,
 )
@@ -55,7 +54,7 @@ from layers.aggregation.triton_kernels import (
 __all__ = ["Generation", "aggregate", "involution"]
 
 
-def _fused_fwd(x_ptr, xg_ptr, wr_ptr, br_ptr, ws_ptr, bs_ptr, o_ptr,
+def _fused_kernel(x_ptr, xg_ptr, wr_ptr, br_ptr, ws_ptr, bs_ptr, o_ptr,
                n_pix, H, W, C, HO, WO, CG, N_CBLK, PAD_T, PAD_L, R,
                K: tl.constexpr, STRIDE: tl.constexpr, DOT_PRECISION: tl.constexpr,
                BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_CIN: tl.constexpr):
@@ -111,8 +110,8 @@ def _fused_fwd(x_ptr, xg_ptr, wr_ptr, br_ptr, ws_ptr, bs_ptr, o_ptr,
 @functools.cache
 def _compiled(interpret: bool):
     if interpret:
-        return InterpretedFunction(_fused_fwd)
-    kernel = triton.jit(_fused_fwd, do_not_specialize=_shape_args(_fused_fwd))
+        return InterpretedFunction(_fused_kernel)
+    kernel = triton.jit(_fused_kernel, do_not_specialize=_shape_args(_fused_kernel))
     if not _autotune():
         return kernel
     return triton.autotune(configs=_CONFIGS, key=_KEY + ["R"], do_bench=_tuning_bench)(kernel)
@@ -154,20 +153,16 @@ def involution(x, pooled, gen: Generation, kernel_size: int, stride: int, groups
     x = x.contiguous()
     pooled = pooled.contiguous()
     w_reduce, b_reduce, w_span, b_span = _folded(gen)
-    b, h, w, c, ho, wo, top, left = _geometry(x, kernel_size, stride)
+    geo = Geometry.of(tuple(x.shape), kernel_size, stride, groups)
     reduced = w_reduce.shape[1]
-    cg = c // groups
     interpret = x.device.type != "cuda"
-    out = torch.empty((b, ho, wo, c), device=x.device, dtype=x.dtype)
-    block_c = _tiles(cg)[1]
-    n_cblk = triton.cdiv(cg, block_c)
-    n_pix = b * ho * wo
+    out = torch.empty((geo.batch, geo.out_height, geo.out_width, geo.channels), device=x.device, dtype=x.dtype)
     # tl.dot needs every dimension of at least 16 on a GPU.
     block_r = max(16, triton.next_power_of_2(reduced))
-    block_cin = max(16, min(64, triton.next_power_of_2(c)))
+    block_cin = max(16, min(64, triton.next_power_of_2(geo.channels)))
     precision = "tf32" if (not interpret and torch.backends.cuda.matmul.allow_tf32) else "ieee"
-    _launch(_compiled(interpret), interpret, n_pix, groups * n_cblk,
-            (x, pooled, w_reduce, b_reduce, w_span, b_span, out, n_pix, h, w, c, ho, wo, cg, n_cblk, top, left,
-             reduced), block_c, K=kernel_size, STRIDE=stride, DOT_PRECISION=precision,
-            BLOCK_R=block_r, BLOCK_CIN=block_cin)
+    _launch(_compiled(interpret), interpret, geo, geo.out_pixels, groups * geo.channel_blocks,
+            x_ptr=x, xg_ptr=pooled, wr_ptr=w_reduce, br_ptr=b_reduce, ws_ptr=w_span, bs_ptr=b_span, o_ptr=out,
+            n_pix=geo.out_pixels, N_CBLK=geo.channel_blocks, R=reduced, DOT_PRECISION=precision,
+            BLOCK_R=block_r, BLOCK_CIN=block_cin, **_sizes(geo))
     return out

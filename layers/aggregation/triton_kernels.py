@@ -28,7 +28,7 @@ import triton
 import triton.language as tl
 from triton.runtime.interpreter import InterpretedFunction
 
-from layers.aggregation._common import same_padding
+from layers.aggregation._common import Geometry
 
 
 def _add(a, b):
@@ -38,7 +38,7 @@ def _add(a, b):
 _add = triton.jit(_add)  # combine function of tl.reduce, usable in both modes
 
 
-def _fwd(x_ptr, k_ptr, o_ptr, n_pix, H, W, C, HO, WO, CG, N_CBLK, PAD_T, PAD_L,
+def _fwd_kernel(x_ptr, k_ptr, o_ptr, n_pix, H, W, C, HO, WO, CG, N_CBLK, PAD_T, PAD_L,
          K: tl.constexpr, STRIDE: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr):
     pid_p = tl.program_id(0)
     pid_gc = tl.program_id(1)
@@ -70,7 +70,7 @@ def _fwd(x_ptr, k_ptr, o_ptr, n_pix, H, W, C, HO, WO, CG, N_CBLK, PAD_T, PAD_L,
              mask=p_ok[:, None] & c_ok[None, :])
 
 
-def _bwd_kernel(x_ptr, dy_ptr, dk_ptr, n_pix, H, W, C, HO, WO, CG, PAD_T, PAD_L,
+def _dk_kernel(x_ptr, dy_ptr, dk_ptr, n_pix, H, W, C, HO, WO, CG, PAD_T, PAD_L,
                 K: tl.constexpr, STRIDE: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr):
     pid_p = tl.program_id(0)
     g = tl.program_id(1)
@@ -102,7 +102,7 @@ def _bwd_kernel(x_ptr, dy_ptr, dk_ptr, n_pix, H, W, C, HO, WO, CG, PAD_T, PAD_L,
             tl.store(dk_row + (i * K + j), s.to(dk_ptr.dtype.element_ty), mask=p_ok)
 
 
-def _bwd_input(k_ptr, dy_ptr, dx_ptr, n_pix, H, W, C, HO, WO, CG, N_CBLK, PAD_T, PAD_L,
+def _dx_kernel(k_ptr, dy_ptr, dx_ptr, n_pix, H, W, C, HO, WO, CG, N_CBLK, PAD_T, PAD_L,
                K: tl.constexpr, STRIDE: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr):
     pid_p = tl.program_id(0)
     pid_gc = tl.program_id(1)
@@ -166,45 +166,40 @@ def _autotune() -> bool:
     return os.environ.get("INVOLUTION_TRITON_AUTOTUNE", "1") != "0"
 
 
+_KERNELS = (_fwd_kernel, _dk_kernel, _dx_kernel)
+
+
 @functools.cache
 def _compiled(interpret: bool):
-    """The three kernels: wrapped by Triton's interpreter, or compiled for
-    CUDA (autotuned over _CONFIGS unless INVOLUTION_TRITON_AUTOTUNE=0)."""
+    """(forward, d_kernel, d_x): wrapped by Triton's interpreter, or compiled
+    for CUDA (autotuned over _CONFIGS unless INVOLUTION_TRITON_AUTOTUNE=0)."""
     if interpret:
-        return InterpretedFunction(_fwd), InterpretedFunction(_bwd_kernel), InterpretedFunction(_bwd_input)
-    kernels = [triton.jit(kernel, do_not_specialize=_shape_args(kernel)) for kernel in (_fwd, _bwd_kernel, _bwd_input)]
+        return tuple(InterpretedFunction(kernel) for kernel in _KERNELS)
+    kernels = [triton.jit(kernel, do_not_specialize=_shape_args(kernel)) for kernel in _KERNELS]
     if not _autotune():
         return tuple(kernels)
     tune = triton.autotune(configs=_CONFIGS, key=_KEY, do_bench=_tuning_bench)
     return tuple(tune(kernel) for kernel in kernels)
 
 
-def _tiles(group_channels: int) -> tuple[int, int]:
-    """(BLOCK_P, BLOCK_C) when not autotuned: the group's channels in one
-    block up to 64, and about 4K elements a tile."""
-    block_c = min(triton.next_power_of_2(group_channels), 64)
-    block_p = max(16, min(128, 4096 // block_c))
-    return block_p, block_c
-
-
-def _launch(kernel, interpret: bool, n_pix: int, channel_blocks: int, args: tuple, block_c: int, **constexprs):
-    """Launch over (pixel blocks, channel_blocks): BLOCK_P from the
-    autotuner when it runs, else from _tiles."""
+def _launch(kernel, interpret: bool, geo: Geometry, pixels: int, channel_blocks: int, **arguments):
+    """Launch over (pixel blocks, channel_blocks) with named arguments:
+    BLOCK_P from the autotuner when it runs, else the geometry's."""
     if interpret or not _autotune():
-        block_p = _tiles(block_c)[0]
-        kernel[(triton.cdiv(n_pix, block_p), channel_blocks)](*args, BLOCK_P=block_p, BLOCK_C=block_c, **constexprs)
+        kernel[(triton.cdiv(pixels, geo.block_p), channel_blocks)](BLOCK_P=geo.block_p, BLOCK_C=geo.block_c,
+                                                                   **arguments)
     else:
         def grid(meta):
-            return (triton.cdiv(n_pix, meta["BLOCK_P"]), channel_blocks)
+            return (triton.cdiv(pixels, meta["BLOCK_P"]), channel_blocks)
 
-        kernel[grid](*args, BLOCK_C=block_c, **constexprs)
+        kernel[grid](BLOCK_C=geo.block_c, **arguments)
 
 
-def _geometry(x, kernel_size, stride):
-    b, h, w, c = x.shape
-    top, _, ho = same_padding(h, kernel_size, stride)
-    left, _, wo = same_padding(w, kernel_size, stride)
-    return b, h, w, c, ho, wo, top, left
+def _sizes(geo: Geometry) -> dict:
+    """The integer arguments every kernel takes, by name."""
+    return dict(H=geo.height, W=geo.width, C=geo.channels, HO=geo.out_height, WO=geo.out_width,
+                CG=geo.group_channels, PAD_T=geo.pad_top, PAD_L=geo.pad_left, K=geo.kernel_size,
+                STRIDE=geo.stride)
 
 
 class InvolutionAggregation(torch.autograd.Function):
@@ -220,44 +215,33 @@ class InvolutionAggregation(torch.autograd.Function):
             )
         x = x.contiguous()
         kernel = kernel.contiguous()
-        b, h, w, c, ho, wo, top, left = _geometry(x, kernel_size, stride)
-        cg = c // groups
+        geo = Geometry.of(tuple(x.shape), kernel_size, stride, groups)
         interpret = x.device.type != "cuda"
         fwd, _, _ = _compiled(interpret)
-        out = torch.empty((b, ho, wo, c), device=x.device, dtype=x.dtype)
-        block_c = _tiles(cg)[1]
-        n_cblk = triton.cdiv(cg, block_c)
-        n_pix = b * ho * wo
-        _launch(fwd, interpret, n_pix, groups * n_cblk,
-                (x, kernel, out, n_pix, h, w, c, ho, wo, cg, n_cblk, top, left), block_c,
-                K=kernel_size, STRIDE=stride)
+        out = torch.empty((geo.batch, geo.out_height, geo.out_width, geo.channels), device=x.device, dtype=x.dtype)
+        _launch(fwd, interpret, geo, geo.out_pixels, groups * geo.channel_blocks,
+                x_ptr=x, k_ptr=kernel, o_ptr=out, n_pix=geo.out_pixels, N_CBLK=geo.channel_blocks, **_sizes(geo))
         ctx.save_for_backward(x, kernel)
-        ctx.geometry = (kernel_size, stride, groups)
+        ctx.geometry = geo
         return out
 
     @staticmethod
     def backward(ctx, dy):
         x, kernel = ctx.saved_tensors
-        kernel_size, stride, groups = ctx.geometry
+        geo = ctx.geometry
         dy = dy.contiguous()
-        b, h, w, c, ho, wo, top, left = _geometry(x, kernel_size, stride)
-        cg = c // groups
         interpret = x.device.type != "cuda"
-        _, bwd_k, bwd_x = _compiled(interpret)
-        block_c = _tiles(cg)[1]
+        _, dk_kernel, dx_kernel = _compiled(interpret)
         dx = dk = None
         if ctx.needs_input_grad[1]:
             dk = torch.empty_like(kernel)
-            n_pix = b * ho * wo
-            _launch(bwd_k, interpret, n_pix, groups, (x, dy, dk, n_pix, h, w, c, ho, wo, cg, top, left), block_c,
-                    K=kernel_size, STRIDE=stride)
+            _launch(dk_kernel, interpret, geo, geo.out_pixels, geo.groups,
+                    x_ptr=x, dy_ptr=dy, dk_ptr=dk, n_pix=geo.out_pixels, **_sizes(geo))
         if ctx.needs_input_grad[0]:
             dx = torch.empty_like(x)
-            n_cblk = triton.cdiv(cg, block_c)
-            n_pix = b * h * w
-            _launch(bwd_x, interpret, n_pix, groups * n_cblk,
-                    (kernel, dy, dx, n_pix, h, w, c, ho, wo, cg, n_cblk, top, left), block_c,
-                    K=kernel_size, STRIDE=stride)
+            _launch(dx_kernel, interpret, geo, geo.in_pixels, geo.groups * geo.channel_blocks,
+                    k_ptr=kernel, dy_ptr=dy, dx_ptr=dx, n_pix=geo.in_pixels, N_CBLK=geo.channel_blocks,
+                    **_sizes(geo))
         return dx, dk, None, None, None
 
 

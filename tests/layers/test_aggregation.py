@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from layers import aggregation
+from layers.aggregation._common import Geometry
 from tests import backend as tb
 from tests import numpy_reference as npref
 
@@ -70,6 +71,16 @@ def test_registry_lists_backend_implementations():
         # the kernel it trains with is that implementation's, the one tested here
         assert spec.trains_as in IMPLEMENTATIONS
         assert spec.function() is aggregation.get(spec.trains_as).function()
+
+
+def test_one_geometry_for_every_fused_kernel():
+    geo = Geometry.of((2, 9, 8, 12), 5, 2, 3)
+    assert (geo.out_height, geo.out_width, geo.pad_top, geo.pad_left) == (5, 4, 2, 1)  # as Conv2D "same"
+    assert (geo.group_channels, geo.block_c, geo.channel_blocks, geo.block_p) == (4, 4, 1, 128)
+    assert (geo.in_pixels, geo.out_pixels, geo.generated_channels) == (144, 40, 75)
+    wide = Geometry.of((1, 4, 4, 256), 3, 1, 1)  # a 256-channel group: four blocks of 64
+    assert (wide.block_c, wide.channel_blocks, wide.block_p) == (64, 4, 64)
+    assert Geometry.of((2, 9, 8, 12), 5, 2, 3) is geo  # computed once per call shape
 
 
 @pytest.mark.parametrize("name", IMPLEMENTATIONS)
