@@ -65,6 +65,12 @@ def pytest_addoption(parser):
     group.addoption("--passes", type=int, metavar="N",
                     help="time every case in N processes, one pass over the sweep each, so that the spread "
                          "between processes is measured (default: the sweep's passes)")
+    group.addoption("--precompile", type=int, default=0, metavar="N",
+                    help="JAX: first compile the cases still to run in N processes into JAX's persistent "
+                         "compilation cache, then time them with executables loaded from it (default 0: off)")
+    group.addoption("--compile-cache", metavar="DIR",
+                    help="JAX: compile through JAX's persistent compilation cache in DIR (default with "
+                         "--precompile: ~/.cache/involution-bench/jax-compilation)")
     group.addoption("--allow-other-commit", action="store_true",
                     help="let --resume continue a run that was started at another git commit")
     group.addoption("--framework-logs", action="store_true",
@@ -135,6 +141,7 @@ def _configure(config, BenchSession, Options, UsageError):  # noqa: N803 (classe
         inject_crash=config.getoption("--bench-inject-crash"), inject_hang=config.getoption("--bench-inject-hang"),
         case_timeout=config.getoption("--case-timeout"), thread_policy=config.stash.get(_POLICY, None),
         allow_other_commit=config.getoption("--allow-other-commit"), passes=config.getoption("--passes"),
+        precompile=config.getoption("--precompile"), compile_cache=config.getoption("--compile-cache"),
     )
     try:
         session = BenchSession(options, config.rootpath)
@@ -147,6 +154,7 @@ def _configure(config, BenchSession, Options, UsageError):  # noqa: N803 (classe
         except OSError as error:  # bench.rundir.RunDirError: one line naming the directory
             raise pytest.UsageError(str(error)) from None
         supervisor.announce_run_dir(session.run_dir.path, session.pass_index, session.passes)
+        session.precompile()  # before the first timed case: nothing else runs while it compiles
         previous = session.run_dir.benchmark_json
         if previous.exists():
             # Keep the part written by the session being resumed; merged at the end.

@@ -55,6 +55,8 @@ class Options:
     thread_policy: dict | None = None  # bench.threads.apply's fields, applied before the frameworks loaded
     allow_other_commit: bool = False
     passes: int | None = None
+    precompile: int = 0  # worker processes compiling the cases ahead (JAX)
+    compile_cache: str | None = None  # JAX's persistent compilation cache (default with precompile)
 
 
 @dataclass
@@ -70,6 +72,7 @@ class BenchSession:
     def __init__(self, options: Options, root: Path):
         self.options = options
         self.runner = backends.current()
+        self.compile_cache = self._compile_cache(options)  # before anything compiles
         policy = options.thread_policy or {"threads": None, "thread_policy": "not set (the frameworks' defaults)"}
         self.threads = policy | {"thread_setting": (self.runner.configure_threads(policy["threads"])
                                                     if policy["threads"] else "framework default")}
@@ -127,6 +130,36 @@ class BenchSession:
         self.versions = self.runner.versions()
         self._created = False
 
+    def _compile_cache(self, options: Options) -> str | None:
+        if options.precompile < 0:
+            raise UsageError(f"--precompile takes a number of processes (0: off). "
+                             f"Received: --precompile={options.precompile}")
+        if not (options.precompile or options.compile_cache):
+            return None
+        if self.runner.name != "jax":
+            flag = "--precompile" if options.precompile else "--compile-cache"
+            value = options.precompile if options.precompile else options.compile_cache
+            raise UsageError(f"{flag} uses JAX's persistent compilation cache: run it with KERAS_BACKEND=jax "
+                             f"(PyTorch's Triton kernels are autotuned on the device, TensorFlow has no such "
+                             f"cache). "
+                             f"Received: {flag}={value} with KERAS_BACKEND={self.runner.name}")
+        from bench import compile_cache
+
+        return compile_cache.enable(options.compile_cache or compile_cache.DEFAULT_DIR)
+
+    def precompile(self) -> None:
+        """Compile the cases this pass still runs in worker processes first
+        (`--precompile N`, JAX); their executables then come from the cache."""
+        if not self.options.precompile or self.pass_index != 1:
+            return
+        from bench import compile_cache
+
+        cases = [case for case, reason in self.cases if reason is None and case.id not in self.finished]
+        line = compile_cache.precompile(cases, self.options.precompile,
+                                        self.options.compile_cache or compile_cache.DEFAULT_DIR,
+                                        self.run_dir.path, timeout_s=self.case_timeout, tf32=self.options.tf32)
+        self.notes.append(line)
+
     # -- run directory -----------------------------------------------------
     def ensure_run_dir(self) -> None:
         """Own the run directory (its lock), record a case a previous session
@@ -158,6 +191,8 @@ class BenchSession:
             "case_timeout": self.case_timeout,
             "passes": self.passes,
             "pass": self.pass_index,
+            "compile_cache": self.compile_cache,
+            "precompile": self.options.precompile,
             **self.provenance,
             **self.threads,
             "machine": self.machine,
@@ -257,6 +292,7 @@ class BenchSession:
             rng = np.random.default_rng(zlib.crc32(case.id.encode()) + 1)
             cotangent = rng.standard_normal(tuple(out_shape)).astype("float32")
             compute_dtype = keras.DTypePolicy(case.dtype).compute_dtype
+            cache_before = self._cache_counts()
             step = self.runner.prepare(case, module, x, cotangent, compute_dtype if case.kind == "layer" else "float32")
             if self.overhead_per_round is None:
                 self.overhead_per_round = timing.harness_overhead(step.sync)
@@ -272,7 +308,7 @@ class BenchSession:
                 record_rounds(benchmark, measured.latency.seconds)
                 timed = measured.latency.wall_s + (measured.device.wall_s if measured.device else 0.0)
             row.update(compile_seconds=step.info.get("compile_seconds", 0.0) + warm.compile_seconds,
-                       warmup_calls=warm.calls)
+                       warmup_calls=warm.calls, compile_cache=self._cache_verdict(cache_before))
             if self.pass_index == 1:  # counted once: later passes re-time the case in a fresh process
                 row.update(self._counters(case, step))
                 row.update(memory_check(case, out_shape, row))
@@ -290,6 +326,21 @@ class BenchSession:
         benchmark.extra_info.update({k: row.get(k) for k in rundir.EXTRA_INFO if _plain(row.get(k))})
         self._count(row, timed)
         return row
+
+    def _cache_counts(self) -> tuple[int, int] | None:
+        if not self.compile_cache:
+            return None
+        from bench import compile_cache
+
+        return compile_cache.counts()
+
+    def _cache_verdict(self, before: tuple[int, int] | None) -> str:
+        """Where the case's executables came from (compile and warm-up)."""
+        if before is None:
+            return "off"
+        from bench import compile_cache
+
+        return compile_cache.verdict(before, compile_cache.counts())
 
     def _counters(self, case: Case, step) -> dict:
         """Peak memory, measured FLOPs and the profile, after the timed rounds.

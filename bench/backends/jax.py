@@ -112,14 +112,14 @@ class JaxRunner(Runner):
                 return fn(*args)
         return Step(run=run, sync=self.sync_function(), eager=lambda: fn(*args), info=info)
 
-    def _compiled(self, step: Step):
+    def compiled(self, step: Step):
         """The step's executable (jit off: compiled here for the analyses only)."""
         if "compiled" not in step.info:
             step.info["compiled"] = step.info["jitted"].lower(*step.info["args"]).compile()
         return step.info["compiled"]
 
     def measured_flops(self, step: Step) -> tuple[float | None, str]:
-        analysis = self._compiled(step).cost_analysis()
+        analysis = self.compiled(step).cost_analysis()
         if isinstance(analysis, list):  # older JAX: one dict per computation
             analysis = analysis[0] if analysis else {}
         flops = (analysis or {}).get("flops")
@@ -131,7 +131,7 @@ class JaxRunner(Runner):
         if self.device_kind() == "gpu":
             # JAX's peak statistic cannot be reset between cases: use what XLA
             # plans for the compiled step instead.
-            stats = self._compiled(step).memory_analysis()
+            stats = self.compiled(step).memory_analysis()
             return (int(stats.temp_size_in_bytes + stats.output_size_in_bytes),
                     "XLA compiled memory analysis (temporaries + outputs): a plan, not a measurement")
         return memory.peak_bytes(step.round), memory.SOURCE

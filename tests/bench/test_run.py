@@ -68,6 +68,7 @@ def test_every_field_present_and_plausible(smoke_run):
         assert row["rounds"] >= 3 and len(row["rounds_s"]) == min(row["rounds"], MAX_STORED_ROUNDS)
         assert abs(row["throughput"] - row["batch"] / row["median_s"]) < 1e-6 * row["throughput"]
         assert row["compile_seconds"] >= 0 and row["warmup_calls"] >= 3
+        assert row["compile_cache"] == "off"  # no --compile-cache, no --precompile
         assert row["peak_memory_bytes"] > 0 and "memray" in row["peak_memory_source"]
         assert row["flops_measured"] > 0 and row["flops_measured_source"]
         assert "TF32 off" in row["precision"] or "highest" in row["precision"]
