@@ -26,6 +26,8 @@ case "${1:-check}" in
     log "pallas tests (JAX, compiled for the GPU)"
     KERAS_BACKEND=jax timeout "${TEST_LIMIT:-120}" python3 -m pytest -q -p no:cacheprovider --maxfail=3 \
       tests/layers/test_aggregation.py -k pallas 2>&1 | tail -25
+    KERAS_BACKEND=jax timeout "${TEST_LIMIT:-120}" python3 -m pytest -q -p no:cacheprovider --maxfail=3 \
+      tests/layers/test_involution.py -k generation 2>&1 | tail -25
     [ -n "${SKIP_TRITON_TESTS:-}" ] && exit 0
     log "triton tests (PyTorch, compiled for the GPU)"
     KERAS_BACKEND=torch timeout "${TEST_LIMIT:-120}" python3 -m pytest -q -p no:cacheprovider --maxfail=3 \

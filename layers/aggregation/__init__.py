@@ -105,6 +105,12 @@ IMPLEMENTATIONS: dict[str, Implementation] = {
             materialises_patches=False, fused=True,
         ),
         Implementation(
+            "pallas_fused", "pallas_fused", ("jax",),
+            "Pallas kernel that also generates the weights on chip in inference (the kernel tensor never "
+            "reaches memory); training and return_kernel through 'pallas'",
+            materialises_patches=False, fused=True, generates=True, trains_as="pallas",
+        ),
+        Implementation(
             "triton", "triton_kernels", ("torch",),
             "fused Triton kernel, autograd Function",
             materialises_patches=False, fused=True, requires="triton",
