@@ -273,6 +273,7 @@ ALL_RESULTS = {
     "time_basis": "time basis", TIME: "time (ms)", "latency_ms": "latency (ms)", "device_ms": "device time (ms)",
     "rounds": "rounds", "stopped_by": "stopped by", "peak_memory_mb": "peak memory (MB)", "gflops": "GFLOPs",
     "flops_measured": "measured FLOPs", "params": "parameters", "compile_seconds": "compile (s)",
+    "compile_cache": "compile cache",
     "throughput": "throughput (images/s)", "gbytes_per_s": "GB/s", "throttled": "throttled",
 }
 

@@ -33,6 +33,11 @@ def test_precompiled_cases_load_their_executables_from_the_cache(tmp_path):
     assert {row["compile_cache"] for row in rows} == {"hit"}, [(r["case_id"], r["compile_cache"]) for r in rows]
     assert json.loads((run / "run.json").read_text())["compile_cache"].endswith(str(cache))
     assert any(cache.iterdir())
+    # The report's table of all results says it too.
+    from reports import tables
+    from reports.load import load_runs
+
+    assert set(tables.all_results(load_runs([run]).table)["compile cache"]) == {"hit"}
 
 
 @pytest.mark.skipif(tb.NAME != "jax", reason="JAX's persistent compilation cache")
