@@ -21,8 +21,8 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+from bench import compile_cache, quiet, supervisor
 from bench import options as bench_options
-from bench import quiet, supervisor
 
 if TYPE_CHECKING:
     from bench.session import BenchSession
@@ -70,7 +70,7 @@ def pytest_addoption(parser):
                          "compilation cache, then time them with executables loaded from it (default 0: off)")
     group.addoption("--compile-cache", metavar="DIR",
                     help="JAX: compile through JAX's persistent compilation cache in DIR (default with "
-                         "--precompile: ~/.cache/involution-bench/jax-compilation)")
+                         f"--precompile: {compile_cache.DEFAULT_DIR})")
     group.addoption("--allow-other-commit", action="store_true",
                     help="let --resume continue a run that was started at another git commit")
     group.addoption("--framework-logs", action="store_true",

@@ -80,6 +80,9 @@ def check(config) -> None:
         raise UsageError(f"--passes takes a count of 1 or more. Received: --passes={get('--passes')}")
     if get("--threads") is not None and get("--threads") < 1:
         raise UsageError(f"--threads takes a count of 1 or more. Received: --threads={get('--threads')}")
+    if get("--precompile") < 0:
+        raise UsageError(f"--precompile takes a number of processes (0: off). "
+                         f"Received: --precompile={get('--precompile')}")
     restarts = get("--max-restarts")
     if restarts is None or restarts < 0:
         raise UsageError(f"--max-restarts takes a count of 0 or more. Received: --max-restarts={restarts}")

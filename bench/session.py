@@ -131,9 +131,6 @@ class BenchSession:
         self._created = False
 
     def _compile_cache(self, options: Options) -> str | None:
-        if options.precompile < 0:
-            raise UsageError(f"--precompile takes a number of processes (0: off). "
-                             f"Received: --precompile={options.precompile}")
         if not (options.precompile or options.compile_cache):
             return None
         if self.runner.name != "jax":
@@ -145,7 +142,8 @@ class BenchSession:
                              f"Received: {flag}={value} with KERAS_BACKEND={self.runner.name}")
         from bench import compile_cache
 
-        return compile_cache.enable(options.compile_cache or compile_cache.DEFAULT_DIR)
+        self.compile_cache_dir = options.compile_cache or compile_cache.DEFAULT_DIR
+        return compile_cache.enable(self.compile_cache_dir)
 
     def precompile(self) -> None:
         """Compile the cases this pass still runs in worker processes first
@@ -155,9 +153,8 @@ class BenchSession:
         from bench import compile_cache
 
         cases = [case for case, reason in self.cases if reason is None and case.id not in self.finished]
-        line = compile_cache.precompile(cases, self.options.precompile,
-                                        self.options.compile_cache or compile_cache.DEFAULT_DIR,
-                                        self.run_dir.path, timeout_s=self.case_timeout, tf32=self.options.tf32)
+        line = compile_cache.precompile(cases, self.options.precompile, self.compile_cache_dir, self.run_dir.path,
+                                        timeout_s=self.case_timeout, tf32=self.options.tf32)
         self.notes.append(line)
 
     # -- run directory -----------------------------------------------------

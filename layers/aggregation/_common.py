@@ -52,6 +52,27 @@ def same_padding(size: int, kernel_size: int, stride: int) -> tuple[int, int, in
     return before, after, out
 
 
+def folded_generation(gen: Generation) -> tuple:
+    """(W_reduce', b_reduce', W_span, b_span) in float32 for an implementation
+    that generates on chip: batch normalisation's inference affine map (moving
+    statistics) folded into the reduce 1x1, so that the bottleneck is
+    relu(pooled @ W_reduce' + b_reduce'). Backend tensors, differentiable."""
+    def f32(t):
+        return ops.cast(t, "float32")
+
+    scale = f32(gen.gamma) * ops.rsqrt(f32(gen.moving_variance) + gen.epsilon)  # (R,)
+    w_reduce = f32(gen.reduce_kernel) * scale  # (C, R)
+    b_reduce = (f32(gen.reduce_bias) - f32(gen.moving_mean)) * scale + f32(gen.beta)  # (R,)
+    return w_reduce, b_reduce, f32(gen.span_kernel), f32(gen.span_bias)
+
+
+def generated_kernel(pooled, w_reduce, b_reduce, w_span, b_span, dtype):
+    """The kernel (B, Ho, Wo, G*K*K) from folded weights, in memory: what a
+    generating implementation computes on chip, for its unfused paths."""
+    hidden = ops.relu(ops.matmul(ops.cast(pooled, "float32"), w_reduce) + b_reduce)  # (B, Ho, Wo, R)
+    return ops.cast(ops.matmul(hidden, w_span) + b_span, dtype)  # (B, Ho, Wo, G*K*K)
+
+
 def _next_power_of_2(n: int) -> int:
     return 1 << max(0, (n - 1).bit_length())
 

@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 from jax.experimental import pallas as pl
 
-from layers.aggregation._common import Generation, Geometry
+from layers.aggregation._common import Generation, Geometry, folded_generation, generated_kernel
 from layers.aggregation.pallas_kernels import _call, _iota, _load, _output_pixels, _store, _taps, aggregate
 
 __all__ = ["aggregate", "involution"]
@@ -89,8 +89,7 @@ def _fused(x, pooled, w_reduce, b_reduce, w_span, b_span, kernel_size, stride, g
 
 def _unfused(x, pooled, w_reduce, b_reduce, w_span, b_span, kernel_size, stride, groups):
     """The same function with the kernel in memory: what the backward differentiates."""
-    hidden = jax.nn.relu(pooled.astype(jnp.float32) @ w_reduce + b_reduce)  # (B, Ho, Wo, R)
-    kernel = (hidden @ w_span + b_span).astype(x.dtype)  # (B, Ho, Wo, G*K*K)
+    kernel = generated_kernel(pooled, w_reduce, b_reduce, w_span, b_span, x.dtype)  # (B, Ho, Wo, G*K*K)
     return aggregate(x, kernel, kernel_size, stride, groups)
 
 
@@ -112,16 +111,6 @@ def _involution_bwd(kernel_size, stride, groups, saved, dy):
 _involution.defvjp(_involution_fwd, _involution_bwd)
 
 
-def _folded(gen: Generation):
-    """(W_reduce', b_reduce', W_span, b_span) in float32: batch
-    normalisation's inference affine map folded into the reduce 1x1."""
-    scale = gen.gamma.astype(jnp.float32) * jax.lax.rsqrt(gen.moving_variance.astype(jnp.float32) + gen.epsilon)
-    w_reduce = gen.reduce_kernel.astype(jnp.float32) * scale  # (C, R)
-    b_reduce = (gen.reduce_bias.astype(jnp.float32) - gen.moving_mean.astype(jnp.float32)) * scale + gen.beta
-    return w_reduce, b_reduce.astype(jnp.float32), gen.span_kernel.astype(jnp.float32), gen.span_bias.astype(
-        jnp.float32)
-
-
 def involution(x, pooled, gen: Generation, kernel_size: int, stride: int, groups: int):
     """Inference involution: x (B, H, W, C), pooled (B, Ho, Wo, C) -> (B, Ho, Wo, C); JAX arrays."""
-    return _involution(x, pooled, *_folded(gen), kernel_size, stride, groups)
+    return _involution(x, pooled, *folded_generation(gen), kernel_size, stride, groups)

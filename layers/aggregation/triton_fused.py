@@ -38,7 +38,7 @@ import triton
 import triton.language as tl
 from triton.runtime.interpreter import InterpretedFunction
 
-from layers.aggregation._common import Generation, Geometry
+from layers.aggregation._common import Generation, Geometry, folded_generation, generated_kernel
 from layers.aggregation.triton_kernels import (
     _CONFIGS,
     _KEY,
@@ -117,21 +117,9 @@ def _compiled(interpret: bool):
     return triton.autotune(configs=_CONFIGS, key=_KEY + ["R"], do_bench=_tuning_bench)(kernel)
 
 
-def _folded(gen: Generation) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(W_reduce', b_reduce', W_span, b_span) in float32, contiguous: batch
-    normalisation's inference affine map folded into the reduce 1x1."""
-    scale = gen.gamma.float() * torch.rsqrt(gen.moving_variance.float() + gen.epsilon)  # (R,)
-    reduce_kernel = gen.reduce_kernel.float() * scale  # (C, R)
-    reduce_bias = (gen.reduce_bias.float() - gen.moving_mean.float()) * scale + gen.beta.float()
-    return (reduce_kernel.contiguous(), reduce_bias.contiguous(),
-            gen.span_kernel.float().contiguous(), gen.span_bias.float().contiguous())
-
-
 def _unfused(x, pooled, gen: Generation, kernel_size: int, stride: int, groups: int):
     """The same function with the kernel in memory and gradients for every input."""
-    w_reduce, b_reduce, w_span, b_span = _folded(gen)
-    hidden = torch.relu(pooled.float() @ w_reduce + b_reduce)  # (B, Ho, Wo, R)
-    kernel = (hidden @ w_span + b_span).to(x.dtype)  # (B, Ho, Wo, G*K*K)
+    kernel = generated_kernel(pooled, *folded_generation(gen), x.dtype)  # (B, Ho, Wo, G*K*K)
     return aggregate(x, kernel, kernel_size, stride, groups)
 
 
@@ -152,7 +140,7 @@ def involution(x, pooled, gen: Generation, kernel_size: int, stride: int, groups
         )
     x = x.contiguous()
     pooled = pooled.contiguous()
-    w_reduce, b_reduce, w_span, b_span = _folded(gen)
+    w_reduce, b_reduce, w_span, b_span = (t.contiguous() for t in folded_generation(gen))
     geo = Geometry.of(tuple(x.shape), kernel_size, stride, groups)
     reduced = w_reduce.shape[1]
     interpret = x.device.type != "cuda"

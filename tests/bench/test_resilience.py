@@ -131,6 +131,7 @@ def test_shards_collect_disjoint_slices_of_the_sweep():
     (["--sweep", "nope"], "Received: --sweep=nope"),
     (["--bench-time", "-1"], "Received: --bench-time=-1"),
     (["--case-timeout", "0"], "Received: --case-timeout=0"),
+    (["--precompile", "-1"], "Received: --precompile=-1"),
     (["--bench-inject-crash", "("], "Received: --bench-inject-crash=("),
 ])
 def test_bad_options_are_one_clear_line(args, message):
