@@ -1,20 +1,30 @@
-"""JAX's persistent compilation cache, and compiling a sweep's cases ahead in parallel.
+"""Persistent compilation caches, and compiling a sweep's cases ahead in parallel.
 
-On a GPU a JAX sweep waits mostly for XLA (docs/PERF.md, section 7: a median
-1.78 s of overhead per case, most of it compilation), which runs on one host
-core at a time in the sweep's process. With `--precompile N` the sweep first
-compiles the cases it still has to run in N worker processes — a share of the
-cases each, on the host's cores, before anything is timed — into JAX's
-persistent compilation cache; the sweep then loads each executable from the
-cache. Each row says where its executable came from (`compile_cache`: `hit`,
-`miss`, or `off` without a cache), so that a `compile_seconds` read from the
-cache is not taken for a compilation time.
+On a GPU a sweep waits mostly for compilers (docs/PERF.md, section 7): XLA
+and Pallas on JAX (a median 1.78 s of overhead per case), Triton's
+autotuned kernels on PyTorch (8 s a new geometry, up to 84 s), all on one
+host core at a time in the sweep's process. With `--precompile N` the sweep
+first runs the cases it still has to time that compile anything in N worker
+processes — a share each, on the host's cores, before anything is timed —
+and the compilers store what they make in their on-disk caches under one
+directory (`--compile-cache`):
 
-Only JAX: PyTorch's Triton kernels are autotuned by timing them on the device,
-which cannot happen beside the sweep's own timing.
+- JAX: XLA's persistent compilation cache (`<dir>/jax`), which holds the
+  Pallas kernels too; a worker compiles each case's step without running it.
+- PyTorch: Triton's kernel cache (`<dir>/triton`) and TorchInductor's
+  (`<dir>/inductor`, the FX-graph and AOT-autograd caches of
+  `torch.compile`); a worker runs each step once. Eager cases compile
+  nothing and are left out. Triton's autotuner times its tile choices on the
+  device while the workers share it, so those choices are not kept
+  (TRITON_CACHE_AUTOTUNING=0 in the workers): the sweep tunes again, timing
+  kernels it loads from the cache instead of compiling them.
+
+Each row says where its compiled code came from (`compile_cache`: `hit`,
+`miss`, `none` when nothing was compiled, or `off` without a cache), so that
+a `compile_seconds` read from a cache is not taken for a compilation time.
 
 Run by the sweep as `python -m bench.compile_cache --worker I/N --cases FILE
---cache DIR` (one process per worker).
+--cache DIR` (one process per worker, KERAS_BACKEND as the sweep's).
 """
 
 from __future__ import annotations
@@ -28,53 +38,97 @@ import sys
 import time
 from pathlib import Path
 
-DEFAULT_DIR = Path("~/.cache/involution-bench/jax-compilation").expanduser()
+DEFAULT_DIR = Path("~/.cache/involution-bench/compilation").expanduser()
+BACKENDS = ("jax", "torch")  # the backends whose compilers keep a persistent cache the suite fills
 CASES_FILE = "precompile-cases.json"  # in the run directory
 LOG_FILE = "precompile-{index}.log"
-_EVENTS = {"/jax/compilation_cache/cache_hits": "hits", "/jax/compilation_cache/cache_misses": "misses"}
+_JAX_EVENTS = {"/jax/compilation_cache/cache_hits": "hits", "/jax/compilation_cache/cache_misses": "misses"}
+# torch._dynamo's counters of TorchInductor's caches; a bypass compiled the graph.
+_INDUCTOR_COUNTERS = {("inductor", "fxgraph_cache_hit"): "hits", ("inductor", "fxgraph_cache_miss"): "misses",
+                      ("inductor", "fxgraph_cache_bypass"): "misses"}
 _counts = {"hits": 0, "misses": 0}
 _listening = False
+_backend: str | None = None
 
 
-def enable(directory: str | Path) -> str:
-    """Compile through JAX's persistent cache in `directory` (every
-    executable, however fast it compiled). Call before the first compilation."""
+def enable(directory: str | Path, backend: str) -> str:
+    """Compile through `backend`'s persistent caches under `directory`
+    (every executable or kernel, however fast it compiled). Call before the
+    first compilation; returns a line for the run's header."""
+    if backend not in BACKENDS:
+        raise ValueError(f"No persistent compilation cache for KERAS_BACKEND={backend}; "
+                         f"use one of {list(BACKENDS)}. Received: backend={backend!r}")
+    global _backend
+    _backend = backend
+    path = Path(directory).expanduser().resolve()
+    if backend == "jax":
+        return _enable_jax(path / "jax")
+    return _enable_torch(path)
+
+
+def _enable_jax(path: Path) -> str:
     import jax
     from jax import monitoring
 
     global _listening
-    path = Path(directory).expanduser()
     path.mkdir(parents=True, exist_ok=True)
     jax.config.update("jax_compilation_cache_dir", str(path))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
     if not _listening:
-        monitoring.register_event_listener(_count)
+        monitoring.register_event_listener(_count_jax)
         _listening = True
     return f"JAX persistent compilation cache in {path}"
 
 
-def _count(event: str, **_) -> None:
-    if event in _EVENTS:
-        _counts[_EVENTS[event]] += 1
+def _count_jax(event: str, **_) -> None:
+    if event in _JAX_EVENTS:
+        _counts[_JAX_EVENTS[event]] += 1
+
+
+def _enable_torch(path: Path) -> str:
+    # Both are read when a kernel or graph is first looked up, not at import.
+    os.environ["TRITON_CACHE_DIR"] = str(path / "triton")
+    os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(path / "inductor")
+    try:
+        from triton import knobs
+    except ImportError:  # no Triton: only TorchInductor's CPU code is cached
+        return f"TorchInductor cache in {path / 'inductor'} (no Triton)"
+    knobs.compilation.listener = _count_triton
+    return f"Triton kernel cache in {path / 'triton'}, TorchInductor cache in {path / 'inductor'}"
+
+
+def _count_triton(*, cache_hit: bool, **_) -> None:
+    _counts["hits" if cache_hit else "misses"] += 1
 
 
 def counts() -> tuple[int, int]:
     """(cache hits, cache misses) of this process so far."""
-    return _counts["hits"], _counts["misses"]
+    hits, misses = _counts["hits"], _counts["misses"]
+    if _backend == "torch":
+        from torch._dynamo.utils import counters
+
+        for (group, name), kind in _INDUCTOR_COUNTERS.items():
+            if kind == "hits":
+                hits += counters[group][name]
+            else:
+                misses += counters[group][name]
+    return hits, misses
 
 
 def verdict(before: tuple[int, int], after: tuple[int, int]) -> str:
-    """`hit` when every executable compiled between two `counts()` came from
-    the cache, `miss` when any was compiled, `none` when nothing compiled."""
+    """`hit` when every executable or kernel compiled between two `counts()`
+    came from the cache, `miss` when any was compiled, `none` when nothing
+    compiled."""
     hits, misses = after[0] - before[0], after[1] - before[1]
     return "miss" if misses else ("hit" if hits else "none")
 
 
 def precompile(cases: list, workers: int, cache_dir: str | Path, run_dir: Path, timeout_s: float,
                tf32: bool) -> str:
-    """Compile `cases` into the cache with `workers` processes, configured as
-    the sweep is (the precision is part of a program); one summary line."""
+    """Compile `cases` into the caches with `workers` processes, configured
+    as the sweep is (the precision is part of a program); one summary line.
+    The sweep passes the cases whose runner `compiles()` them."""
     if not cases:
         return "precompile: no case left to compile"
     started = time.perf_counter()
@@ -83,6 +137,8 @@ def precompile(cases: list, workers: int, cache_dir: str | Path, run_dir: Path, 
     env = dict(os.environ)
     # A worker compiles; it must not take the GPU's memory from the sweep.
     env.update(XLA_PYTHON_CLIENT_PREALLOCATE="false", TF_CPP_MIN_LOG_LEVEL="2")
+    # Tile choices timed while the workers share the GPU are not to be kept.
+    env["TRITON_CACHE_AUTOTUNING"] = "0"
     root = Path(__file__).resolve().parents[1]
     env["PYTHONPATH"] = str(root) + os.pathsep + env.get("PYTHONPATH", "")
     processes = []
@@ -116,8 +172,7 @@ def precompile(cases: list, workers: int, cache_dir: str | Path, run_dir: Path, 
 
 
 def _worker(index: int, count: int, cases_file: Path, cache_dir: str, tf32: bool) -> int:
-    os.environ.setdefault("KERAS_BACKEND", "jax")
-    enable(cache_dir)
+    enable(cache_dir, os.environ.get("KERAS_BACKEND", "jax"))
     import keras
     import numpy as np
 
@@ -135,7 +190,7 @@ def _worker(index: int, count: int, cases_file: Path, cache_dir: str, tf32: bool
             cotangent = np.zeros(tuple(module.compute_output_shape(x.shape)), "float32")
             dtype = keras.DTypePolicy(case.dtype).compute_dtype if case.kind == "layer" else "float32"
             step = runner.prepare(case, module, x, cotangent, dtype)
-            runner.compiled(step)  # the executable the sweep's analyses read, jit on or off
+            runner.precompile(step)
             print(f"compiled {case.id} in {time.perf_counter() - started:.2f} s", flush=True)
         except Exception as error:  # the sweep will compile it, and record its error if it has one
             print(f"failed {case.id}: {type(error).__name__}: {str(error)[:300]}", flush=True)

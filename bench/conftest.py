@@ -66,10 +66,11 @@ def pytest_addoption(parser):
                     help="time every case in N processes, one pass over the sweep each, so that the spread "
                          "between processes is measured (default: the sweep's passes)")
     group.addoption("--precompile", type=int, default=0, metavar="N",
-                    help="JAX: first compile the cases still to run in N processes into JAX's persistent "
-                         "compilation cache, then time them with executables loaded from it (default 0: off)")
+                    help="JAX, PyTorch: first compile the cases still to run in N processes into the "
+                         "compilers' persistent caches (XLA; Triton, TorchInductor), then time them with "
+                         "code loaded from there (default 0: off)")
     group.addoption("--compile-cache", metavar="DIR",
-                    help="JAX: compile through JAX's persistent compilation cache in DIR (default with "
+                    help="JAX, PyTorch: compile through persistent caches under DIR (default with "
                          f"--precompile: {compile_cache.DEFAULT_DIR})")
     group.addoption("--allow-other-commit", action="store_true",
                     help="let --resume continue a run that was started at another git commit")

@@ -55,8 +55,8 @@ class Options:
     thread_policy: dict | None = None  # bench.threads.apply's fields, applied before the frameworks loaded
     allow_other_commit: bool = False
     passes: int | None = None
-    precompile: int = 0  # worker processes compiling the cases ahead (JAX)
-    compile_cache: str | None = None  # JAX's persistent compilation cache (default with precompile)
+    precompile: int = 0  # worker processes compiling the cases ahead (JAX, PyTorch)
+    compile_cache: str | None = None  # the compilers' persistent caches (default with precompile)
 
 
 @dataclass
@@ -131,28 +131,30 @@ class BenchSession:
         self._created = False
 
     def _compile_cache(self, options: Options) -> str | None:
-        if not (options.precompile or options.compile_cache):
-            return None
-        if self.runner.name != "jax":
-            flag = "--precompile" if options.precompile else "--compile-cache"
-            value = options.precompile if options.precompile else options.compile_cache
-            raise UsageError(f"{flag} uses JAX's persistent compilation cache: run it with KERAS_BACKEND=jax "
-                             f"(PyTorch's Triton kernels are autotuned on the device, TensorFlow has no such "
-                             f"cache). "
-                             f"Received: {flag}={value} with KERAS_BACKEND={self.runner.name}")
         from bench import compile_cache
 
+        if not (options.precompile or options.compile_cache):
+            return None
+        if self.runner.name not in compile_cache.BACKENDS:
+            flag = "--precompile" if options.precompile else "--compile-cache"
+            value = options.precompile if options.precompile else options.compile_cache
+            raise UsageError(f"{flag} fills the persistent compilation caches of JAX (XLA) and PyTorch (Triton, "
+                             f"TorchInductor): run it with KERAS_BACKEND=jax or KERAS_BACKEND=torch (TensorFlow "
+                             f"has no cache the suite fills). Received: {flag}={value} with "
+                             f"KERAS_BACKEND={self.runner.name}")
         self.compile_cache_dir = options.compile_cache or compile_cache.DEFAULT_DIR
-        return compile_cache.enable(self.compile_cache_dir)
+        return compile_cache.enable(self.compile_cache_dir, self.runner.name)
 
     def precompile(self) -> None:
-        """Compile the cases this pass still runs in worker processes first
-        (`--precompile N`, JAX); their executables then come from the cache."""
+        """Run the cases this pass still times that compile something in
+        worker processes first (`--precompile N`); their compiled code then
+        comes from the caches."""
         if not self.options.precompile or self.pass_index != 1:
             return
         from bench import compile_cache
 
-        cases = [case for case, reason in self.cases if reason is None and case.id not in self.finished]
+        cases = [case for case, reason in self.cases
+                 if reason is None and case.id not in self.finished and self.runner.compiles(case)]
         line = compile_cache.precompile(cases, self.options.precompile, self.compile_cache_dir, self.run_dir.path,
                                         timeout_s=self.case_timeout, tf32=self.options.tf32)
         self.notes.append(line)

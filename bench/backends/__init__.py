@@ -91,6 +91,16 @@ class Runner:
         output gradient of a training step."""
         raise NotImplementedError
 
+    def compiles(self, case: Case) -> bool:
+        """Whether preparing and running the case compiles code that a
+        persistent cache can keep (`--precompile` runs only those)."""
+        return False
+
+    def precompile(self, step: Step) -> None:
+        """Compile what the step runs, so that its compilers' caches hold it
+        (`bench.compile_cache`'s workers)."""
+        raise NotImplementedError
+
     def measured_flops(self, step: Step) -> tuple[float | None, str]:
         """FLOPs a framework counter sees in one step, and which counter."""
         return None, "none"

@@ -112,6 +112,12 @@ class JaxRunner(Runner):
                 return fn(*args)
         return Step(run=run, sync=self.sync_function(), eager=lambda: fn(*args), info=info)
 
+    def compiles(self, case: Case) -> bool:
+        return True  # every step is an XLA executable, jit on or off (see `compiled`)
+
+    def precompile(self, step: Step) -> None:
+        self.compiled(step)  # the executable the sweep's analyses read, jit on or off
+
     def compiled(self, step: Step):
         """The step's executable (jit off: compiled here for the analyses only)."""
         if "compiled" not in step.info:

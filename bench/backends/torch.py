@@ -107,6 +107,17 @@ class TorchRunner(Runner):
         return Step(run=compiled, sync=self.sync_function(), eager=fn if case.mode == "inference" else counted,
                     info={"device": device})
 
+    def compiles(self, case: Case) -> bool:
+        """torch.compile (jit on) and the Triton kernels compile; eager
+        PyTorch and cuDNN do not. `auto` may choose Triton on a GPU."""
+        from layers.aggregation import IMPLEMENTATIONS
+
+        implementation = IMPLEMENTATIONS.get(case.implementation)
+        return case.jit or case.implementation == "auto" or bool(implementation and implementation.fused)
+
+    def precompile(self, step: Step) -> None:
+        step.round()  # compiles (and autotunes) what the step runs on its first call
+
     def measured_flops(self, step: Step) -> tuple[float | None, str]:
         from torch.utils.flop_counter import FlopCounterMode
 

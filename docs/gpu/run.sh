@@ -64,8 +64,8 @@ temperature.gpu,power.draw,power.limit --format=csv; } >> "$logfile" 2>&1
       for sweep in ${sweeps[@]}; do
         extra=()
         [ "$sweep" = paper ] && extra=(--tf32)
-        # JAX: compile the cases in parallel on the host's cores before timing them (bench.compile_cache)
-        [ "$backend" = jax ] && extra+=(--precompile "${PRECOMPILE:-12}")
+        # Compile the cases in parallel on the host's cores before timing them (bench.compile_cache)
+        [ "${PRECOMPILE:-12}" != 0 ] && extra+=(--precompile "${PRECOMPILE:-12}")
         limit_var="LIMIT_${sweep^^}"
         dir="$RUNS/$sweep-$backend"
         start=(--run-dir "$dir")

@@ -1,6 +1,6 @@
-"""`--precompile N` and `--compile-cache DIR`: JAX's persistent compilation
-cache filled ahead by worker processes, and rows that say where their
-executables came from."""
+"""`--precompile N` and `--compile-cache DIR`: the compilers' persistent
+caches (JAX's XLA cache; Triton's and TorchInductor's on PyTorch) filled ahead
+by worker processes, and rows that say where their compiled code came from."""
 
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ def test_precompiled_cases_load_their_executables_from_the_cache(tmp_path):
     assert len(rows) == 5 and {row["status"] for row in rows} == {"ok"}
     # Compiled by the workers with the sweep's settings: every step is a cache hit.
     assert {row["compile_cache"] for row in rows} == {"hit"}, [(r["case_id"], r["compile_cache"]) for r in rows]
-    assert json.loads((run / "run.json").read_text())["compile_cache"].endswith(str(cache))
+    assert json.loads((run / "run.json").read_text())["compile_cache"].endswith(str(cache.resolve() / "jax"))
     assert any(cache.iterdir())
     # The report's table of all results says it too.
     from reports import tables
@@ -49,9 +49,71 @@ def test_a_cold_cache_is_a_miss(tmp_path):
     assert row["compile_cache"] == "miss"
 
 
-@pytest.mark.skipif(tb.NAME != "torch", reason="the refusal is checked on one backend without the cache")
-def test_precompile_without_jax_is_refused_in_one_line():
+# torch.compile'd (jit) and eager cases on PyTorch: only the first compile.
+TORCH_SWEEP = """
+description = "torch.compile and eager cases, for --precompile on PyTorch."
+time_per_case = 0.02
+min_rounds = 3
+
+[defaults]
+layer = "conv2d"
+implementation = "keras"
+kernel_size = 3
+stride = 1
+groups = 2
+reduction_ratio = 2
+resolution = 8
+channels = 8
+batch = 2
+dtype = "float32"
+mode = "inference"
+jit = true
+
+[[grid]]
+layer = "conv2d"
+
+[[grid]]
+layer = "involution"
+implementation = "shiftsum"
+jit = false
+"""
+
+
+@pytest.mark.skipif(tb.NAME != "torch", reason="TorchInductor's and Triton's caches")
+def test_precompile_on_pytorch_fills_the_inductor_cache(tmp_path):
+    sweep, cache, run = tmp_path / "compiled.toml", tmp_path / "cache", tmp_path / "run"
+    sweep.write_text(TORCH_SWEEP)
+    result = run_bench("--sweep", str(sweep), "--precompile", "2", "--compile-cache", str(cache),
+                       "--run-dir", str(run), "--no-report")
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-3000:]
+    # The eager shift-sum compiles nothing and is left out. (Triton's kernels
+    # are fused implementations, timed on GPUs only: on a CPU they would run
+    # in Triton's interpreter, which compiles nothing.)
+    assert "precompile: 1 of 1 cases compiled into the cache by 2 processes" in output
+    rows = {json.loads(line)["case_id"]: json.loads(line) for line in (run / "results.jsonl").read_text().splitlines()}
+    assert {row["status"] for row in rows.values()} == {"ok"}, rows
+    verdicts = {case_id.split("-")[1]: row["compile_cache"] for case_id, row in rows.items()}
+    assert verdicts == {"keras": "hit", "shiftsum": "none"}, verdicts
+    assert any((cache / "inductor").iterdir())
+    header = json.loads((run / "run.json").read_text())["compile_cache"]
+    assert str(cache.resolve() / "inductor") in header
+
+
+@pytest.mark.skipif(tb.NAME != "torch", reason="TorchInductor's cache")
+def test_a_cold_inductor_cache_is_a_miss(tmp_path):
+    sweep = tmp_path / "compiled.toml"
+    sweep.write_text(TORCH_SWEEP)
+    result = run_bench("--sweep", str(sweep), "--compile-cache", str(tmp_path / "cache"), "--run-dir",
+                       str(tmp_path / "run"), "--no-report", "-k", "conv2d")
+    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+    row = json.loads((tmp_path / "run" / "results.jsonl").read_text().splitlines()[0])
+    assert row["compile_cache"] == "miss"
+
+
+@pytest.mark.skipif(tb.NAME != "tensorflow", reason="the refusal is checked on the backend without a cache")
+def test_precompile_on_tensorflow_is_refused_in_one_line():
     result = run_bench("--sweep", str(TINY), "--precompile", "2", "--collect-only", "-q")
     text = result.stdout + result.stderr
-    assert result.returncode == 4 and "Received: --precompile=2 with KERAS_BACKEND=torch" in text
+    assert result.returncode == 4 and "Received: --precompile=2 with KERAS_BACKEND=tensorflow" in text
     assert "Traceback" not in text
