@@ -123,7 +123,7 @@ def drop_reason(case: Case, backend: str, device: str) -> str | None:
                 return f"implementation {impl!r} runs on {'/'.join(spec.backends)}, this run uses {backend}"
             if not spec.available(backend):
                 return f"implementation {impl!r} needs the package {spec.requires!r}"
-            if spec.generates and case.mode == "training":
+            if spec.generates and not spec.trains_from_hidden and case.mode == "training":
                 return (f"{impl!r} generates its kernel on chip in inference only; in training it runs "
                         f"{spec.trains_as!r} (see those cases)")
             if spec.fused and device != "gpu":

@@ -111,8 +111,9 @@ def layer_figures(
         kernel_bytes = batch * ho * wo * k2 * groups * act
         impl = aggregation.get(implementation) if implementation in aggregation.IMPLEMENTATIONS else None
         own = impl.largest_intermediate_elements(batch, ho, wo, channels, kernel_size) * act if impl else 0
-        # An implementation generating on chip never stores the kernel in inference.
-        kernel_stored = not (impl and impl.generates and mode == "inference")
+        # An implementation generating on chip never stores the kernel in inference,
+        # nor in training when it generates from the stored bottleneck.
+        kernel_stored = not (impl and impl.generates and (mode == "inference" or impl.trains_from_hidden))
         largest = max(kernel_bytes if kernel_stored else 0, own, y_bytes)
     elif layer == "conv2d":
         params = trainable = k2 * channels * channels + channels

@@ -245,9 +245,14 @@ class Involution(keras.layers.Layer):
                 pooled = self.pool(x) if self.pool is not None else x  # (B, Ho, Wo, C)
                 return impl.generating_function()(x, pooled, self._generation(), self.kernel_size,
                                                   self.strides, self.groups)
+        if impl.trains_from_hidden and training and not self.return_kernel:
+            with stage(STAGES[0]):
+                hidden = self._hidden(x, training)  # (B, Ho, Wo, C/r)
+            with stage(FUSED_STAGE):  # the span 1x1 on chip, inside the aggregation
+                return impl.hidden_function()(x, hidden, self.span.kernel[0, 0], self.span.bias.value,
+                                              self.kernel_size, self.strides, self.groups)
         with stage(STAGES[0]):
-            pooled = self.pool(x) if self.pool is not None else x  # (B, Ho, Wo, C)
-            hidden = ops.relu(self.bn(_pointwise(self.reduce, pooled), training=training))  # (B, Ho, Wo, C/r)
+            hidden = self._hidden(x, training)  # (B, Ho, Wo, C/r)
             kernel = _pointwise(self.span, hidden)  # (B, Ho, Wo, G*K*K)
         with stage(STAGES[1]):
             out = impl.function()(x, kernel, self.kernel_size, self.strides, self.groups)
@@ -256,6 +261,11 @@ class Involution(keras.layers.Layer):
         shape = ops.shape(kernel)
         k = self.kernel_size
         return out, ops.reshape(kernel, (-1, shape[1], shape[2], self.groups, k, k))
+
+    def _hidden(self, x, training):
+        """The generation's bottleneck relu(bn(reduce(pool(x)))): (B, Ho, Wo, C/r)."""
+        pooled = self.pool(x) if self.pool is not None else x  # (B, Ho, Wo, C)
+        return ops.relu(self.bn(_pointwise(self.reduce, pooled), training=training))
 
     def _generation(self):
         """The generation branch's weights for an implementation that

@@ -37,8 +37,15 @@ class Implementation:
             generation, kernel_size, stride, groups)` is called instead of
             the generation branch and `aggregate` (which training and
             `return_kernel=True` still use).
+        trains_from_hidden: a generating implementation that also generates
+            inside its kernel in training: the layer computes the bottleneck
+            (batch statistics) and its module's `aggregate_hidden(x, hidden,
+            span_kernel, span_bias, kernel_size, stride, groups)` makes the
+            weights from it on chip, forward and backward; the kernel tensor
+            is never stored, only the hidden one (C/r values a pixel).
         trains_as: for a generating implementation, the implementation
-            whose aggregation its `aggregate` is (what it runs in training).
+            whose aggregation its `aggregate` is (what `return_kernel=True`
+            runs, and training unless `trains_from_hidden`).
     """
 
     name: str
@@ -49,6 +56,7 @@ class Implementation:
     fused: bool = False
     requires: str | None = None
     generates: bool = False
+    trains_from_hidden: bool = False
     trains_as: str | None = None
 
     def available(self, backend_name: str | None = None) -> bool:
@@ -65,6 +73,12 @@ class Implementation:
             raise ValueError(f"{self.name!r} aggregates a generated kernel; it does not generate one. "
                              f"Received: implementation={self.name!r}")
         return importlib.import_module(f"layers.aggregation.{self.module}").involution
+
+    def hidden_function(self) -> Callable:
+        if not self.trains_from_hidden:
+            raise ValueError(f"{self.name!r} does not generate its kernel from the bottleneck in training. "
+                             f"Received: implementation={self.name!r}")
+        return importlib.import_module(f"layers.aggregation.{self.module}").aggregate_hidden
 
     def largest_intermediate_elements(
         self, batch: int, out_h: int, out_w: int, channels: int, kernel_size: int
@@ -106,9 +120,10 @@ IMPLEMENTATIONS: dict[str, Implementation] = {
         ),
         Implementation(
             "pallas_fused", "pallas_fused", ("jax",),
-            "Pallas kernel that also generates the weights on chip in inference (the kernel tensor never "
-            "reaches memory); training and return_kernel through 'pallas'",
-            materialises_patches=False, fused=True, generates=True, trains_as="pallas",
+            "Pallas kernel that also generates the weights on chip (the kernel tensor never reaches "
+            "memory): the whole layer in inference, span and aggregation from the stored bottleneck in "
+            "training; return_kernel through 'pallas'",
+            materialises_patches=False, fused=True, generates=True, trains_from_hidden=True, trains_as="pallas",
         ),
         Implementation(
             "triton", "triton_kernels", ("torch",),
@@ -117,9 +132,11 @@ IMPLEMENTATIONS: dict[str, Implementation] = {
         ),
         Implementation(
             "triton_fused", "triton_fused", ("torch",),
-            "Triton kernel that also generates the weights on chip in inference (the kernel tensor "
-            "never reaches memory); training and return_kernel through 'triton'",
-            materialises_patches=False, fused=True, requires="triton", generates=True, trains_as="triton",
+            "Triton kernel that also generates the weights on chip (the kernel tensor never reaches "
+            "memory): the whole layer in inference, span and aggregation from the stored bottleneck in "
+            "training; return_kernel through 'triton'",
+            materialises_patches=False, fused=True, requires="triton", generates=True, trains_from_hidden=True,
+            trains_as="triton",
         ),
     )
 }

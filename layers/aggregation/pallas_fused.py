@@ -23,10 +23,10 @@ import jax
 import jax.numpy as jnp
 from jax.experimental import pallas as pl
 
-from layers.aggregation._common import Generation, Geometry, folded_generation, generated_kernel
+from layers.aggregation._common import Generation, Geometry, folded_generation
 from layers.aggregation.pallas_kernels import _call, _iota, _load, _output_pixels, _store, _taps, aggregate
 
-__all__ = ["aggregate", "involution"]
+__all__ = ["aggregate", "aggregate_hidden", "involution"]
 
 
 def _pow2_at_least_16(n: int) -> int:
@@ -34,7 +34,8 @@ def _pow2_at_least_16(n: int) -> int:
     return max(16, 1 << max(0, (n - 1).bit_length()))
 
 
-def _fused_kernel(x_ref, xg_ref, wr_ref, br_ref, ws_ref, bs_ref, o_ref, *, geo: Geometry, reduced: int):
+def _fused_kernel(x_ref, xg_ref, wr_ref, br_ref, ws_ref, bs_ref, o_ref, *, geo: Geometry, reduced: int,
+                  from_hidden: bool):
     K, S, cg, bp, bc = geo.kernel_size, geo.stride, geo.group_channels, geo.block_p, geo.block_c
     block_r, block_cin = _pow2_at_least_16(reduced), min(64, _pow2_at_least_16(geo.channels))
     g = pl.program_id(1) // geo.channel_blocks
@@ -43,19 +44,24 @@ def _fused_kernel(x_ref, xg_ref, wr_ref, br_ref, ws_ref, bs_ref, o_ref, *, geo: 
     c = g * cg + cc
     pix, n_pix, p_ok, b, ho, wo = _output_pixels(geo)
 
-    # 1. The bottleneck on chip: hidden = relu(pooled @ W_reduce' + b_reduce').
     r = _iota(block_r)
     r_ok = r < reduced
-    hidden = jnp.zeros((bp, block_r), jnp.float32)
-    for c0 in range(0, geo.channels, block_cin):
-        ci = c0 + _iota(block_cin)
-        ci_ok = ci < geo.channels
-        xg = _load(xg_ref, pix, ci, p_ok[:, None] & ci_ok[None, :], n_pix)  # (P, CIN)
-        wr = _load(wr_ref, ci, r, ci_ok[:, None] & r_ok[None, :], geo.channels)  # (CIN, R)
-        hidden += jnp.dot(xg, wr, preferred_element_type=jnp.float32)  # (P, R)
     zero_row = jnp.zeros((1,), jnp.int32)
     everywhere = jnp.full((1, 1), True)
-    hidden = jnp.maximum(hidden + _load(br_ref, zero_row, r, r_ok[None, :], 1), 0.0)  # (P, R)
+    if from_hidden:
+        # 1'. Training: the layer computed the bottleneck (batch statistics);
+        # xg_ref is that hidden tensor (n_pix, R).
+        hidden = _load(xg_ref, pix, r, p_ok[:, None] & r_ok[None, :], n_pix)  # (P, R)
+    else:
+        # 1. The bottleneck on chip: hidden = relu(pooled @ W_reduce' + b_reduce').
+        hidden = jnp.zeros((bp, block_r), jnp.float32)
+        for c0 in range(0, geo.channels, block_cin):
+            ci = c0 + _iota(block_cin)
+            ci_ok = ci < geo.channels
+            xg = _load(xg_ref, pix, ci, p_ok[:, None] & ci_ok[None, :], n_pix)  # (P, CIN)
+            wr = _load(wr_ref, ci, r, ci_ok[:, None] & r_ok[None, :], geo.channels)  # (CIN, R)
+            hidden += jnp.dot(xg, wr, preferred_element_type=jnp.float32)  # (P, R)
+        hidden = jnp.maximum(hidden + _load(br_ref, zero_row, r, r_ok[None, :], 1), 0.0)  # (P, R)
 
     # 2. Each tap's weight from the bottleneck, then the aggregation.
     def tap(i, j, acc):
@@ -73,24 +79,156 @@ def _fused_kernel(x_ref, xg_ref, wr_ref, br_ref, ws_ref, bs_ref, o_ref, *, geo: 
     _store(o_ref, pix, c, acc, p_ok[:, None] & c_ok[None, :])
 
 
-def _fused(x, pooled, w_reduce, b_reduce, w_span, b_span, kernel_size, stride, groups):
+def _dgen_kernel(x_ref, dy_ref, h_ref, ws_ref, dh_ref, dws_ref, dbs_ref, *, geo: Geometry, reduced: int):
+    """Backward through the generated weights (as `triton_fused`'s): one
+    program per pixel tile, over every group (a `fori_loop`); per tap,
+    d_w[p] = sum over the group's channels of dy * x[window], then d_hidden
+    (kept on chip) and this tile's shares of the span weights' gradients,
+    summed by the caller. The span-weight table has block_r rows a tile, so
+    that no masked lane aliases a real one."""
+    K, S, cg, bp, bc = geo.kernel_size, geo.stride, geo.group_channels, geo.block_p, geo.block_c
+    block_r = _pow2_at_least_16(reduced)
+    tile = pl.program_id(0)
+    pix, n_pix, p_ok, b, ho, wo = _output_pixels(geo)
+    r = _iota(block_r)
+    r_ok = r < reduced
+    hidden = _load(h_ref, pix, r, p_ok[:, None] & r_ok[None, :], n_pix)  # (P, R)
+    tile_row = jnp.full((1,), tile, jnp.int32)
+    everywhere = jnp.full((1, 1), True)
+
+    def group(g, d_hidden):
+        def tap(i, j, d_hidden):
+            hi = ho * S + i - geo.pad_top
+            wi = wo * S + j - geo.pad_left
+            ok = p_ok & (hi >= 0) & (hi < geo.height) & (wi >= 0) & (wi < geo.width)
+            rows = (b * geo.height + hi) * geo.width + wi
+            d_w = jnp.zeros((bp,), jnp.float32)
+            for c0 in range(0, cg, bc):  # the group's channels, BLOCK_C at a time
+                cc = c0 + _iota(bc)
+                c_ok = cc < cg
+                c = g * cg + cc
+                dyv = _load(dy_ref, pix, c, p_ok[:, None] & c_ok[None, :], n_pix)  # (P, C)
+                xv = _load(x_ref, rows, c, ok[:, None] & c_ok[None, :], geo.in_pixels)  # (P, C)
+                d_w += jnp.sum(dyv * xv, axis=1)  # (P,)
+            t = jnp.full((1,), g * K * K + i * K + j, jnp.int32)
+            ws = _load(ws_ref, r, t, r_ok[:, None], reduced)[:, 0]  # (R,)
+            _store(dws_ref, tile * block_r + r, t, jnp.sum(hidden * d_w[:, None], axis=0)[:, None], r_ok[:, None])
+            _store(dbs_ref, tile_row, t, jnp.sum(d_w).reshape(1, 1), everywhere)
+            return d_hidden + d_w[:, None] * ws[None, :]  # (P, R)
+
+        return _taps(geo, tap, d_hidden)
+
+    d_hidden = jax.lax.fori_loop(0, geo.groups, group, jnp.zeros((bp, block_r), jnp.float32))
+    _store(dh_ref, pix, r, d_hidden, p_ok[:, None] & r_ok[None, :])
+
+
+def _dx_gen_kernel(h_ref, ws_ref, bs_ref, dy_ref, dx_ref, *, geo: Geometry, reduced: int):
+    """d_x as `pallas`' d-x kernel, each weight generated again from the
+    hidden tensor of the output pixel that reads this input pixel."""
+    K, S, cg, bp, bc = geo.kernel_size, geo.stride, geo.group_channels, geo.block_p, geo.block_c
+    block_r = _pow2_at_least_16(reduced)
+    g = pl.program_id(1) // geo.channel_blocks
+    cc = (pl.program_id(1) % geo.channel_blocks) * bc + _iota(bc)
+    c_ok = cc < cg
+    c = g * cg + cc
+    pix = pl.program_id(0) * bp + _iota(bp)  # flat input pixel (b, h, w)
+    n_out = geo.out_pixels
+    p_ok = pix < geo.in_pixels
+    w = pix % geo.width
+    h = (pix // geo.width) % geo.height
+    b = pix // (geo.width * geo.height)
+    r = _iota(block_r)
+    r_ok = r < reduced
+    zero_row = jnp.zeros((1,), jnp.int32)
+    everywhere = jnp.full((1, 1), True)
+
+    def tap(i, j, acc):
+        hn = h + geo.pad_top - i  # = ho * S when output row ho reads this pixel at tap row i
+        wn = w + geo.pad_left - j
+        ho, wo = hn // S, wn // S
+        ok = (p_ok & (hn >= 0) & (hn % S == 0) & (ho < geo.out_height)
+              & (wn >= 0) & (wn % S == 0) & (wo < geo.out_width))
+        q = (b * geo.out_height + ho) * geo.out_width + wo  # output pixel
+        t = jnp.full((1,), g * K * K + i * K + j, jnp.int32)
+        hq = _load(h_ref, q, r, ok[:, None] & r_ok[None, :], n_out)  # (P, R)
+        ws = _load(ws_ref, r, t, r_ok[:, None], reduced)[:, 0]  # (R,)
+        wgt = jnp.sum(hq * ws[None, :], axis=1) + _load(bs_ref, zero_row, t, everywhere, 1)[0, 0]  # (P,)
+        dyv = _load(dy_ref, q, c, ok[:, None] & c_ok[None, :], n_out)  # (P, C)
+        return acc + wgt[:, None] * dyv
+
+    acc = _taps(geo, tap, jnp.zeros((bp, bc), jnp.float32))
+    _store(dx_ref, pix, c, acc, p_ok[:, None] & c_ok[None, :])
+
+
+def _fused(x, xg, w_reduce, b_reduce, w_span, b_span, kernel_size, stride, groups, from_hidden=False):
+    """The fused forward; xg is the pooled input, or the hidden tensor when
+    `from_hidden` (w_reduce and b_reduce are then unused)."""
     geo = Geometry.of(x.shape, kernel_size, stride, groups)
-    reduced = w_reduce.shape[1]
-    kernel = functools.partial(_fused_kernel, reduced=reduced)
+    reduced = xg.shape[-1] if from_hidden else w_reduce.shape[1]
+    kernel = functools.partial(_fused_kernel, reduced=reduced, from_hidden=from_hidden)
     out = _call(
         kernel, geo, (pl.cdiv(geo.out_pixels, geo.block_p), groups * geo.channel_blocks),
         jax.ShapeDtypeStruct((geo.out_pixels, geo.channels), x.dtype),
         x.reshape(geo.in_pixels, geo.channels),  # (B*H*W, C)
-        pooled.reshape(geo.out_pixels, geo.channels),  # (B*Ho*Wo, C)
-        w_reduce, b_reduce.reshape(1, reduced), w_span, b_span.reshape(1, geo.generated_channels),
+        xg.reshape(geo.out_pixels, xg.shape[-1]),  # (B*Ho*Wo, C) pooled or (B*Ho*Wo, R) hidden
+        w_reduce, b_reduce.reshape(1, -1), w_span, b_span.reshape(1, geo.generated_channels),
     )  # (B*Ho*Wo, C)
     return out.reshape(geo.batch, geo.out_height, geo.out_width, geo.channels)
 
 
-def _unfused(x, pooled, w_reduce, b_reduce, w_span, b_span, kernel_size, stride, groups):
-    """The same function with the kernel in memory: what the backward differentiates."""
-    kernel = generated_kernel(pooled, w_reduce, b_reduce, w_span, b_span, x.dtype)  # (B, Ho, Wo, G*K*K)
-    return aggregate(x, kernel, kernel_size, stride, groups)
+@functools.partial(jax.custom_vjp, nondiff_argnums=(4, 5, 6))
+def _hidden_aggregation(x, hidden, w_span, b_span, kernel_size, stride, groups):
+    f32 = jnp.float32
+    return _fused(x, hidden, w_span, b_span.astype(f32), w_span.astype(f32), b_span.astype(f32), kernel_size, stride,
+                  groups, from_hidden=True)
+
+
+def _hidden_fwd(x, hidden, w_span, b_span, kernel_size, stride, groups):
+    return _hidden_aggregation(x, hidden, w_span, b_span, kernel_size, stride, groups), (x, hidden, w_span, b_span)
+
+
+def _hidden_bwd(kernel_size, stride, groups, saved, dy):
+    x, hidden, w_span, b_span = saved
+    geo = Geometry.of(x.shape, kernel_size, stride, groups)
+    reduced = hidden.shape[-1]
+    block_r = _pow2_at_least_16(reduced)
+    tiles = pl.cdiv(geo.out_pixels, geo.block_p)
+    f32 = jnp.float32
+    x2 = x.reshape(geo.in_pixels, geo.channels)  # (B*H*W, C)
+    dy2 = dy.reshape(geo.out_pixels, geo.channels)  # (B*Ho*Wo, C)
+    h2 = hidden.reshape(geo.out_pixels, reduced)  # (B*Ho*Wo, R)
+    w_span32, b_span32 = w_span.astype(f32), b_span.astype(f32).reshape(1, -1)
+    gkk = geo.generated_channels
+    d_hidden, d_w, d_b = _call(
+        functools.partial(_dgen_kernel, reduced=reduced), geo, (tiles,),
+        (jax.ShapeDtypeStruct(h2.shape, hidden.dtype),
+         jax.ShapeDtypeStruct((tiles * block_r, gkk), f32),  # per pixel tile
+         jax.ShapeDtypeStruct((tiles, gkk), f32)),
+        x2, dy2, h2, w_span32)
+    d_w = d_w.reshape(tiles, block_r, gkk)[:, :reduced].sum(0)
+    dx = _call(functools.partial(_dx_gen_kernel, reduced=reduced), geo,
+               (pl.cdiv(geo.in_pixels, geo.block_p), groups * geo.channel_blocks),
+               jax.ShapeDtypeStruct(x2.shape, x.dtype), h2, w_span32, b_span32, dy2)
+    return (dx.reshape(x.shape), d_hidden.reshape(hidden.shape).astype(hidden.dtype), d_w.astype(w_span.dtype),
+            d_b.sum(0).astype(b_span.dtype))
+
+
+_hidden_aggregation.defvjp(_hidden_fwd, _hidden_bwd)
+
+
+def aggregate_hidden(x, hidden, span_kernel, span_bias, kernel_size: int, stride: int, groups: int):
+    """Training involution from the bottleneck: x (B, H, W, C), hidden
+    (B, Ho, Wo, R), span kernel (R, G*K*K) and bias (G*K*K,) -> (B, Ho, Wo, C),
+    the kernel generated on chip forward and backward; JAX arrays."""
+    return _hidden_aggregation(x, hidden, span_kernel, span_bias, kernel_size, stride, groups)
+
+
+def _with_gradients(x, pooled, w_reduce, b_reduce, w_span, b_span, kernel_size, stride, groups):
+    """The same function as the fused inference kernel, differentiable: the
+    folded bottleneck by XLA, then the generating aggregation. What the
+    backward of an inference call differentiates."""
+    hidden = jax.nn.relu(pooled.astype(jnp.float32) @ w_reduce + b_reduce).astype(x.dtype)  # (B, Ho, Wo, R)
+    return aggregate_hidden(x, hidden, w_span, b_span, kernel_size, stride, groups)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(6, 7, 8))
@@ -104,7 +242,7 @@ def _involution_fwd(x, pooled, w_reduce, b_reduce, w_span, b_span, kernel_size, 
 
 
 def _involution_bwd(kernel_size, stride, groups, saved, dy):
-    _, vjp = jax.vjp(lambda *a: _unfused(*a, kernel_size, stride, groups), *saved)
+    _, vjp = jax.vjp(lambda *a: _with_gradients(*a, kernel_size, stride, groups), *saved)
     return vjp(dy)
 
 

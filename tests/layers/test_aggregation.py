@@ -142,3 +142,66 @@ def test_padding_matches_keras_depthwise_conv():
         for name in IMPLEMENTATIONS:
             out = tb.to_numpy(aggregation.get(name).function()(tb.tensor(x), tb.tensor(kernel), k, s, g))
             np.testing.assert_allclose(out, expected, rtol=1e-4, atol=1e-5, err_msg=name)
+
+
+# Implementations whose kernel makes the weights from the bottleneck in
+# training (`aggregate_hidden`): odd sizes, strides 1-3, groups of 1 to 64
+# channels, reduced widths 1 to 6 (b, h, w, c, k, s, g, r = C // reduction).
+HIDDEN = [name for name in aggregation.names() if aggregation.get(name).trains_from_hidden]
+HIDDEN_GEOMETRIES = [(2, 7, 7, 3, 3, 3, 1, 1), (1, 6, 7, 64, 3, 1, 1, 4), (1, 9, 8, 12, 5, 2, 3, 6)]
+
+
+def _hidden_case(geometry, *salt):
+    b, h, w, c, k, s, g, r = geometry
+    rng = np.random.default_rng(zlib.crc32(repr((geometry, *salt)).encode()))
+    ho, wo = -(-h // s), -(-w // s)
+    x = rng.standard_normal((b, h, w, c)).astype("float32")
+    hidden = np.maximum(rng.standard_normal((b, ho, wo, r)), 0.0).astype("float32")  # after the ReLU
+    w_span = (rng.standard_normal((r, g * k * k)) * 0.5).astype("float32")
+    b_span = (rng.standard_normal((g * k * k,)) * 0.5).astype("float32")
+    dy = rng.standard_normal((b, ho, wo, c)).astype("float32")
+    return x, hidden, w_span, b_span, dy
+
+
+def _hidden_reference(x, hidden, w_span, b_span, dy, k, s, g):
+    """Output and gradients (x, hidden, span kernel, span bias) in float64,
+    through the kernel the NumPy reference aggregates."""
+    hidden = hidden.astype(np.float64)
+    w_span = w_span.astype(np.float64)
+    kernel = hidden @ w_span + b_span  # (B, Ho, Wo, G*K*K)
+    dx, d_kernel = npref.aggregate_grads(x, kernel, dy, k, s, g)
+    return (npref.aggregate(x, kernel, k, s, g), dx, d_kernel @ w_span.T,
+            np.einsum("bhwr,bhwt->rt", hidden, d_kernel), d_kernel.sum(axis=(0, 1, 2)))
+
+
+@pytest.mark.skipif(not HIDDEN, reason=f"no implementation generates from the bottleneck on {tb.NAME}")
+@pytest.mark.parametrize("name", HIDDEN)
+@pytest.mark.parametrize("geometry", HIDDEN_GEOMETRIES, ids=lambda g: "b{}-{}x{}-c{}-k{}-s{}-g{}-r{}".format(*g))
+def test_generation_from_the_bottleneck_matches_numpy(name, geometry):
+    """Forward and every gradient of the training path that never stores the kernel."""
+    b, h, w, c, k, s, g, r = geometry
+    x, hidden, w_span, b_span, dy = _hidden_case(geometry, name)
+    fn = aggregation.get(name).hidden_function()
+    out = tb.call(lambda *a: fn(*a, k, s, g), x, hidden, w_span, b_span)
+    got = tb.grads(lambda *a: fn(*a, k, s, g), [x, hidden, w_span, b_span], dy)
+    expected = _hidden_reference(x, hidden, w_span, b_span, dy, k, s, g)
+    assert out.shape == expected[0].shape
+    for what, actual, want in zip(("out", "dx", "d_hidden", "d_span_kernel", "d_span_bias"), [out, *got], expected,
+                                  strict=True):
+        assert _rel_err(actual, want) < 1e-5, what
+
+
+@pytest.mark.skipif(not HIDDEN, reason=f"no implementation generates from the bottleneck on {tb.NAME}")
+@pytest.mark.parametrize("name", HIDDEN)
+def test_generation_from_the_bottleneck_in_bfloat16(name):
+    """bfloat16 input and bottleneck, float32 span weights: float32 inside."""
+    from keras.backend import standardize_dtype
+
+    geometry = (2, 9, 9, 8, 3, 2, 2, 4)
+    b, h, w, c, k, s, g, r = geometry
+    x, hidden, w_span, b_span, dy = _hidden_case(geometry, name, "bfloat16")
+    fn = aggregation.get(name).hidden_function()
+    out = fn(tb.tensor(x, "bfloat16"), tb.tensor(hidden, "bfloat16"), tb.tensor(w_span), tb.tensor(b_span), k, s, g)
+    assert standardize_dtype(out.dtype) == "bfloat16"
+    expected = _hidden_reference(x, hidden, w_span, b_span, dy, k, s, g)[0]
+    assert _rel_err(tb.to_numpy(tb.tensor(out, "float32")), expected) < 2e-2

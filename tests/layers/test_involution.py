@@ -19,8 +19,10 @@ from tests import numpy_reference as npref
 
 IMPLEMENTATIONS = aggregation.names()
 # Implementations that generate the kernel on chip in inference: with
-# return_kernel or in training they run another implementation's path (trains_as).
+# return_kernel, and in training unless they generate from the stored
+# bottleneck (trains_from_hidden), they run another implementation's path (trains_as).
 GENERATING = [name for name in IMPLEMENTATIONS if aggregation.get(name).generates]
+FROM_HIDDEN = [name for name in GENERATING if aggregation.get(name).trains_from_hidden]
 AGGREGATING = [name for name in IMPLEMENTATIONS if name not in GENERATING]
 
 
@@ -101,7 +103,9 @@ def test_generation_inside_the_kernel_matches_numpy(name, geometry, dtype, monke
     def unfused(*args, **kwargs):
         raise AssertionError("the fused kernel must run when no gradient is needed")
 
-    monkeypatch.setattr(module, "_unfused", unfused)
+    for path in ("_with_gradients", "_unfused"):  # the paths taken when gradients are needed
+        if hasattr(module, path):
+            monkeypatch.setattr(module, path, unfused)
     b, h, w, c, k, s, g, r = geometry
     rng = _rng(name, geometry, dtype)
     x = rng.standard_normal((b, h, w, c)).astype("float32")
@@ -136,6 +140,68 @@ def test_generation_inside_the_kernel_against_its_unfused_path(name):
     assert len(got) == 6 and any(np.abs(v).max() > 0 for v in got)
     for a, e in zip(got, want, strict=True):
         np.testing.assert_allclose(a, e, rtol=1e-4, atol=1e-4)
+
+
+def _training_step(layer, x: np.ndarray, dy: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(output, input gradient) of a training call (batch statistics), as
+    float32; on JAX a stateless, compiled call (no statistics updated)."""
+    if tb.NAME == "jax":
+        import jax
+        import jax.numpy as jnp
+
+        trainable = [v.value for v in layer.trainable_variables]
+        non_trainable = [v.value for v in layer.non_trainable_variables]
+
+        def forward(t):
+            return layer.stateless_call(trainable, non_trainable, t, training=True)[0].astype(jnp.float32)
+
+        @jax.jit
+        def step(t):
+            y, vjp = jax.vjp(forward, t)
+            return y, vjp(jnp.asarray(dy))[0]
+
+        return tuple(np.asarray(a) for a in step(jnp.asarray(x)))
+    if tb.NAME == "torch":
+        import torch
+
+        xt = tb.tensor(x)
+        xt.requires_grad_(True)
+        y = layer(xt, training=True).float()
+        (dx,) = torch.autograd.grad((y * tb.tensor(dy)).sum(), [xt])
+        return tb.to_numpy(y.detach()), tb.to_numpy(dx)
+    raise NotImplementedError(f"no generating implementation on {tb.NAME}")
+
+
+@pytest.mark.skipif(not FROM_HIDDEN, reason=f"no implementation generates from the bottleneck on {tb.NAME}")
+@pytest.mark.parametrize("name", FROM_HIDDEN)
+def test_training_from_the_bottleneck_against_the_unfused_path(name, monkeypatch):
+    """Training with the kernel generated on chip from the stored bottleneck
+    against the implementation that stores it (trains_as), same weights:
+    outputs, input gradients, weight gradients (batch statistics in both)."""
+    import importlib
+
+    module = importlib.import_module(f"layers.aggregation.{aggregation.get(name).module}")
+    calls = []
+    original = module.aggregate_hidden
+    monkeypatch.setattr(module, "aggregate_hidden", lambda *a: calls.append(1) or original(*a))
+    geometry = (2, 9, 9, 8, 3, 2, 2, 2)
+    b, h, w, c, k, s, g, r = geometry
+    rng = _rng("training-from-hidden", name)
+    x = rng.standard_normal((b, h, w, c)).astype("float32")
+    dy = rng.standard_normal((b, 5, 5, c)).astype("float32")
+    fused, weights = _fused_layer(name, geometry, rng)
+    unfused = Involution(k, strides=s, groups=g, reduction_ratio=r, implementation=aggregation.get(name).trains_as)
+    unfused.build(x.shape)
+    unfused.set_weights(weights)
+    for got, want, what in zip(_training_step(fused, x, dy), _training_step(unfused, x, dy), ("out", "dx"),
+                               strict=True):
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4, err_msg=what)
+    got = tb.layer_weight_grads(fused, x, dy, training=True)
+    want = tb.layer_weight_grads(unfused, x, dy, training=True)
+    assert len(got) == 6 and all(np.abs(v).max() > 0 for v in got)
+    for a, e in zip(got, want, strict=True):
+        np.testing.assert_allclose(a, e, rtol=1e-4, atol=1e-4)
+    assert calls, "the training step did not take the generating path"
 
 
 def test_weight_order_and_counts():
