@@ -36,8 +36,8 @@ def test_axes_are_the_dataclass_fields():
 @pytest.mark.parametrize("changes, device, reason", [
     ({"implementation": "pallas"}, "cpu", "fused GPU kernel" if tb.NAME == "jax" else "runs on jax"),
     ({"implementation": "triton"}, "cpu", "fused GPU kernel" if tb.NAME == "torch" else "runs on torch"),
-    ({"implementation": "triton_fused", "mode": "training"}, "gpu",
-     "in training it runs 'triton'" if tb.NAME == "torch" else "runs on torch"),
+    ({"implementation": "triton_fused", "mode": "training"}, "cpu",
+     "fused GPU kernel" if tb.NAME == "torch" else "runs on torch"),
     ({"groups": 3}, "cpu", "groups=3 does not divide channels=64"),
     ({"implementation": "fastest"}, "cpu", "unknown involution implementation"),
     ({"layer": "conv2d", "implementation": "shiftsum"}, "cpu", "only the implementation 'keras'"),
@@ -45,6 +45,16 @@ def test_axes_are_the_dataclass_fields():
 ])
 def test_drop_reasons(changes, device, reason):
     assert reason in drop_reason(Case(**BASE | changes), tb.NAME, device)
+
+
+def test_training_cases_of_implementations_generating_from_the_bottleneck_are_kept():
+    from layers import aggregation
+
+    names = [name for name in aggregation.names(tb.NAME) if aggregation.get(name).trains_from_hidden]
+    if not names:
+        pytest.skip(f"no implementation generates from the bottleneck on {tb.NAME}")
+    for name in names:  # they train through their own kernels, not their trains_as implementation's
+        assert drop_reason(Case(**BASE | {"implementation": name, "mode": "training"}), tb.NAME, "gpu") is None
 
 
 def test_fused_kernels_run_on_a_gpu():
