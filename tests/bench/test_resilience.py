@@ -88,7 +88,13 @@ def test_killed_run_keeps_finished_cases_and_resume_completes_it(tmp_path):
 
 def test_ctrl_c_keeps_results_and_writes_the_report(tmp_path):
     path = tmp_path / "run"
-    process = _start("--sweep", str(TINY), "--run-dir", str(path))
+    # Each case's rounds fill 3 s (no precision rule): the Ctrl-C sent after
+    # the first row lands in the middle of the sweep, not after its end (the
+    # tiny sweep's five cases can all finish within one poll).
+    sweep = tmp_path / "slow.toml"
+    sweep.write_text(TINY.read_text().replace("time_per_case = 0.02",
+                                              "time_per_case = 3\nprecision = 0\nmax_rounds = 1000000"))
+    process = _start("--sweep", str(sweep), "--run-dir", str(path))
     _wait_for_rows(process, path, 1)
     process.send_signal(signal.SIGINT)
     output, _ = process.communicate(timeout=300)
