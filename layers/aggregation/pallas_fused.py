@@ -24,7 +24,16 @@ import jax.numpy as jnp
 from jax.experimental import pallas as pl
 
 from layers.aggregation._common import Generation, Geometry, folded_generation
-from layers.aggregation.pallas_kernels import _call, _iota, _load, _output_pixels, _store, _taps, aggregate
+from layers.aggregation.pallas_kernels import (
+    _call,
+    _iota,
+    _load,
+    _output_pixels,
+    _store,
+    _tap_kernel_grad,
+    _taps,
+    aggregate,
+)
 
 __all__ = ["aggregate", "aggregate_hidden", "involution"]
 
@@ -86,10 +95,11 @@ def _dgen_kernel(x_ref, dy_ref, h_ref, ws_ref, dh_ref, dws_ref, dbs_ref, *, geo:
     (kept on chip) and this tile's shares of the span weights' gradients,
     summed by the caller. The span-weight table has block_r rows a tile, so
     that no masked lane aliases a real one."""
-    K, S, cg, bp, bc = geo.kernel_size, geo.stride, geo.group_channels, geo.block_p, geo.block_c
+    K, bp = geo.kernel_size, geo.block_p
     block_r = _pow2_at_least_16(reduced)
     tile = pl.program_id(0)
-    pix, n_pix, p_ok, b, ho, wo = _output_pixels(geo)
+    pixels = _output_pixels(geo)
+    pix, n_pix, p_ok, _, _, _ = pixels
     r = _iota(block_r)
     r_ok = r < reduced
     hidden = _load(h_ref, pix, r, p_ok[:, None] & r_ok[None, :], n_pix)  # (P, R)
@@ -98,18 +108,7 @@ def _dgen_kernel(x_ref, dy_ref, h_ref, ws_ref, dh_ref, dws_ref, dbs_ref, *, geo:
 
     def group(g, d_hidden):
         def tap(i, j, d_hidden):
-            hi = ho * S + i - geo.pad_top
-            wi = wo * S + j - geo.pad_left
-            ok = p_ok & (hi >= 0) & (hi < geo.height) & (wi >= 0) & (wi < geo.width)
-            rows = (b * geo.height + hi) * geo.width + wi
-            d_w = jnp.zeros((bp,), jnp.float32)
-            for c0 in range(0, cg, bc):  # the group's channels, BLOCK_C at a time
-                cc = c0 + _iota(bc)
-                c_ok = cc < cg
-                c = g * cg + cc
-                dyv = _load(dy_ref, pix, c, p_ok[:, None] & c_ok[None, :], n_pix)  # (P, C)
-                xv = _load(x_ref, rows, c, ok[:, None] & c_ok[None, :], geo.in_pixels)  # (P, C)
-                d_w += jnp.sum(dyv * xv, axis=1)  # (P,)
+            d_w = _tap_kernel_grad(x_ref, dy_ref, geo, pixels, g, i, j)  # (P,)
             t = jnp.full((1,), g * K * K + i * K + j, jnp.int32)
             ws = _load(ws_ref, r, t, r_ok[:, None], reduced)[:, 0]  # (R,)
             _store(dws_ref, tile * block_r + r, t, jnp.sum(hidden * d_w[:, None], axis=0)[:, None], r_ok[:, None])

@@ -91,24 +91,35 @@ def _fwd_kernel(x_ref, k_ref, o_ref, *, geo: Geometry):
     _store(o_ref, pix, c, acc, p_ok[:, None] & c_ok[None, :])
 
 
+def _tap_kernel_grad(x_ref, dy_ref, geo: Geometry, pixels: tuple, g, i: int, j: int):
+    """d_kernel of tap (i, j) of group g at this program's output pixels
+    (`pixels`: what `_output_pixels` returns, read outside any loop): sum over
+    the group's channels of dy[p, c] * x[window_ij(p), c]; (P,)."""
+    S, cg, bp, bc = geo.stride, geo.group_channels, geo.block_p, geo.block_c
+    pix, n_pix, p_ok, b, ho, wo = pixels
+    hi = ho * S + i - geo.pad_top
+    wi = wo * S + j - geo.pad_left
+    ok = p_ok & (hi >= 0) & (hi < geo.height) & (wi >= 0) & (wi < geo.width)
+    rows = (b * geo.height + hi) * geo.width + wi
+    s = jnp.zeros((bp,), jnp.float32)
+    for c0 in range(0, cg, bc):  # the group's channels, BLOCK_C at a time
+        cc = c0 + _iota(bc)
+        c_ok = cc < cg
+        c = g * cg + cc
+        dyv = _load(dy_ref, pix, c, p_ok[:, None] & c_ok[None, :], n_pix)  # (P, C)
+        xv = _load(x_ref, rows, c, ok[:, None] & c_ok[None, :], geo.in_pixels)  # (P, C)
+        s += jnp.sum(dyv * xv, axis=1)
+    return s
+
+
 def _dk_kernel(x_ref, dy_ref, dk_ref, *, geo: Geometry):
-    K, S, cg, bp, bc = geo.kernel_size, geo.stride, geo.group_channels, geo.block_p, geo.block_c
+    K = geo.kernel_size
     g = pl.program_id(1)
-    pix, n_pix, p_ok, b, ho, wo = _output_pixels(geo)
+    pixels = _output_pixels(geo)
+    pix, _, p_ok, _, _, _ = pixels
 
     def tap(i, j, carry):
-        hi = ho * S + i - geo.pad_top
-        wi = wo * S + j - geo.pad_left
-        ok = p_ok & (hi >= 0) & (hi < geo.height) & (wi >= 0) & (wi < geo.width)
-        rows = (b * geo.height + hi) * geo.width + wi
-        s = jnp.zeros((bp,), jnp.float32)
-        for c0 in range(0, cg, bc):  # the group's channels, BLOCK_C at a time
-            cc = c0 + _iota(bc)
-            c_ok = cc < cg
-            c = g * cg + cc
-            dyv = _load(dy_ref, pix, c, p_ok[:, None] & c_ok[None, :], n_pix)
-            xv = _load(x_ref, rows, c, ok[:, None] & c_ok[None, :], geo.in_pixels)
-            s += jnp.sum(dyv * xv, axis=1)
+        s = _tap_kernel_grad(x_ref, dy_ref, geo, pixels, g, i, j)
         col = jnp.full((1,), g * K * K + i * K + j, jnp.int32)
         _store(dk_ref, pix, col, s[:, None], p_ok[:, None])
         return carry

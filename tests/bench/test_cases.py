@@ -52,7 +52,8 @@ def test_training_cases_of_implementations_generating_from_the_bottleneck_are_ke
 
     names = [name for name in aggregation.names(tb.NAME) if aggregation.get(name).trains_from_hidden]
     if not names:
-        pytest.skip(f"no implementation generates from the bottleneck on {tb.NAME}")
+        pytest.skip(f"{tb.NAME} has no implementation generating from the bottleneck "
+                    "(Triton and Pallas kernels: PyTorch and JAX only)")
     for name in names:  # they train through their own kernels, not their trains_as implementation's
         assert drop_reason(Case(**BASE | {"implementation": name, "mode": "training"}), tb.NAME, "gpu") is None
 

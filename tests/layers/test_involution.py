@@ -23,6 +23,8 @@ IMPLEMENTATIONS = aggregation.names()
 # bottleneck (trains_from_hidden), they run another implementation's path (trains_as).
 GENERATING = [name for name in IMPLEMENTATIONS if aggregation.get(name).generates]
 FROM_HIDDEN = [name for name in GENERATING if aggregation.get(name).trains_from_hidden]
+NO_HIDDEN = (f"{tb.NAME} has no implementation generating from the bottleneck "
+             "(they are Triton and Pallas kernels: PyTorch and JAX only)")
 AGGREGATING = [name for name in IMPLEMENTATIONS if name not in GENERATING]
 
 
@@ -67,6 +69,16 @@ def _fused_layer(name, geometry, rng, dtype=None):
     weights = _random_weights(layer, rng)
     layer.set_weights(weights)
     return layer, weights
+
+
+def _fused_and_unfused(name, geometry, rng):
+    """A generating layer and its `trains_as` counterpart with the same random weights."""
+    b, h, w, c, k, s, g, r = geometry
+    fused, weights = _fused_layer(name, geometry, rng)
+    unfused = Involution(k, strides=s, groups=g, reduction_ratio=r, implementation=aggregation.get(name).trains_as)
+    unfused.build((b, h, w, c))
+    unfused.set_weights(weights)
+    return fused, unfused
 
 
 # Odd sizes, strides 1-3, groups of 1 to 64 channels, reduced widths 1 to 16
@@ -130,10 +142,7 @@ def test_generation_inside_the_kernel_against_its_unfused_path(name):
     rng = _rng("fused-vs-unfused", name)
     x = rng.standard_normal((b, h, w, c)).astype("float32")
     dy = rng.standard_normal((b, 5, 5, c)).astype("float32")
-    fused, weights = _fused_layer(name, geometry, rng)
-    unfused = Involution(k, strides=s, groups=g, reduction_ratio=r, implementation=aggregation.get(name).trains_as)
-    unfused.build(x.shape)
-    unfused.set_weights(weights)
+    fused, unfused = _fused_and_unfused(name, geometry, rng)
     np.testing.assert_allclose(_inference(fused, x), _inference(unfused, x), rtol=1e-4, atol=1e-4)
     got = tb.layer_weight_grads(fused, x, dy, training=False)
     want = tb.layer_weight_grads(unfused, x, dy, training=False)
@@ -172,7 +181,7 @@ def _training_step(layer, x: np.ndarray, dy: np.ndarray) -> tuple[np.ndarray, np
     raise NotImplementedError(f"no generating implementation on {tb.NAME}")
 
 
-@pytest.mark.skipif(not FROM_HIDDEN, reason=f"no implementation generates from the bottleneck on {tb.NAME}")
+@pytest.mark.skipif(not FROM_HIDDEN, reason=NO_HIDDEN)
 @pytest.mark.parametrize("name", FROM_HIDDEN)
 def test_training_from_the_bottleneck_against_the_unfused_path(name, monkeypatch):
     """Training with the kernel generated on chip from the stored bottleneck
@@ -189,10 +198,7 @@ def test_training_from_the_bottleneck_against_the_unfused_path(name, monkeypatch
     rng = _rng("training-from-hidden", name)
     x = rng.standard_normal((b, h, w, c)).astype("float32")
     dy = rng.standard_normal((b, 5, 5, c)).astype("float32")
-    fused, weights = _fused_layer(name, geometry, rng)
-    unfused = Involution(k, strides=s, groups=g, reduction_ratio=r, implementation=aggregation.get(name).trains_as)
-    unfused.build(x.shape)
-    unfused.set_weights(weights)
+    fused, unfused = _fused_and_unfused(name, geometry, rng)
     for got, want, what in zip(_training_step(fused, x, dy), _training_step(unfused, x, dy), ("out", "dx"),
                                strict=True):
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4, err_msg=what)
