@@ -2,8 +2,9 @@
 
 The same tiling as the Triton kernels: one program per BLOCK_P output pixels x
 BLOCK_C channels of one group, each generated weight loaded once per pixel and
-broadcast over the group's channels, the K*K loop unrolled, the input read
-through masks (no padded copy, no patch tensor), float32 accumulation.
+broadcast over the group's channels, the K rows a loop and each row's K taps
+unrolled (`_taps`), the input read through masks (no padded copy, no patch
+tensor), float32 accumulation.
 
 The arrays are viewed as 2-D tables (pixels x channels) so every load is a
 gather of rows by computed pixel indices, which Pallas lowers to Triton on
@@ -57,16 +58,21 @@ def _output_pixels(geo: Geometry):
 
 
 def _taps(geo: Geometry, body, carry):
-    """Run body(i, j, carry) over the K*K window offsets, unrolled in Python
-    (Pallas' Triton lowering rejects an unrolled `fori_loop`), as Triton's
-    `static_range` does. The interpreter runs the same unrolled loop, so the
-    code the tests check is the code a GPU compiles (at the price of seconds
-    of tracing per K=7 kernel in the tests)."""
+    """Run body(i, j, carry) over the K*K window offsets as the Triton
+    kernels do: the K rows in a `fori_loop` (i is traced), each row's K taps
+    unrolled in Python (j is an int). Pallas' Triton lowering accepts a plain
+    `fori_loop` (not an unrolled one), and the interpreter runs the same loop,
+    so the code the tests check is the code a GPU compiles. Rolling the rows
+    keeps a row's loads, not the window's, in flight (registers) and traces
+    K taps instead of K*K (compile time); see docs/PERF.md section 13."""
     k = geo.kernel_size
-    for i in range(k):
+
+    def row(i, carry):
         for j in range(k):
             carry = body(i, j, carry)
-    return carry
+        return carry
+
+    return jax.lax.fori_loop(0, k, row, carry)
 
 
 def _fwd_kernel(x_ref, k_ref, o_ref, *, geo: Geometry):
@@ -91,7 +97,7 @@ def _fwd_kernel(x_ref, k_ref, o_ref, *, geo: Geometry):
     _store(o_ref, pix, c, acc, p_ok[:, None] & c_ok[None, :])
 
 
-def _tap_kernel_grad(x_ref, dy_ref, geo: Geometry, pixels: tuple, g, i: int, j: int):
+def _tap_kernel_grad(x_ref, dy_ref, geo: Geometry, pixels: tuple, g, i, j: int):
     """d_kernel of tap (i, j) of group g at this program's output pixels
     (`pixels`: what `_output_pixels` returns, read outside any loop): sum over
     the group's channels of dy[p, c] * x[window_ij(p), c]; (P,)."""

@@ -95,7 +95,7 @@ def _fused_kernel(x_ptr, xg_ptr, wr_ptr, br_ptr, ws_ptr, bs_ptr, o_ptr,
 
     # 2. Each tap's weight from the bottleneck, then the aggregation.
     acc = tl.full((BLOCK_P, BLOCK_C), 0.0, tl.float32)
-    for i in tl.static_range(K):
+    for i in range(K):  # rows: a loop; a row's taps: unrolled (see triton_kernels)
         hi = ho * STRIDE + i - PAD_T
         h_ok = p_ok & (hi >= 0) & (hi < H)
         for j in tl.static_range(K):
@@ -139,7 +139,7 @@ def _dgen_kernel(x_ptr, dy_ptr, h_ptr, ws_ptr, dh_ptr, dws_ptr, dbs_ptr, n_pix, 
     d_hidden = tl.full((BLOCK_P, BLOCK_R), 0.0, tl.float32)
     dy_row = p.to(tl.int64) * C
     for g in range(G):
-        for i in tl.static_range(K):
+        for i in range(K):  # rows: a loop; a row's taps: unrolled (see triton_kernels)
             hi = ho * STRIDE + i - PAD_T
             h_ok = p_ok & (hi >= 0) & (hi < H)
             for j in tl.static_range(K):
@@ -186,7 +186,7 @@ def _dx_gen_kernel(h_ptr, ws_ptr, bs_ptr, dy_ptr, dx_ptr, n_pix, H, W, C, HO, WO
     r = tl.arange(0, BLOCK_R)
     r_ok = r < R
     acc = tl.full((BLOCK_P, BLOCK_C), 0.0, tl.float32)
-    for i in tl.static_range(K):
+    for i in range(K):  # rows: a loop; a row's taps: unrolled (see triton_kernels)
         hn = h + PAD_T - i  # = ho * STRIDE when output row ho reads this pixel at tap row i
         ho = hn // STRIDE
         h_ok = p_ok & (hn >= 0) & (hn % STRIDE == 0) & (ho < HO)

@@ -2,9 +2,17 @@
 
 One program covers a tile of BLOCK_P output pixels x BLOCK_C channels of one
 group. Each generated weight is loaded once per pixel and broadcast over the
-group's channels; the K*K loop is unrolled; the input is read through masks,
-so no padded copy is made and no patch tensor exists. Accumulation is in
-float32 whatever the input dtype.
+group's channels; the input is read through masks, so no padded copy is made
+and no patch tensor exists. Accumulation is in float32 whatever the input
+dtype.
+
+Rows rolled, taps unrolled: every kernel loops over the window's K rows and
+unrolls each row's K taps. With all K*K taps unrolled (up to version v4 in
+docs/PERF.md), the compiler issued the whole window's loads ahead of the
+arithmetic; compiled for sm_90 at K = 7, the forward kernel then held 170 to
+255 registers a thread and spilled at 128-pixel tiles, leaving room for 8 to
+12 of an SM's 64 warps, and each variant took seconds to compile, once per tile the
+autotuner tries (`python -m bench.kernel_resources`, docs/PERF.md section 13).
 
 Backward (a `torch.autograd.Function`):
 - d_kernel[p, g, t] = sum over the group's channels of dy[p, c] * x[window_t(p), c]
@@ -54,7 +62,7 @@ def _fwd_kernel(x_ptr, k_ptr, o_ptr, n_pix, H, W, C, HO, WO, CG, N_CBLK, PAD_T, 
     G = C // CG
     k_row = k_ptr + p.to(tl.int64) * (G * K * K) + g * (K * K)
     acc = tl.full((BLOCK_P, BLOCK_C), 0.0, tl.float32)
-    for i in tl.static_range(K):
+    for i in range(K):  # rows: a loop; a row's taps: unrolled (see the module docstring)
         hi = ho * STRIDE + i - PAD_T
         h_ok = p_ok & (hi >= 0) & (hi < H)
         for j in tl.static_range(K):
@@ -82,7 +90,7 @@ def _dk_kernel(x_ptr, dy_ptr, dk_ptr, n_pix, H, W, C, HO, WO, CG, PAD_T, PAD_L,
     G = C // CG
     dy_row = p.to(tl.int64) * C
     dk_row = dk_ptr + p.to(tl.int64) * (G * K * K) + g * (K * K)
-    for i in tl.static_range(K):
+    for i in range(K):  # rows: a loop; a row's taps: unrolled (see the module docstring)
         hi = ho * STRIDE + i - PAD_T
         h_ok = p_ok & (hi >= 0) & (hi < H)
         for j in tl.static_range(K):
@@ -117,7 +125,7 @@ def _dx_kernel(k_ptr, dy_ptr, dx_ptr, n_pix, H, W, C, HO, WO, CG, N_CBLK, PAD_T,
     b = p // (W * H)
     G = C // CG
     acc = tl.full((BLOCK_P, BLOCK_C), 0.0, tl.float32)
-    for i in tl.static_range(K):
+    for i in range(K):  # rows: a loop; a row's taps: unrolled (see the module docstring)
         hn = h + PAD_T - i  # = ho * STRIDE when output row ho reads this pixel at tap row i
         ho = hn // STRIDE
         h_ok = p_ok & (hn >= 0) & (hn % STRIDE == 0) & (ho < HO)

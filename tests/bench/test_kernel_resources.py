@@ -1,0 +1,93 @@
+"""`bench.kernel_resources`: the GPU kernels compiled (Triton) and lowered
+(Pallas) for CUDA on a machine without a GPU, and the figures read from them."""
+
+from __future__ import annotations
+
+import pytest
+
+from bench import kernel_resources as kr
+from tests import backend as tb
+
+
+def _case(implementation: str, groups: int, dtype: str = "float32", mode: str = "inference") -> kr.KernelCase:
+    """An odd geometry: 9 px, stride 2, K = 3, 48 channels; 3 groups of 16
+    (the aligned case) or 4 groups of 12 (masked channel blocks)."""
+    return kr.KernelCase(implementation, 9, 48, groups, kernel_size=3, stride=2, dtype=dtype, mode=mode)
+
+
+KERNELS = {
+    "triton": {"inference": {"_fwd_kernel"}, "training": {"_fwd_kernel", "_dk_kernel", "_dx_kernel"}},
+    "triton_fused": {"inference": {"_fused_kernel"}, "training": {"_fused_kernel", "_dgen_kernel", "_dx_gen_kernel"}},
+    "pallas": {"inference": {"_fwd_kernel"}, "training": {"_fwd_kernel", "_dk_kernel", "_dx_kernel"}},
+    "pallas_fused": {"inference": {"_fused_kernel"}, "training": {"_fused_kernel", "_dgen_kernel", "_dx_gen_kernel"}},
+}
+
+
+def test_occupancy_on_sm90():
+    # 255 registers: 8,192 a warp (units of 256), 2 blocks of 4 warps in 65,536.
+    assert kr.occupancy(255, 4, 0, 90) == pytest.approx(8 / 64)
+    # 32 registers: the 64-warp limit binds first.
+    assert kr.occupancy(32, 4, 0, 90) == pytest.approx(1.0)
+    # 100 KB of shared memory a block (+1 KB reserved): 2 blocks in 228 KB.
+    assert kr.occupancy(32, 4, 100 * 1024, 90) == pytest.approx(8 / 64)
+    assert kr.occupancy(32, 4, 0, 75) is None
+
+
+@pytest.mark.skipif(tb.NAME != "torch", reason="Triton kernels are the PyTorch backend's")
+def test_specialisation_follows_tritons_rules():
+    launch = kr.triton_launches(_case("triton", 3))[0]
+    signature, constexprs, attrs, options = kr._specialised(launch, launch.configs[0])
+    names = [param.name for param in launch.jit.params]
+    assert signature["x_ptr"] == "*fp32" and attrs[(names.index("x_ptr"),)] == [["tt.divisibility", 16]]
+    # C = 48 is a multiple of 16: specialised; image sizes are not (do_not_specialize).
+    assert attrs[(names.index("C"),)] == [["tt.divisibility", 16]]
+    assert signature["H"] == "i32" and (names.index("H"),) not in attrs
+    assert constexprs[(names.index("K"),)] == 3 and constexprs[(names.index("STRIDE"),)] == 2
+    config = launch.configs[0]
+    assert constexprs[(names.index("BLOCK_P"),)] == config.kwargs["BLOCK_P"]
+    assert options == {"num_warps": config.num_warps, "num_stages": config.num_stages}
+
+
+@pytest.mark.skipif(tb.NAME != "torch", reason="Triton kernels are the PyTorch backend's")
+@pytest.mark.parametrize("dtype", ["float32", "mixed_bfloat16"])
+@pytest.mark.parametrize("implementation", ["triton", "triton_fused"])
+def test_every_triton_kernel_compiles_for_sm90(implementation, dtype, tmp_path, monkeypatch):
+    monkeypatch.setenv("TRITON_CACHE_DIR", str(tmp_path))  # compiled here, not found in a cache
+    compiled = set()
+    for mode in ("inference", "training"):
+        launches = kr.triton_launches(_case(implementation, 3 if implementation == "triton" else 4, dtype, mode))
+        assert {launch.kernel for launch in launches} == KERNELS[implementation][mode]
+        for launch in launches:
+            element = "*bf16" if dtype == "mixed_bfloat16" else "*fp32"
+            assert kr._specialised(launch, None)[0]["x_ptr" if "x_ptr" in launch.arguments else "dy_ptr"] == element
+            if launch.kernel in compiled:
+                continue
+            build = kr.compile_launch(launch, launch.configs[0] if launch.configs else None)
+            compiled.add(launch.kernel)
+            assert 0 < build.registers <= 255
+            assert build.instructions > 100 and build.compile_s > 0
+            assert 0 < build.occupancy <= 1
+    assert compiled == KERNELS[implementation]["training"] | KERNELS[implementation]["inference"]
+
+
+@pytest.mark.skipif(tb.NAME != "jax", reason="Pallas kernels are the JAX backend's")
+@pytest.mark.parametrize("dtype", ["float32", "mixed_bfloat16"])
+@pytest.mark.parametrize("mode", ["inference", "training"])
+@pytest.mark.parametrize("implementation", ["pallas", "pallas_fused"])
+def test_every_pallas_kernel_lowers_for_cuda(implementation, mode, dtype):
+    row = kr.pallas_lowering(_case(implementation, 4, dtype, mode))
+    assert set(row["kernel_names"].split(",")) == KERNELS[implementation][mode]
+    assert row["triton_calls"] == len(KERNELS[implementation][mode])
+
+
+@pytest.mark.skipif(tb.NAME != "tensorflow", reason="the refusal is checked on the backend without kernels")
+def test_tensorflow_is_refused_in_one_line(capsys):
+    assert kr.main([]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "KERAS_BACKEND=tensorflow" in err
+
+
+def test_a_bad_arch_is_refused_in_one_line(capsys):
+    assert kr.main(["--arch", "60"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "Received: --arch=60" in err
