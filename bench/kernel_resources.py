@@ -317,7 +317,8 @@ def triton_rows(cases: list[KernelCase], arch: int = DEFAULT_ARCH, tf32: bool = 
                     seen[key]["cases"] += 1
                     continue
                 build = compile_launch(launch, config, arch)
-                seen[key] = row = {**case._asdict(), "cases": 1, "dot_precision": launch.arguments.get("DOT_PRECISION"),
+                seen[key] = row = {**case._asdict(), "cases": 1, "rows_per_step": launch.arguments.get("ROWS"),
+                                   "dot_precision": launch.arguments.get("DOT_PRECISION"),
                                    "autotuned": bool(launch.configs), "arch": f"sm_{arch}", **vars(build)}
                 yield row
 
@@ -330,6 +331,7 @@ def pallas_lowering(case: KernelCase) -> dict:
     import jax.numpy as jnp
 
     from layers.aggregation import pallas_kernels
+    from layers.aggregation._common import rows_per_step
 
     layer = _layer(case)
     shape = (1, case.resolution, case.resolution, case.channels)
@@ -350,7 +352,8 @@ def pallas_lowering(case: KernelCase) -> dict:
     with mock.patch.object(pallas_kernels, "_interpret", lambda: False):  # every Pallas call goes through it
         text = jax.jit(fn).trace(trainable, jnp.zeros(shape)).lower(lowering_platforms=("cuda",)).as_text()
     names = re.findall(r'name = \\?"(\w+)', text)  # the Pallas kernels' names in the calls' configs
-    return {**case._asdict(), "platform": "cuda", "triton_calls": text.count("__gpu$xla.gpu.triton"),
+    return {**case._asdict(), "rows_per_step": rows_per_step(case.kernel_size), "platform": "cuda",
+            "triton_calls": text.count("__gpu$xla.gpu.triton"),
             "kernel_names": ",".join(sorted(set(names))), "lower_s": time.perf_counter() - start}
 
 

@@ -51,6 +51,14 @@ def portable_implementations(backend: str) -> list[str]:
             if backend in impl.backends and not impl.fused and not impl.materialises_patches]
 
 
+def _rows_per_step() -> int:
+    """How the fused kernels loop over the window (1: rows a loop, the
+    default; K: INVOLUTION_UNROLL_WINDOW=1, every tap unrolled)."""
+    from layers.aggregation._common import rows_per_step
+
+    return rows_per_step(KERNEL_SIZE)
+
+
 def time_step(timer, run, sync) -> dict:
     """Warm-up, then the timer's rounds: the row fields of one timed step."""
     from bench import timing
@@ -80,7 +88,7 @@ def _layer_rows(runner, timer, backend: str, batch: int, stage, dtype: str, mode
                     jit).normalised()
         row = {"backend": backend, "layer": layer, "implementation": impl, "resolution": resolution,
                "channels": channels, "groups": groups, "batch": batch, "dtype": dtype, "mode": mode,
-               "jit": jit, "what": "layer"}
+               "jit": jit, "what": "layer", "rows_per_step": _rows_per_step()}
         try:
             module, x = build_case(case)
             cotangent = np.random.default_rng(1).standard_normal(x.shape).astype("float32")
@@ -108,7 +116,7 @@ def _aggregation_rows(timer, backend: str, batch: int, stage, dtype: str, mode: 
     for impl in impls:
         row = {"backend": backend, "layer": "aggregation", "implementation": impl, "resolution": resolution,
                "channels": channels, "groups": groups, "batch": batch, "dtype": real_dtype, "mode": mode,
-               "what": "aggregation", "bytes": figures.bytes_aggregation}
+               "what": "aggregation", "bytes": figures.bytes_aggregation, "rows_per_step": _rows_per_step()}
         try:
             run, sync = _aggregation_step(backend, aggregation.get(impl).function(), tensors, KERNEL_SIZE, groups,
                                           mode)

@@ -4,6 +4,8 @@
 # carried along (docs/gpu/wheels.sh fetches them).
 #   docs/gpu/run.sh check            environment, then the fused kernels' tests on the GPU
 #   docs/gpu/run.sh targets          python -m bench.targets on JAX and PyTorch
+#     OUT=$OUT/window INVOLUTION_UNROLL_WINDOW=1 docs/gpu/run.sh targets: the same with every tap
+#     unrolled (the loops of kernel versions up to v4), to time against the default row loop
 #   docs/gpu/run.sh sweeps [NAME...] the timer's calibration, then each sweep (default: gpu, then
 #                                    paper with --tf32) on each of $BACKENDS, run directories under $OUT
 # Everything it writes goes under $OUT (default: ./gpu-out); a sweep's rows are

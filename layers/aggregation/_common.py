@@ -13,6 +13,7 @@ is `max((out - 1) * s + K - size, 0)`, split with the odd pixel at the end.
 from __future__ import annotations
 
 import functools
+import os
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -71,6 +72,15 @@ def generated_kernel(pooled, w_reduce, b_reduce, w_span, b_span, dtype):
     generating implementation computes on chip, for its unfused paths."""
     hidden = ops.relu(ops.matmul(ops.cast(pooled, "float32"), w_reduce) + b_reduce)  # (B, Ho, Wo, R)
     return ops.cast(ops.matmul(hidden, w_span) + b_span, dtype)  # (B, Ho, Wo, G*K*K)
+
+
+def rows_per_step(kernel_size: int) -> int:
+    """How many of the window's K rows one step of a fused kernel's row loop
+    unrolls: 1 (the default since version v5: rows a loop, each row's K taps
+    unrolled) or K with INVOLUTION_UNROLL_WINDOW=1 (all K*K taps unrolled, as
+    up to v4), so that a GPU session can time both from one commit
+    (docs/PERF.md, section 13). A kernel argument: the two compile apart."""
+    return kernel_size if os.environ.get("INVOLUTION_UNROLL_WINDOW", "0") == "1" else 1
 
 
 def _next_power_of_2(n: int) -> int:

@@ -25,7 +25,7 @@ import jax.numpy as jnp
 from jax.experimental import pallas as pl
 from jax.experimental.pallas import triton as plgpu
 
-from layers.aggregation._common import Geometry
+from layers.aggregation._common import Geometry, rows_per_step
 
 
 def _iota(n):
@@ -64,15 +64,22 @@ def _taps(geo: Geometry, body, carry):
     `fori_loop` (not an unrolled one), and the interpreter runs the same loop,
     so the code the tests check is the code a GPU compiles. Rolling the rows
     keeps a row's loads, not the window's, in flight (registers) and traces
-    K taps instead of K*K (compile time); see docs/PERF.md section 13."""
+    K taps instead of K*K (compile time); see docs/PERF.md section 13. With
+    INVOLUTION_UNROLL_WINDOW=1 (`rows_per_step`) every tap is unrolled in
+    Python, as up to version v4."""
     k = geo.kernel_size
+    rows = rows_per_step(k)
 
-    def row(i, carry):
-        for j in range(k):
-            carry = body(i, j, carry)
+    def step(s, carry):
+        for di in range(rows):
+            i = s * rows + di
+            for j in range(k):
+                carry = body(i, j, carry)
         return carry
 
-    return jax.lax.fori_loop(0, k, row, carry)
+    if rows == k:
+        return step(0, carry)  # no loop at all: i is an int
+    return jax.lax.fori_loop(0, k // rows, step, carry)
 
 
 def _fwd_kernel(x_ref, k_ref, o_ref, *, geo: Geometry):

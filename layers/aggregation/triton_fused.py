@@ -56,8 +56,9 @@ __all__ = ["Generation", "aggregate", "aggregate_hidden", "involution"]
 
 def _fused_kernel(x_ptr, xg_ptr, wr_ptr, br_ptr, ws_ptr, bs_ptr, o_ptr,
                n_pix, H, W, C, HO, WO, CG, N_CBLK, PAD_T, PAD_L, R,
-               K: tl.constexpr, STRIDE: tl.constexpr, DOT_PRECISION: tl.constexpr, FROM_HIDDEN: tl.constexpr,
-               BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_CIN: tl.constexpr):
+               K: tl.constexpr, STRIDE: tl.constexpr, ROWS: tl.constexpr, DOT_PRECISION: tl.constexpr,
+               FROM_HIDDEN: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_R: tl.constexpr,
+               BLOCK_CIN: tl.constexpr):
     pid_p = tl.program_id(0)
     pid_gc = tl.program_id(1)
     g = pid_gc // N_CBLK
@@ -95,27 +96,29 @@ def _fused_kernel(x_ptr, xg_ptr, wr_ptr, br_ptr, ws_ptr, bs_ptr, o_ptr,
 
     # 2. Each tap's weight from the bottleneck, then the aggregation.
     acc = tl.full((BLOCK_P, BLOCK_C), 0.0, tl.float32)
-    for i in range(K):  # rows: a loop; a row's taps: unrolled (see triton_kernels)
-        hi = ho * STRIDE + i - PAD_T
-        h_ok = p_ok & (hi >= 0) & (hi < H)
-        for j in tl.static_range(K):
-            wi = wo * STRIDE + j - PAD_L
-            ok = h_ok & (wi >= 0) & (wi < W)
-            t = g * (K * K) + i * K + j  # generated channel of this tap
-            ws = tl.load(ws_ptr + r * GKK + t, mask=r_ok, other=0.0)  # (R,)
-            wgt = tl.reduce(hidden * ws[None, :], 1, _add) + tl.load(bs_ptr + t)  # (P,)
-            x_row = ((b * H + hi) * W + wi).to(tl.int64) * C
-            xv = tl.load(x_ptr + x_row[:, None] + c[None, :],
-                         mask=ok[:, None] & c_ok[None, :], other=0.0).to(tl.float32)  # (P, C)
-            acc += wgt[:, None] * xv
+    for i0 in range(0, K, ROWS):  # the rows: a loop of ROWS-row steps (see triton_kernels)
+        for di in tl.static_range(ROWS):  # a step's rows and each row's taps: unrolled
+            i = i0 + di
+            hi = ho * STRIDE + i - PAD_T
+            h_ok = p_ok & (hi >= 0) & (hi < H)
+            for j in tl.static_range(K):
+                wi = wo * STRIDE + j - PAD_L
+                ok = h_ok & (wi >= 0) & (wi < W)
+                t = g * (K * K) + i * K + j  # generated channel of this tap
+                ws = tl.load(ws_ptr + r * GKK + t, mask=r_ok, other=0.0)  # (R,)
+                wgt = tl.reduce(hidden * ws[None, :], 1, _add) + tl.load(bs_ptr + t)  # (P,)
+                x_row = ((b * H + hi) * W + wi).to(tl.int64) * C
+                xv = tl.load(x_ptr + x_row[:, None] + c[None, :],
+                             mask=ok[:, None] & c_ok[None, :], other=0.0).to(tl.float32)  # (P, C)
+                acc += wgt[:, None] * xv
     o_row = p.to(tl.int64) * C
     tl.store(o_ptr + o_row[:, None] + c[None, :], acc.to(o_ptr.dtype.element_ty),
              mask=p_ok[:, None] & c_ok[None, :])
 
 
 def _dgen_kernel(x_ptr, dy_ptr, h_ptr, ws_ptr, dh_ptr, dws_ptr, dbs_ptr, n_pix, H, W, C, HO, WO, CG, PAD_T,
-                 PAD_L, R, K: tl.constexpr, STRIDE: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr,
-                 BLOCK_R: tl.constexpr):
+                 PAD_L, R, K: tl.constexpr, STRIDE: tl.constexpr, ROWS: tl.constexpr, BLOCK_P: tl.constexpr,
+                 BLOCK_C: tl.constexpr, BLOCK_R: tl.constexpr):
     """Backward through the generated weights, which stay on chip. One
     program per pixel tile, over every group: per tap t of group g,
     d_w_t[p] = sum over g's channels of dy[p, c] * x[window_t(p), c] (as
@@ -139,35 +142,37 @@ def _dgen_kernel(x_ptr, dy_ptr, h_ptr, ws_ptr, dh_ptr, dws_ptr, dbs_ptr, n_pix, 
     d_hidden = tl.full((BLOCK_P, BLOCK_R), 0.0, tl.float32)
     dy_row = p.to(tl.int64) * C
     for g in range(G):
-        for i in range(K):  # rows: a loop; a row's taps: unrolled (see triton_kernels)
-            hi = ho * STRIDE + i - PAD_T
-            h_ok = p_ok & (hi >= 0) & (hi < H)
-            for j in tl.static_range(K):
-                wi = wo * STRIDE + j - PAD_L
-                ok = h_ok & (wi >= 0) & (wi < W)
-                x_row = ((b * H + hi) * W + wi).to(tl.int64) * C
-                d_w = tl.full((BLOCK_P,), 0.0, tl.float32)
-                for c0 in range(0, CG, BLOCK_C):
-                    cc = c0 + tl.arange(0, BLOCK_C)
-                    c = g * CG + cc
-                    c_ok = cc < CG
-                    dyv = tl.load(dy_ptr + dy_row[:, None] + c[None, :],
-                                  mask=p_ok[:, None] & c_ok[None, :], other=0.0).to(tl.float32)  # (P, C)
-                    xv = tl.load(x_ptr + x_row[:, None] + c[None, :],
-                                 mask=ok[:, None] & c_ok[None, :], other=0.0).to(tl.float32)  # (P, C)
-                    d_w += tl.reduce(dyv * xv, 1, _add)  # (P,)
-                t = g * (K * K) + i * K + j
-                ws = tl.load(ws_ptr + r * GKK + t, mask=r_ok, other=0.0)  # (R,)
-                d_hidden += d_w[:, None] * ws[None, :]  # (P, R)
-                tl.store(dws_ptr + (pid_p * R + r).to(tl.int64) * GKK + t,
-                         tl.reduce(hidden * d_w[:, None], 0, _add), mask=r_ok)  # (R,)
-                tl.store(dbs_ptr + pid_p.to(tl.int64) * GKK + t, tl.reduce(d_w, 0, _add))
+        for i0 in range(0, K, ROWS):  # the rows: a loop of ROWS-row steps (see triton_kernels)
+            for di in tl.static_range(ROWS):  # a step's rows and each row's taps: unrolled
+                i = i0 + di
+                hi = ho * STRIDE + i - PAD_T
+                h_ok = p_ok & (hi >= 0) & (hi < H)
+                for j in tl.static_range(K):
+                    wi = wo * STRIDE + j - PAD_L
+                    ok = h_ok & (wi >= 0) & (wi < W)
+                    x_row = ((b * H + hi) * W + wi).to(tl.int64) * C
+                    d_w = tl.full((BLOCK_P,), 0.0, tl.float32)
+                    for c0 in range(0, CG, BLOCK_C):
+                        cc = c0 + tl.arange(0, BLOCK_C)
+                        c = g * CG + cc
+                        c_ok = cc < CG
+                        dyv = tl.load(dy_ptr + dy_row[:, None] + c[None, :],
+                                      mask=p_ok[:, None] & c_ok[None, :], other=0.0).to(tl.float32)  # (P, C)
+                        xv = tl.load(x_ptr + x_row[:, None] + c[None, :],
+                                     mask=ok[:, None] & c_ok[None, :], other=0.0).to(tl.float32)  # (P, C)
+                        d_w += tl.reduce(dyv * xv, 1, _add)  # (P,)
+                    t = g * (K * K) + i * K + j
+                    ws = tl.load(ws_ptr + r * GKK + t, mask=r_ok, other=0.0)  # (R,)
+                    d_hidden += d_w[:, None] * ws[None, :]  # (P, R)
+                    tl.store(dws_ptr + (pid_p * R + r).to(tl.int64) * GKK + t,
+                             tl.reduce(hidden * d_w[:, None], 0, _add), mask=r_ok)  # (R,)
+                    tl.store(dbs_ptr + pid_p.to(tl.int64) * GKK + t, tl.reduce(d_w, 0, _add))
     tl.store(dh_ptr + p.to(tl.int64)[:, None] * R + r[None, :], d_hidden.to(dh_ptr.dtype.element_ty), mask=hp_mask)
 
 
 def _dx_gen_kernel(h_ptr, ws_ptr, bs_ptr, dy_ptr, dx_ptr, n_pix, H, W, C, HO, WO, CG, N_CBLK, PAD_T, PAD_L, R,
-                   K: tl.constexpr, STRIDE: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr,
-                   BLOCK_R: tl.constexpr):
+                   K: tl.constexpr, STRIDE: tl.constexpr, ROWS: tl.constexpr, BLOCK_P: tl.constexpr,
+                   BLOCK_C: tl.constexpr, BLOCK_R: tl.constexpr):
     """d_x as `triton`'s d-x kernel, each weight generated again from the
     hidden tensor of the output pixel that reads this input pixel."""
     pid_p = tl.program_id(0)
@@ -186,23 +191,25 @@ def _dx_gen_kernel(h_ptr, ws_ptr, bs_ptr, dy_ptr, dx_ptr, n_pix, H, W, C, HO, WO
     r = tl.arange(0, BLOCK_R)
     r_ok = r < R
     acc = tl.full((BLOCK_P, BLOCK_C), 0.0, tl.float32)
-    for i in range(K):  # rows: a loop; a row's taps: unrolled (see triton_kernels)
-        hn = h + PAD_T - i  # = ho * STRIDE when output row ho reads this pixel at tap row i
-        ho = hn // STRIDE
-        h_ok = p_ok & (hn >= 0) & (hn % STRIDE == 0) & (ho < HO)
-        for j in tl.static_range(K):
-            wn = w + PAD_L - j
-            wo = wn // STRIDE
-            ok = h_ok & (wn >= 0) & (wn % STRIDE == 0) & (wo < WO)
-            q = ((b * HO + ho) * WO + wo).to(tl.int64)  # output pixel
-            t = g * (K * K) + i * K + j
-            hq = tl.load(h_ptr + q[:, None] * R + r[None, :], mask=ok[:, None] & r_ok[None, :],
-                         other=0.0).to(tl.float32)  # (P, R)
-            ws = tl.load(ws_ptr + r * GKK + t, mask=r_ok, other=0.0)  # (R,)
-            wgt = tl.reduce(hq * ws[None, :], 1, _add) + tl.load(bs_ptr + t)  # (P,)
-            dyv = tl.load(dy_ptr + q[:, None] * C + c[None, :],
-                          mask=ok[:, None] & c_ok[None, :], other=0.0).to(tl.float32)  # (P, C)
-            acc += wgt[:, None] * dyv
+    for i0 in range(0, K, ROWS):  # the rows: a loop of ROWS-row steps (see triton_kernels)
+        for di in tl.static_range(ROWS):  # a step's rows and each row's taps: unrolled
+            i = i0 + di
+            hn = h + PAD_T - i  # = ho * STRIDE when output row ho reads this pixel at tap row i
+            ho = hn // STRIDE
+            h_ok = p_ok & (hn >= 0) & (hn % STRIDE == 0) & (ho < HO)
+            for j in tl.static_range(K):
+                wn = w + PAD_L - j
+                wo = wn // STRIDE
+                ok = h_ok & (wn >= 0) & (wn % STRIDE == 0) & (wo < WO)
+                q = ((b * HO + ho) * WO + wo).to(tl.int64)  # output pixel
+                t = g * (K * K) + i * K + j
+                hq = tl.load(h_ptr + q[:, None] * R + r[None, :], mask=ok[:, None] & r_ok[None, :],
+                             other=0.0).to(tl.float32)  # (P, R)
+                ws = tl.load(ws_ptr + r * GKK + t, mask=r_ok, other=0.0)  # (R,)
+                wgt = tl.reduce(hq * ws[None, :], 1, _add) + tl.load(bs_ptr + t)  # (P,)
+                dyv = tl.load(dy_ptr + q[:, None] * C + c[None, :],
+                              mask=ok[:, None] & c_ok[None, :], other=0.0).to(tl.float32)  # (P, C)
+                acc += wgt[:, None] * dyv
     tl.store(dx_ptr + p.to(tl.int64)[:, None] * C + c[None, :], acc.to(dx_ptr.dtype.element_ty),
              mask=p_ok[:, None] & c_ok[None, :])
 

@@ -7,7 +7,9 @@ and no patch tensor exists. Accumulation is in float32 whatever the input
 dtype.
 
 Rows rolled, taps unrolled: every kernel loops over the window's K rows and
-unrolls each row's K taps. With all K*K taps unrolled (up to version v4 in
+unrolls each row's K taps (ROWS = 1 row a loop step; INVOLUTION_UNROLL_WINDOW=1
+gives ROWS = K, the whole window unrolled, for comparison on a GPU: see
+`_common.rows_per_step`). With all K*K taps unrolled (up to version v4 in
 docs/PERF.md), the compiler issued the whole window's loads ahead of the
 arithmetic; compiled for sm_90 at K = 7, the forward kernel then held 170 to
 255 registers a thread and spilled at 128-pixel tiles, leaving room for 8 to
@@ -36,7 +38,7 @@ import triton
 import triton.language as tl
 from triton.runtime.interpreter import InterpretedFunction
 
-from layers.aggregation._common import Geometry
+from layers.aggregation._common import Geometry, rows_per_step
 
 
 def _add(a, b):
@@ -47,7 +49,7 @@ _add = triton.jit(_add)  # combine function of tl.reduce, usable in both modes
 
 
 def _fwd_kernel(x_ptr, k_ptr, o_ptr, n_pix, H, W, C, HO, WO, CG, N_CBLK, PAD_T, PAD_L,
-         K: tl.constexpr, STRIDE: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr):
+         K: tl.constexpr, STRIDE: tl.constexpr, ROWS: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr):
     pid_p = tl.program_id(0)
     pid_gc = tl.program_id(1)
     g = pid_gc // N_CBLK
@@ -62,24 +64,26 @@ def _fwd_kernel(x_ptr, k_ptr, o_ptr, n_pix, H, W, C, HO, WO, CG, N_CBLK, PAD_T, 
     G = C // CG
     k_row = k_ptr + p.to(tl.int64) * (G * K * K) + g * (K * K)
     acc = tl.full((BLOCK_P, BLOCK_C), 0.0, tl.float32)
-    for i in range(K):  # rows: a loop; a row's taps: unrolled (see the module docstring)
-        hi = ho * STRIDE + i - PAD_T
-        h_ok = p_ok & (hi >= 0) & (hi < H)
-        for j in tl.static_range(K):
-            wi = wo * STRIDE + j - PAD_L
-            ok = h_ok & (wi >= 0) & (wi < W)
-            wgt = tl.load(k_row + (i * K + j), mask=p_ok, other=0.0).to(tl.float32)  # (P,)
-            x_row = ((b * H + hi) * W + wi).to(tl.int64) * C
-            xv = tl.load(x_ptr + x_row[:, None] + c[None, :],
-                         mask=ok[:, None] & c_ok[None, :], other=0.0).to(tl.float32)  # (P, C)
-            acc += wgt[:, None] * xv
+    for i0 in range(0, K, ROWS):  # the rows: a loop of ROWS-row steps (see the module docstring)
+        for di in tl.static_range(ROWS):  # a step's rows and each row's taps: unrolled
+            i = i0 + di
+            hi = ho * STRIDE + i - PAD_T
+            h_ok = p_ok & (hi >= 0) & (hi < H)
+            for j in tl.static_range(K):
+                wi = wo * STRIDE + j - PAD_L
+                ok = h_ok & (wi >= 0) & (wi < W)
+                wgt = tl.load(k_row + (i * K + j), mask=p_ok, other=0.0).to(tl.float32)  # (P,)
+                x_row = ((b * H + hi) * W + wi).to(tl.int64) * C
+                xv = tl.load(x_ptr + x_row[:, None] + c[None, :],
+                             mask=ok[:, None] & c_ok[None, :], other=0.0).to(tl.float32)  # (P, C)
+                acc += wgt[:, None] * xv
     o_row = p.to(tl.int64) * C
     tl.store(o_ptr + o_row[:, None] + c[None, :], acc.to(o_ptr.dtype.element_ty),
              mask=p_ok[:, None] & c_ok[None, :])
 
 
-def _dk_kernel(x_ptr, dy_ptr, dk_ptr, n_pix, H, W, C, HO, WO, CG, PAD_T, PAD_L,
-                K: tl.constexpr, STRIDE: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr):
+def _dk_kernel(x_ptr, dy_ptr, dk_ptr, n_pix, H, W, C, HO, WO, CG, PAD_T, PAD_L, K: tl.constexpr,
+               STRIDE: tl.constexpr, ROWS: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr):
     pid_p = tl.program_id(0)
     g = tl.program_id(1)
     p = pid_p * BLOCK_P + tl.arange(0, BLOCK_P)  # flat output pixel
@@ -90,28 +94,30 @@ def _dk_kernel(x_ptr, dy_ptr, dk_ptr, n_pix, H, W, C, HO, WO, CG, PAD_T, PAD_L,
     G = C // CG
     dy_row = p.to(tl.int64) * C
     dk_row = dk_ptr + p.to(tl.int64) * (G * K * K) + g * (K * K)
-    for i in range(K):  # rows: a loop; a row's taps: unrolled (see the module docstring)
-        hi = ho * STRIDE + i - PAD_T
-        h_ok = p_ok & (hi >= 0) & (hi < H)
-        for j in tl.static_range(K):
-            wi = wo * STRIDE + j - PAD_L
-            ok = h_ok & (wi >= 0) & (wi < W)
-            x_row = ((b * H + hi) * W + wi).to(tl.int64) * C
-            s = tl.full((BLOCK_P,), 0.0, tl.float32)
-            for c0 in range(0, CG, BLOCK_C):
-                cc = c0 + tl.arange(0, BLOCK_C)
-                c = g * CG + cc
-                c_ok = cc < CG
-                dyv = tl.load(dy_ptr + dy_row[:, None] + c[None, :],
-                              mask=p_ok[:, None] & c_ok[None, :], other=0.0).to(tl.float32)
-                xv = tl.load(x_ptr + x_row[:, None] + c[None, :],
-                             mask=ok[:, None] & c_ok[None, :], other=0.0).to(tl.float32)
-                s += tl.reduce(dyv * xv, 1, _add)
-            tl.store(dk_row + (i * K + j), s.to(dk_ptr.dtype.element_ty), mask=p_ok)
+    for i0 in range(0, K, ROWS):  # the rows: a loop of ROWS-row steps (see the module docstring)
+        for di in tl.static_range(ROWS):  # a step's rows and each row's taps: unrolled
+            i = i0 + di
+            hi = ho * STRIDE + i - PAD_T
+            h_ok = p_ok & (hi >= 0) & (hi < H)
+            for j in tl.static_range(K):
+                wi = wo * STRIDE + j - PAD_L
+                ok = h_ok & (wi >= 0) & (wi < W)
+                x_row = ((b * H + hi) * W + wi).to(tl.int64) * C
+                s = tl.full((BLOCK_P,), 0.0, tl.float32)
+                for c0 in range(0, CG, BLOCK_C):
+                    cc = c0 + tl.arange(0, BLOCK_C)
+                    c = g * CG + cc
+                    c_ok = cc < CG
+                    dyv = tl.load(dy_ptr + dy_row[:, None] + c[None, :],
+                                  mask=p_ok[:, None] & c_ok[None, :], other=0.0).to(tl.float32)
+                    xv = tl.load(x_ptr + x_row[:, None] + c[None, :],
+                                 mask=ok[:, None] & c_ok[None, :], other=0.0).to(tl.float32)
+                    s += tl.reduce(dyv * xv, 1, _add)
+                tl.store(dk_row + (i * K + j), s.to(dk_ptr.dtype.element_ty), mask=p_ok)
 
 
 def _dx_kernel(k_ptr, dy_ptr, dx_ptr, n_pix, H, W, C, HO, WO, CG, N_CBLK, PAD_T, PAD_L,
-               K: tl.constexpr, STRIDE: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr):
+               K: tl.constexpr, STRIDE: tl.constexpr, ROWS: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr):
     pid_p = tl.program_id(0)
     pid_gc = tl.program_id(1)
     g = pid_gc // N_CBLK
@@ -125,19 +131,21 @@ def _dx_kernel(k_ptr, dy_ptr, dx_ptr, n_pix, H, W, C, HO, WO, CG, N_CBLK, PAD_T,
     b = p // (W * H)
     G = C // CG
     acc = tl.full((BLOCK_P, BLOCK_C), 0.0, tl.float32)
-    for i in range(K):  # rows: a loop; a row's taps: unrolled (see the module docstring)
-        hn = h + PAD_T - i  # = ho * STRIDE when output row ho reads this pixel at tap row i
-        ho = hn // STRIDE
-        h_ok = p_ok & (hn >= 0) & (hn % STRIDE == 0) & (ho < HO)
-        for j in tl.static_range(K):
-            wn = w + PAD_L - j
-            wo = wn // STRIDE
-            ok = h_ok & (wn >= 0) & (wn % STRIDE == 0) & (wo < WO)
-            q = ((b * HO + ho) * WO + wo).to(tl.int64)  # output pixel
-            wgt = tl.load(k_ptr + q * (G * K * K) + g * (K * K) + (i * K + j), mask=ok, other=0.0).to(tl.float32)
-            dyv = tl.load(dy_ptr + q[:, None] * C + c[None, :],
-                          mask=ok[:, None] & c_ok[None, :], other=0.0).to(tl.float32)
-            acc += wgt[:, None] * dyv
+    for i0 in range(0, K, ROWS):  # the rows: a loop of ROWS-row steps (see the module docstring)
+        for di in tl.static_range(ROWS):  # a step's rows and each row's taps: unrolled
+            i = i0 + di
+            hn = h + PAD_T - i  # = ho * STRIDE when output row ho reads this pixel at tap row i
+            ho = hn // STRIDE
+            h_ok = p_ok & (hn >= 0) & (hn % STRIDE == 0) & (ho < HO)
+            for j in tl.static_range(K):
+                wn = w + PAD_L - j
+                wo = wn // STRIDE
+                ok = h_ok & (wn >= 0) & (wn % STRIDE == 0) & (wo < WO)
+                q = ((b * HO + ho) * WO + wo).to(tl.int64)  # output pixel
+                wgt = tl.load(k_ptr + q * (G * K * K) + g * (K * K) + (i * K + j), mask=ok, other=0.0).to(tl.float32)
+                dyv = tl.load(dy_ptr + q[:, None] * C + c[None, :],
+                              mask=ok[:, None] & c_ok[None, :], other=0.0).to(tl.float32)
+                acc += wgt[:, None] * dyv
     tl.store(dx_ptr + p.to(tl.int64)[:, None] * C + c[None, :], acc.to(dx_ptr.dtype.element_ty),
              mask=p_ok[:, None] & c_ok[None, :])
 
@@ -207,7 +215,7 @@ def _sizes(geo: Geometry) -> dict:
     """The integer arguments every kernel takes, by name."""
     return dict(H=geo.height, W=geo.width, C=geo.channels, HO=geo.out_height, WO=geo.out_width,
                 CG=geo.group_channels, PAD_T=geo.pad_top, PAD_L=geo.pad_left, K=geo.kernel_size,
-                STRIDE=geo.stride)
+                STRIDE=geo.stride, ROWS=rows_per_step(geo.kernel_size))
 
 
 class InvolutionAggregation(torch.autograd.Function):

@@ -207,3 +207,32 @@ def test_generation_from_the_bottleneck_in_bfloat16(name):
     assert standardize_dtype(out.dtype) == "bfloat16"
     expected = _hidden_reference(x, hidden, w_span, b_span, dy, k, s, g)[0]
     assert _rel_err(tb.to_numpy(tb.tensor(out, "float32")), expected) < 2e-2
+
+
+FUSED = [name for name in IMPLEMENTATIONS if aggregation.get(name).fused]
+
+
+@pytest.mark.skipif(not FUSED, reason=NO_HIDDEN)
+@pytest.mark.parametrize("name", FUSED + HIDDEN)
+def test_the_whole_window_unrolled_matches_numpy(name, monkeypatch):
+    """INVOLUTION_UNROLL_WINDOW=1 (every tap unrolled, as up to version v4,
+    kept for timing against the row loop on a GPU) computes the same thing."""
+    monkeypatch.setenv("INVOLUTION_UNROLL_WINDOW", "1")
+    if name in HIDDEN:
+        geometry = HIDDEN_GEOMETRIES[0]  # the cheapest in the interpreter
+        k, s, g = geometry[4:7]
+        x, hidden, w_span, b_span, dy = _hidden_case(geometry, name, "window")
+        fn = aggregation.get(name).hidden_function()
+        inputs = [x, hidden, w_span, b_span]
+        expected = _hidden_reference(x, hidden, w_span, b_span, dy, k, s, g)
+    else:
+        geometry = (1, 9, 9, 6, 5, 2, 2)
+        k, s, g = geometry[4:]
+        x, kernel, dy = _random_case(geometry, name, "window")
+        fn = aggregation.get(name).function()
+        inputs = [x, kernel]
+        expected = (npref.aggregate(x, kernel, k, s, g), *npref.aggregate_grads(x, kernel, dy, k, s, g))
+    out = tb.call(lambda *a: fn(*a, k, s, g), *inputs)
+    got = tb.grads(lambda *a: fn(*a, k, s, g), inputs, dy)
+    for actual, want in zip([out, *got], expected, strict=True):
+        assert _rel_err(actual, want) < 1e-5
