@@ -6,6 +6,10 @@ import numpy as np
 from keras import backend, ops
 
 NAME = backend.backend()
+# Why a test of the fused Triton and Pallas kernels skips on this backend (one
+# home for the reason): the same test runs in the torch and jax environments.
+NO_FUSED_KERNELS = (f"the fused kernels are Triton (PyTorch) and Pallas (JAX) code, and this run uses {NAME}; "
+                    "`tox -e torch` and `tox -e jax` run this test on them")
 
 
 def to_numpy(x) -> np.ndarray:

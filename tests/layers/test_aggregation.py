@@ -148,8 +148,6 @@ def test_padding_matches_keras_depthwise_conv():
 # training (`aggregate_hidden`): odd sizes, strides 1-3, groups of 1 to 64
 # channels, reduced widths 1 to 6 (b, h, w, c, k, s, g, r = C // reduction).
 HIDDEN = [name for name in aggregation.names() if aggregation.get(name).trains_from_hidden]
-NO_HIDDEN = (f"{tb.NAME} has no implementation generating from the bottleneck "
-             "(they are Triton and Pallas kernels: PyTorch and JAX only)")
 HIDDEN_GEOMETRIES = [(2, 7, 7, 3, 3, 3, 1, 1), (1, 6, 7, 64, 3, 1, 1, 4), (1, 9, 8, 12, 5, 2, 3, 6)]
 
 
@@ -176,7 +174,7 @@ def _hidden_reference(x, hidden, w_span, b_span, dy, k, s, g):
             np.einsum("bhwr,bhwt->rt", hidden, d_kernel), d_kernel.sum(axis=(0, 1, 2)))
 
 
-@pytest.mark.skipif(not HIDDEN, reason=NO_HIDDEN)
+@pytest.mark.skipif(not HIDDEN, reason=tb.NO_FUSED_KERNELS)
 @pytest.mark.parametrize("name", HIDDEN)
 @pytest.mark.parametrize("geometry", HIDDEN_GEOMETRIES, ids=lambda g: "b{}-{}x{}-c{}-k{}-s{}-g{}-r{}".format(*g))
 def test_generation_from_the_bottleneck_matches_numpy(name, geometry):
@@ -193,7 +191,7 @@ def test_generation_from_the_bottleneck_matches_numpy(name, geometry):
         assert _rel_err(actual, want) < 1e-5, what
 
 
-@pytest.mark.skipif(not HIDDEN, reason=NO_HIDDEN)
+@pytest.mark.skipif(not HIDDEN, reason=tb.NO_FUSED_KERNELS)
 @pytest.mark.parametrize("name", HIDDEN)
 def test_generation_from_the_bottleneck_in_bfloat16(name):
     """bfloat16 input and bottleneck, float32 span weights: float32 inside."""
@@ -212,7 +210,7 @@ def test_generation_from_the_bottleneck_in_bfloat16(name):
 FUSED = [name for name in IMPLEMENTATIONS if aggregation.get(name).fused]
 
 
-@pytest.mark.skipif(not FUSED, reason=NO_HIDDEN)
+@pytest.mark.skipif(not FUSED, reason=tb.NO_FUSED_KERNELS)
 @pytest.mark.parametrize("name", FUSED + HIDDEN)
 def test_the_whole_window_unrolled_matches_numpy(name, monkeypatch):
     """INVOLUTION_UNROLL_WINDOW=1 (every tap unrolled, as up to version v4,

@@ -23,8 +23,6 @@ IMPLEMENTATIONS = aggregation.names()
 # bottleneck (trains_from_hidden), they run another implementation's path (trains_as).
 GENERATING = [name for name in IMPLEMENTATIONS if aggregation.get(name).generates]
 FROM_HIDDEN = [name for name in GENERATING if aggregation.get(name).trains_from_hidden]
-NO_HIDDEN = (f"{tb.NAME} has no implementation generating from the bottleneck "
-             "(they are Triton and Pallas kernels: PyTorch and JAX only)")
 AGGREGATING = [name for name in IMPLEMENTATIONS if name not in GENERATING]
 
 
@@ -71,14 +69,19 @@ def _fused_layer(name, geometry, rng, dtype=None):
     return layer, weights
 
 
-def _fused_and_unfused(name, geometry, rng):
-    """A generating layer and its `trains_as` counterpart with the same random weights."""
-    b, h, w, c, k, s, g, r = geometry
+def _fused_pair_case(name: str, salt: str):
+    """(x, dy, fused, unfused) on one odd geometry (9 px, stride 2, 2 groups):
+    a generating layer and its `trains_as` counterpart with the same random
+    weights, an input and an output gradient."""
+    b, h, w, c, k, s, g, r = geometry = (2, 9, 9, 8, 3, 2, 2, 2)
+    rng = _rng(salt, name)
+    x = rng.standard_normal((b, h, w, c)).astype("float32")
+    dy = rng.standard_normal((b, 5, 5, c)).astype("float32")
     fused, weights = _fused_layer(name, geometry, rng)
     unfused = Involution(k, strides=s, groups=g, reduction_ratio=r, implementation=aggregation.get(name).trains_as)
     unfused.build((b, h, w, c))
     unfused.set_weights(weights)
-    return fused, unfused
+    return x, dy, fused, unfused
 
 
 # Odd sizes, strides 1-3, groups of 1 to 64 channels, reduced widths 1 to 16
@@ -103,7 +106,7 @@ def _inference(layer, x: np.ndarray) -> np.ndarray:
     return tb.call(lambda t: keras.ops.cast(layer(t, training=False), "float32"), x)
 
 
-@pytest.mark.skipif(not GENERATING, reason=f"no implementation generates its kernel on chip on {tb.NAME}")
+@pytest.mark.skipif(not GENERATING, reason=tb.NO_FUSED_KERNELS)
 @pytest.mark.parametrize("dtype", ["float32", "mixed_bfloat16"])
 @pytest.mark.parametrize("geometry", GENERATION_GEOMETRIES, ids=lambda g: "b{}-{}x{}-c{}-k{}-s{}-g{}-r{}".format(*g))
 @pytest.mark.parametrize("name", GENERATING)
@@ -131,18 +134,13 @@ def test_generation_inside_the_kernel_matches_numpy(name, geometry, dtype, monke
         assert np.linalg.norm(got - expected) / np.linalg.norm(expected) < 2e-2
 
 
-@pytest.mark.skipif(not GENERATING, reason=f"no implementation generates its kernel on chip on {tb.NAME}")
+@pytest.mark.skipif(not GENERATING, reason=tb.NO_FUSED_KERNELS)
 @pytest.mark.parametrize("name", GENERATING)
 def test_generation_inside_the_kernel_against_its_unfused_path(name):
     """The fused inference path against the implementation it trains as, on
     the same weights: outputs, and gradients when an inference call needs
     them (then it differentiates the unfused path)."""
-    geometry = (2, 9, 9, 8, 3, 2, 2, 2)
-    b, h, w, c, k, s, g, r = geometry
-    rng = _rng("fused-vs-unfused", name)
-    x = rng.standard_normal((b, h, w, c)).astype("float32")
-    dy = rng.standard_normal((b, 5, 5, c)).astype("float32")
-    fused, unfused = _fused_and_unfused(name, geometry, rng)
+    x, dy, fused, unfused = _fused_pair_case(name, "fused-vs-unfused")
     np.testing.assert_allclose(_inference(fused, x), _inference(unfused, x), rtol=1e-4, atol=1e-4)
     got = tb.layer_weight_grads(fused, x, dy, training=False)
     want = tb.layer_weight_grads(unfused, x, dy, training=False)
@@ -181,7 +179,7 @@ def _training_step(layer, x: np.ndarray, dy: np.ndarray) -> tuple[np.ndarray, np
     raise NotImplementedError(f"no generating implementation on {tb.NAME}")
 
 
-@pytest.mark.skipif(not FROM_HIDDEN, reason=NO_HIDDEN)
+@pytest.mark.skipif(not FROM_HIDDEN, reason=tb.NO_FUSED_KERNELS)
 @pytest.mark.parametrize("name", FROM_HIDDEN)
 def test_training_from_the_bottleneck_against_the_unfused_path(name, monkeypatch):
     """Training with the kernel generated on chip from the stored bottleneck
@@ -193,12 +191,7 @@ def test_training_from_the_bottleneck_against_the_unfused_path(name, monkeypatch
     calls = []
     original = module.aggregate_hidden
     monkeypatch.setattr(module, "aggregate_hidden", lambda *a: calls.append(1) or original(*a))
-    geometry = (2, 9, 9, 8, 3, 2, 2, 2)
-    b, h, w, c, k, s, g, r = geometry
-    rng = _rng("training-from-hidden", name)
-    x = rng.standard_normal((b, h, w, c)).astype("float32")
-    dy = rng.standard_normal((b, 5, 5, c)).astype("float32")
-    fused, unfused = _fused_and_unfused(name, geometry, rng)
+    x, dy, fused, unfused = _fused_pair_case(name, "training-from-hidden")
     for got, want, what in zip(_training_step(fused, x, dy), _training_step(unfused, x, dy), ("out", "dx"),
                                strict=True):
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4, err_msg=what)
