@@ -26,9 +26,12 @@ from jax.experimental import pallas as pl
 from layers.aggregation._common import Generation, Geometry, folded_generation
 from layers.aggregation.pallas_kernels import (
     _call,
+    _channel_block,
+    _input_pixels,
     _iota,
     _load,
     _output_pixels,
+    _reader,
     _store,
     _tap_kernel_grad,
     _taps,
@@ -45,12 +48,9 @@ def _pow2_at_least_16(n: int) -> int:
 
 def _fused_kernel(x_ref, xg_ref, wr_ref, br_ref, ws_ref, bs_ref, o_ref, *, geo: Geometry, reduced: int,
                   from_hidden: bool):
-    K, S, cg, bp, bc = geo.kernel_size, geo.stride, geo.group_channels, geo.block_p, geo.block_c
+    K, S, bp, bc = geo.kernel_size, geo.stride, geo.block_p, geo.block_c
     block_r, block_cin = _pow2_at_least_16(reduced), min(64, _pow2_at_least_16(geo.channels))
-    g = pl.program_id(1) // geo.channel_blocks
-    cc = (pl.program_id(1) % geo.channel_blocks) * bc + _iota(bc)  # channel within group
-    c_ok = cc < cg
-    c = g * cg + cc
+    g, c, c_ok = _channel_block(geo)
     pix, n_pix, p_ok, b, ho, wo = _output_pixels(geo)
 
     r = _iota(block_r)
@@ -124,30 +124,19 @@ def _dgen_kernel(x_ref, dy_ref, h_ref, ws_ref, dh_ref, dws_ref, dbs_ref, *, geo:
 def _dx_gen_kernel(h_ref, ws_ref, bs_ref, dy_ref, dx_ref, *, geo: Geometry, reduced: int):
     """d_x as `pallas`' d-x kernel, each weight generated again from the
     hidden tensor of the output pixel that reads this input pixel."""
-    K, S, cg, bp, bc = geo.kernel_size, geo.stride, geo.group_channels, geo.block_p, geo.block_c
+    K, bp, bc = geo.kernel_size, geo.block_p, geo.block_c
     block_r = _pow2_at_least_16(reduced)
-    g = pl.program_id(1) // geo.channel_blocks
-    cc = (pl.program_id(1) % geo.channel_blocks) * bc + _iota(bc)
-    c_ok = cc < cg
-    c = g * cg + cc
-    pix = pl.program_id(0) * bp + _iota(bp)  # flat input pixel (b, h, w)
+    g, c, c_ok = _channel_block(geo)
+    pixels = _input_pixels(geo)
+    pix, p_ok = pixels[:2]
     n_out = geo.out_pixels
-    p_ok = pix < geo.in_pixels
-    w = pix % geo.width
-    h = (pix // geo.width) % geo.height
-    b = pix // (geo.width * geo.height)
     r = _iota(block_r)
     r_ok = r < reduced
     zero_row = jnp.zeros((1,), jnp.int32)
     everywhere = jnp.full((1, 1), True)
 
     def tap(i, j, acc):
-        hn = h + geo.pad_top - i  # = ho * S when output row ho reads this pixel at tap row i
-        wn = w + geo.pad_left - j
-        ho, wo = hn // S, wn // S
-        ok = (p_ok & (hn >= 0) & (hn % S == 0) & (ho < geo.out_height)
-              & (wn >= 0) & (wn % S == 0) & (wo < geo.out_width))
-        q = (b * geo.out_height + ho) * geo.out_width + wo  # output pixel
+        q, ok = _reader(geo, pixels, i, j)
         t = jnp.full((1,), g * K * K + i * K + j, jnp.int32)
         hq = _load(h_ref, q, r, ok[:, None] & r_ok[None, :], n_out)  # (P, R)
         ws = _load(ws_ref, r, t, r_ok[:, None], reduced)[:, 0]  # (R,)

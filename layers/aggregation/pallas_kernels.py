@@ -57,6 +57,35 @@ def _output_pixels(geo: Geometry):
     return pix, n_pix, p_ok, pix // (geo.out_width * geo.out_height), ho, wo
 
 
+def _channel_block(geo: Geometry):
+    """This program's group g, its BLOCK_C channels c and their mask (grid
+    axis 1 runs over groups x channel blocks)."""
+    g = pl.program_id(1) // geo.channel_blocks
+    cc = (pl.program_id(1) % geo.channel_blocks) * geo.block_c + _iota(geo.block_c)  # channel within group
+    return g, g * geo.group_channels + cc, cc < geo.group_channels
+
+
+def _input_pixels(geo: Geometry):
+    """This program's BLOCK_P flat input pixels, their mask and (b, h, w)."""
+    pix = pl.program_id(0) * geo.block_p + _iota(geo.block_p)
+    w = pix % geo.width
+    h = (pix // geo.width) % geo.height
+    return pix, pix < geo.in_pixels, pix // (geo.width * geo.height), h, w
+
+
+def _reader(geo: Geometry, pixels: tuple, i, j: int):
+    """(q, ok): the output pixel whose window reads each input pixel at tap
+    (i, j), and whether there is one (`pixels`: what `_input_pixels` returns)."""
+    S = geo.stride
+    _, p_ok, b, h, w = pixels
+    hn = h + geo.pad_top - i  # = ho * S when output row ho reads this pixel at tap row i
+    wn = w + geo.pad_left - j
+    ho, wo = hn // S, wn // S
+    ok = (p_ok & (hn >= 0) & (hn % S == 0) & (ho < geo.out_height)
+          & (wn >= 0) & (wn % S == 0) & (wo < geo.out_width))
+    return (b * geo.out_height + ho) * geo.out_width + wo, ok
+
+
 def _taps(geo: Geometry, body, carry):
     """Run body(i, j, carry) over the K*K window offsets as the Triton
     kernels do: the K rows in a `fori_loop` (i is traced), each row's K taps
@@ -83,11 +112,8 @@ def _taps(geo: Geometry, body, carry):
 
 
 def _fwd_kernel(x_ref, k_ref, o_ref, *, geo: Geometry):
-    K, S, cg, bp, bc = geo.kernel_size, geo.stride, geo.group_channels, geo.block_p, geo.block_c
-    g = pl.program_id(1) // geo.channel_blocks
-    cc = (pl.program_id(1) % geo.channel_blocks) * bc + _iota(bc)  # channel within group
-    c_ok = cc < cg
-    c = g * cg + cc
+    K, S, bp, bc = geo.kernel_size, geo.stride, geo.block_p, geo.block_c
+    g, c, c_ok = _channel_block(geo)
     pix, n_pix, p_ok, b, ho, wo = _output_pixels(geo)
 
     def tap(i, j, acc):
@@ -141,29 +167,17 @@ def _dk_kernel(x_ref, dy_ref, dk_ref, *, geo: Geometry):
 
 
 def _dx_kernel(k_ref, dy_ref, dx_ref, *, geo: Geometry):
-    K, S, cg, bp, bc = geo.kernel_size, geo.stride, geo.group_channels, geo.block_p, geo.block_c
-    g = pl.program_id(1) // geo.channel_blocks
-    cc = (pl.program_id(1) % geo.channel_blocks) * bc + _iota(bc)
-    c_ok = cc < cg
-    c = g * cg + cc
-    pix = pl.program_id(0) * bp + _iota(bp)  # flat input pixel (b, h, w)
-    n_in = geo.in_pixels
+    K, bp, bc = geo.kernel_size, geo.block_p, geo.block_c
+    g, c, c_ok = _channel_block(geo)
+    pixels = _input_pixels(geo)
+    pix, p_ok = pixels[:2]
     n_out = geo.out_pixels
-    p_ok = pix < n_in
-    w = pix % geo.width
-    h = (pix // geo.width) % geo.height
-    b = pix // (geo.width * geo.height)
 
     def tap(i, j, acc):
-        hn = h + geo.pad_top - i  # = ho * S when output row ho reads this pixel at tap row i
-        wn = w + geo.pad_left - j
-        ho, wo = hn // S, wn // S
-        ok = (p_ok & (hn >= 0) & (hn % S == 0) & (ho < geo.out_height)
-              & (wn >= 0) & (wn % S == 0) & (wo < geo.out_width))
-        q = (b * geo.out_height + ho) * geo.out_width + wo  # output pixel
+        q, ok = _reader(geo, pixels, i, j)
         col = jnp.full((1,), g * K * K + i * K + j, jnp.int32)
-        wgt = _load(k_ref, q, col, ok[:, None], n_out)[:, 0]
-        dyv = _load(dy_ref, q, c, ok[:, None] & c_ok[None, :], n_out)
+        wgt = _load(k_ref, q, col, ok[:, None], n_out)[:, 0]  # (P,)
+        dyv = _load(dy_ref, q, c, ok[:, None] & c_ok[None, :], n_out)  # (P, C)
         return acc + wgt[:, None] * dyv
 
     acc = _taps(geo, tap, jnp.zeros((bp, bc), jnp.float32))
