@@ -17,10 +17,15 @@ seconds) is only known from the compiled code. No GPU is needed for either:
   binary's registers per thread and stack frame (where spilled registers go);
   its SASS gives the local-memory loads and stores (the spill traffic) and the
   instruction count.
-- JAX: each Pallas kernel is lowered for CUDA (`lowering_platforms`), which
-  runs Pallas' Triton lowering, the step that rejects what Triton cannot
-  express. XLA makes PTX from it on the GPU, so no resource figures come from
-  here.
+- JAX: each layer call is lowered for CUDA (`lowering_platforms`). For the
+  Pallas kernels that runs Pallas' Triton lowering, the step that rejects
+  what Triton cannot express; XLA makes PTX from it on the GPU, so no
+  resource figures come from here. For `triton` and `triton_fused` it runs
+  jax-triton, which compiles each Triton kernel to PTX in every autotuner
+  tile while lowering; jaxlib's CUDA bindings it hands the result to are
+  stood in for (`jax_triton_without_gpu`), recording each call's kernel,
+  grid and integer arguments. The binaries are PyTorch's (`KERAS_BACKEND=torch`
+  reports their registers and spills).
 
 These are static figures of one compiler version (this machine's Triton, not
 necessarily the GPU machine's), not timings: a spilling or low-occupancy
@@ -33,6 +38,7 @@ configuration) to --out and prints a summary.
 from __future__ import annotations
 
 import argparse
+import functools
 import re
 import subprocess
 import sys
@@ -93,12 +99,14 @@ class Launch:
     arguments: dict
 
 
-def _cuda_kernels(module) -> list[tuple]:
+def _cuda_kernels() -> list[tuple]:
     """[(kernel's Python function, JITFunction, autotune configs)] in the
-    order the module's `_compiled` returns them, as built for CUDA
-    (constructing them needs no GPU)."""
+    order of `triton_kernels.Kernels`, as built for CUDA (constructing them
+    needs no GPU)."""
+    from layers.aggregation import triton_kernels
+
     found = []
-    for obj in module._compiled.__wrapped__(False):
+    for obj in triton_kernels.compiled.__wrapped__(False):
         configs = tuple(getattr(obj, "configs", ()))
         jit = obj.fn if configs else obj
         found.append((jit.fn, jit, configs))
@@ -120,12 +128,12 @@ class _Recorder:
 
 
 @contextmanager
-def _recording(modules, launches: list) -> Iterator[None]:
-    """Replace the modules' interpreted kernels by recorders."""
-    with ExitStack() as stack:
-        for module in modules:
-            recorders = tuple(_Recorder(*kernel, launches) for kernel in _cuda_kernels(module))
-            stack.enter_context(mock.patch.object(module, "_compiled", lambda interpret, r=recorders: r))
+def _recording(launches: list) -> Iterator[None]:
+    """Replace the interpreted Triton kernels by recorders."""
+    from layers.aggregation import triton_kernels
+
+    recorders = triton_kernels.Kernels(*(_Recorder(*kernel, launches) for kernel in _cuda_kernels()))
+    with mock.patch.object(triton_kernels, "compiled", lambda interpret: recorders):
         yield
 
 
@@ -188,13 +196,11 @@ def triton_launches(case: KernelCase) -> list[Launch]:
     batch sets no compiled code: it is not specialised on)."""
     import torch
 
-    from layers.aggregation import triton_fused, triton_kernels
-
     layer = _layer(case)
     x = torch.zeros((1, case.resolution, case.resolution, case.channels), requires_grad=(case.mode == "training"))
     layer.build(tuple(x.shape))
     launches: list[Launch] = []
-    with _recording((triton_kernels, triton_fused), launches):
+    with _recording(launches):
         if case.mode == "training":
             layer(x, training=True).float().sum().backward()
         else:
@@ -323,15 +329,89 @@ def triton_rows(cases: list[KernelCase], arch: int = DEFAULT_ARCH, tf32: bool = 
                 yield row
 
 
-def pallas_lowering(case: KernelCase) -> dict:
-    """Lower one Involution layer call (JAX) for CUDA with its Pallas kernels
-    compiled, not interpreted: Pallas' Triton lowering runs here, on any
-    machine. Returns the row: how many Triton kernels the program calls."""
+class TritonCall(NamedTuple):
+    """One kernel call that jax-triton handed XLA while lowering."""
+
+    kernel: str  # the compiled kernel's name
+    grid: tuple[int, int, int]
+    scalars: tuple  # the integer arguments, in signature order (those equal to 1 are compiled in)
+    arrays: int  # pointer arguments, outputs included
+    ptx_bytes: int
+    configs: int  # tile configurations XLA chooses from at the first run (1: not autotuned)
+
+
+class _StandIn:
+    """jaxlib's CUDA Triton bindings (`jax._src.lib.gpu_triton`), which a
+    JAX without GPU support lacks and jax-triton needs: the same calls,
+    recording what they receive instead of building XLA's protobuf."""
+
+    def __init__(self, arch: int):
+        self.arch, self.calls = arch, []
+
+    def get_compute_capability(self, device):
+        return self.arch
+
+    def get_serialized_metadata(self, *args):
+        return b""
+
+    def TritonKernel(self, name, num_warps, num_ctas, shared_bytes, binary, ttir, compute_capability):
+        return {"name": name, "ptx_bytes": len(binary)}
+
+    def create_array_parameter(self, zeroed_bytes, divisibility):
+        return ("array", divisibility)
+
+    def create_scalar_parameter(self, value, dtype):
+        return ("scalar", value)
+
+    def TritonKernelCall(self, kernel, grid_x, grid_y, grid_z, parameters):
+        stand_in = self
+
+        class Call:
+            def to_proto(self, name, metadata):
+                stand_in.calls.append(self.record(1))
+                return b""
+
+            @staticmethod
+            def record(configs):
+                return TritonCall(kernel["name"], (grid_x, grid_y, grid_z),
+                                  tuple(p[1] for p in parameters if p[0] == "scalar"),
+                                  sum(p[0] == "array" for p in parameters), kernel["ptx_bytes"], configs)
+
+        return Call()
+
+    def TritonAutotunedKernelCall(self, name, calls, aliases):
+        stand_in = self
+
+        class Autotuned:
+            def to_proto(self, name, metadata):
+                stand_in.calls.append(calls[0][0].record(len(calls)))
+                return b""
+
+        return Autotuned()
+
+
+@contextmanager
+def jax_triton_without_gpu(arch: int = DEFAULT_ARCH) -> Iterator[list[TritonCall]]:
+    """Let jax-triton lower for CUDA on a JAX without GPU support: the
+    stand-in bindings above, and `triton_jax` told it is not on a CPU. Yields
+    the list that the lowered calls are appended to."""
+    from jax._src.lib import gpu_triton
+
+    from layers.aggregation import triton_jax
+
+    stand_in = _StandIn(arch)
+    names = [n for n in vars(_StandIn) if not n.startswith("_")]
+    with ExitStack() as stack:
+        for name in names:
+            stack.enter_context(mock.patch.object(gpu_triton, name, getattr(stand_in, name), create=True))
+        stack.enter_context(mock.patch.object(triton_jax, "_interpret", lambda: False))
+        yield stand_in.calls
+
+
+def _lowered(case: KernelCase) -> tuple[str, float]:
+    """Lower one Involution layer call (JAX) for CUDA: (StableHLO text, seconds)."""
     import jax
     import jax.numpy as jnp
-
-    from layers.aggregation import pallas_kernels
-    from layers.aggregation._common import rows_per_step
 
     layer = _layer(case)
     shape = (1, case.resolution, case.resolution, case.channels)
@@ -349,12 +429,49 @@ def pallas_lowering(case: KernelCase) -> dict:
     else:
         fn = forward
     start = time.perf_counter()
+    text = jax.jit(fn).trace(trainable, jnp.zeros(shape)).lower(lowering_platforms=("cuda",)).as_text()
+    return text, time.perf_counter() - start
+
+
+def pallas_lowering(case: KernelCase) -> dict:
+    """Lower one Involution layer call (JAX) for CUDA with its Pallas kernels
+    compiled, not interpreted: Pallas' Triton lowering runs here, on any
+    machine. Returns the row: how many Triton kernels the program calls."""
+    from layers.aggregation import pallas_kernels
+    from layers.aggregation._common import rows_per_step
+
     with mock.patch.object(pallas_kernels, "_interpret", lambda: False):  # every Pallas call goes through it
-        text = jax.jit(fn).trace(trainable, jnp.zeros(shape)).lower(lowering_platforms=("cuda",)).as_text()
+        text, seconds = _lowered(case)
     names = re.findall(r'name = \\?"(\w+)', text)  # the Pallas kernels' names in the calls' configs
     return {**case._asdict(), "rows_per_step": rows_per_step(case.kernel_size), "platform": "cuda",
             "triton_calls": text.count("__gpu$xla.gpu.triton"),
-            "kernel_names": ",".join(sorted(set(names))), "lower_s": time.perf_counter() - start}
+            "kernel_names": ",".join(sorted(set(names))), "lower_s": seconds}
+
+
+def jax_triton_lowering(case: KernelCase, arch: int = DEFAULT_ARCH) -> dict:
+    """Lower one Involution layer call (JAX) running the Triton kernels for
+    CUDA through jax-triton, which compiles each kernel with Triton (to PTX,
+    every autotuner tile) as it lowers: on any machine (see
+    `jax_triton_without_gpu`). Returns the row, with the calls' kernels."""
+    from layers.aggregation._common import rows_per_step
+
+    with jax_triton_without_gpu(arch) as calls:
+        text, seconds = _lowered(case)
+    return {**case._asdict(), "rows_per_step": rows_per_step(case.kernel_size), "platform": "cuda",
+            "triton_calls": text.count("triton_kernel_call"),
+            "kernel_names": ",".join(sorted({call.kernel for call in calls})), "lower_s": seconds,
+            "calls": calls}
+
+
+def jax_lowering(case: KernelCase, arch: int = DEFAULT_ARCH) -> dict:
+    """The row of one JAX case: Pallas' lowering, or jax-triton's (the
+    kernels it called, in a count, for the CSV)."""
+    if case.implementation.startswith("pallas"):
+        return pallas_lowering(case)
+    row = jax_triton_lowering(case, arch)
+    calls = row.pop("calls")
+    return {**row, "autotuned_configs": sum(call.configs for call in calls),
+            "ptx_bytes": sum(call.ptx_bytes for call in calls)}
 
 
 def summary(rows: list[dict], backend: str) -> str:
@@ -415,7 +532,7 @@ def main(argv: list[str] | None = None) -> int:
     path = args.out / f"kernel-resources-{name}.csv"
     rows: list[dict] = []
     produced = (triton_rows(cases, arch=args.arch, tf32=args.tf32, all_configs=not args.first_config)
-                if name == "torch" else map(pallas_lowering, cases))
+                if name == "torch" else map(functools.partial(jax_lowering, arch=args.arch), cases))
     for row in produced:
         rows.append(row)
         pd.DataFrame(rows).to_csv(path, index=False)  # after each row: an interrupted run keeps its rows

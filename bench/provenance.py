@@ -24,8 +24,8 @@ from pathlib import Path
 
 PACKAGES = (
     "involution-bench", "keras", "tensorflow", "tensorflow-cpu", "jax", "jaxlib", "jax-cuda13-plugin",
-    "jax-cuda12-plugin", "torch", "triton", "numpy", "scipy", "pandas", "pytest", "pytest-benchmark", "memray",
-    "nvidia-ml-py", "tensorboard", "tensorboard-plugin-profile", "xprof", "archspec",
+    "jax-cuda12-plugin", "jax-triton", "torch", "triton", "numpy", "scipy", "pandas", "pytest", "pytest-benchmark",
+    "memray", "nvidia-ml-py", "tensorboard", "tensorboard-plugin-profile", "xprof", "archspec",
 )
 ENV_NAMES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "CUDA_VISIBLE_DEVICES",
              "NVIDIA_TF32_OVERRIDE", "XLA_FLAGS", "LIBTPU_INIT_ARGS", "KMP_AFFINITY", "KMP_BLOCKTIME",

@@ -152,7 +152,7 @@ class Involution(keras.layers.Layer):
             if implementation in aggregation.IMPLEMENTATIONS:
                 impl = aggregation.get(implementation)
                 why = (
-                    f"it needs the Python package `{impl.requires}`"
+                    f"it needs the Python package(s) {', '.join(impl.missing())}"
                     if backend.backend() in impl.backends
                     else f"it runs on the {', '.join(impl.backends)} backend(s), "
                     f"not on {backend.backend()}"

@@ -2,7 +2,8 @@
 # What the GPU machine runs (docs/PERF.md, the GPU sections): from the
 # repository root of a copy of the working tree, with the wheels of .whl/
 # carried along (docs/gpu/wheels.sh fetches them).
-#   docs/gpu/run.sh check            environment, then the fused kernels' tests on the GPU
+#   docs/gpu/run.sh check            environment, then the fused kernels' tests on the GPU (Pallas and
+#                                    Triton on JAX, Triton on PyTorch)
 #   docs/gpu/run.sh targets          python -m bench.targets on JAX and PyTorch
 #     OUT=$OUT/window INVOLUTION_UNROLL_WINDOW=1 docs/gpu/run.sh targets: the same with every tap
 #     unrolled (the loops of kernel versions up to v4), to time against the default row loop
@@ -31,7 +32,10 @@ case "${1:-check}" in
     KERAS_BACKEND=jax timeout "${TEST_LIMIT:-120}" python3 -m pytest -q -p no:cacheprovider --maxfail=3 \
       tests/layers/test_aggregation.py -k "pallas and not window" 2>&1 | tail -25
     KERAS_BACKEND=jax timeout "${TEST_LIMIT:-120}" python3 -m pytest -q -p no:cacheprovider --maxfail=3 \
-      tests/layers/test_involution.py -k generation 2>&1 | tail -25
+      tests/layers/test_involution.py -k "generation and pallas" 2>&1 | tail -25
+    log "triton tests (JAX: the Triton kernels through jax-triton, compiled for the GPU)"
+    KERAS_BACKEND=jax timeout "${TEST_LIMIT:-120}" python3 -m pytest -q -p no:cacheprovider --maxfail=3 \
+      tests/layers/test_aggregation.py tests/layers/test_involution.py -k "triton and not window" 2>&1 | tail -25
     [ -n "${SKIP_TRITON_TESTS:-}" ] && exit 0
     log "triton tests (PyTorch, compiled for the GPU)"
     KERAS_BACKEND=torch timeout "${TEST_LIMIT:-120}" python3 -m pytest -q -p no:cacheprovider --maxfail=3 \

@@ -12,7 +12,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from keras import backend
 
@@ -25,13 +25,14 @@ class Implementation:
 
     Attributes:
         name: the value of `Involution(implementation=...)`.
-        module: the module (under `layers.aggregation`) holding `aggregate`.
-        backends: the Keras backends it runs on.
+        modules: for each Keras backend it runs on, the module (under
+            `layers.aggregation`) holding its `aggregate` there.
         description: one line for tables and reports.
         materialises_patches: whether it builds a (B, Ho, Wo, K*K, C) tensor.
         fused: a hand-written kernel (only meaningful to time on a GPU; on a
             CPU it runs in the kernel language's interpreter).
-        requires: a Python package it needs beyond the backend itself.
+        requires: for each backend, the Python packages it needs there
+            beyond the backend itself.
         generates: it also computes the kernel generation, inside the
             kernel, in inference: its module's `involution(x, pooled,
             generation, kernel_size, stride, groups)` is called instead of
@@ -49,36 +50,51 @@ class Implementation:
     """
 
     name: str
-    module: str
-    backends: tuple[str, ...]
+    modules: dict[str, str]
     description: str
     materialises_patches: bool
     fused: bool = False
-    requires: str | None = None
+    requires: dict[str, tuple[str, ...]] = field(default_factory=dict)
     generates: bool = False
     trains_from_hidden: bool = False
     trains_as: str | None = None
 
+    @property
+    def backends(self) -> tuple[str, ...]:
+        """The Keras backends it runs on."""
+        return tuple(self.modules)
+
+    def missing(self, backend_name: str | None = None) -> list[str]:
+        """The packages it needs on the backend that are not installed."""
+        needed = self.requires.get(backend_name or backend.backend(), ())
+        return [package for package in needed if importlib.util.find_spec(package) is None]
+
     def available(self, backend_name: str | None = None) -> bool:
         backend_name = backend_name or backend.backend()
-        if backend_name not in self.backends:
-            return False
-        return self.requires is None or importlib.util.find_spec(self.requires) is not None
+        return backend_name in self.modules and not self.missing(backend_name)
+
+    def module(self, backend_name: str | None = None):
+        """Its module on the backend (the current one by default)."""
+        backend_name = backend_name or backend.backend()
+        if backend_name not in self.modules:
+            raise ValueError(f"{self.name!r} runs on the {', '.join(self.backends)} backend(s), not on "
+                             f"{backend_name}. Received: backend={backend_name!r}")
+        return importlib.import_module(f"layers.aggregation.{self.modules[backend_name]}")
 
     def function(self) -> Callable:
-        return importlib.import_module(f"layers.aggregation.{self.module}").aggregate
+        return self.module().aggregate
 
     def generating_function(self) -> Callable:
         if not self.generates:
             raise ValueError(f"{self.name!r} aggregates a generated kernel; it does not generate one. "
                              f"Received: implementation={self.name!r}")
-        return importlib.import_module(f"layers.aggregation.{self.module}").involution
+        return self.module().involution
 
     def hidden_function(self) -> Callable:
         if not self.trains_from_hidden:
             raise ValueError(f"{self.name!r} does not generate its kernel from the bottleneck in training. "
                              f"Received: implementation={self.name!r}")
-        return importlib.import_module(f"layers.aggregation.{self.module}").aggregate_hidden
+        return self.module().aggregate_hidden
 
     def largest_intermediate_elements(
         self, batch: int, out_h: int, out_w: int, channels: int, kernel_size: int
@@ -89,54 +105,65 @@ class Implementation:
         return batch * out_h * out_w * per_pixel
 
 
+def _everywhere(module: str) -> dict[str, str]:
+    return dict.fromkeys(ALL_BACKENDS, module)
+
+
+# The Triton kernels are one module (`triton_kernels`) launched from each
+# backend's module. On JAX they go through jax-triton on a GPU and Triton's
+# interpreter (which takes PyTorch tensors) elsewhere: see `triton_jax`.
+_TRITON = {"torch": "triton_torch", "jax": "triton_jax"}
+_TRITON_NEEDS = {"torch": ("triton",), "jax": ("triton", "jax_triton")}
+
 IMPLEMENTATIONS: dict[str, Implementation] = {
     impl.name: impl
     for impl in (
         Implementation(
-            "reference", "reference", ALL_BACKENDS,
+            "reference", _everywhere("reference"),
             "patch tensor then multiply-sum (tf.image.extract_patches on TensorFlow, "
             "stacked slices elsewhere), as the Keras example",
             materialises_patches=True,
         ),
         Implementation(
-            "shiftsum", "shiftsum", ALL_BACKENDS,
+            "shiftsum", _everywhere("shiftsum"),
             "sum of K*K shifted windows times their weight, no patch tensor",
             materialises_patches=False,
         ),
         Implementation(
-            "xla", "xla", ("tensorflow",),
+            "xla", {"tensorflow": "xla"},
             "shift-sum compiled by XLA (tf.function(jit_compile=True))",
             materialises_patches=False,
         ),
         Implementation(
-            "unfold", "unfold", ("torch",),
+            "unfold", {"torch": "unfold"},
             "torch.nn.functional.unfold on NCHW, as the official PyTorch code",
             materialises_patches=True,
         ),
         Implementation(
-            "pallas", "pallas_kernels", ("jax",),
+            "pallas", {"jax": "pallas_kernels"},
             "fused Pallas kernel (Triton on GPU), custom VJP",
             materialises_patches=False, fused=True,
         ),
         Implementation(
-            "pallas_fused", "pallas_fused", ("jax",),
+            "pallas_fused", {"jax": "pallas_fused"},
             "Pallas kernel that also generates the weights on chip (the kernel tensor never reaches "
             "memory): the whole layer in inference, span and aggregation from the stored bottleneck in "
             "training; return_kernel through 'pallas'",
             materialises_patches=False, fused=True, generates=True, trains_from_hidden=True, trains_as="pallas",
         ),
         Implementation(
-            "triton", "triton_kernels", ("torch",),
-            "fused Triton kernel, autograd Function",
-            materialises_patches=False, fused=True, requires="triton",
+            "triton", _TRITON,
+            "fused Triton kernel with its backward kernels (PyTorch: autograd Function; JAX: custom VJP, "
+            "through jax-triton)",
+            materialises_patches=False, fused=True, requires=_TRITON_NEEDS,
         ),
         Implementation(
-            "triton_fused", "triton_fused", ("torch",),
+            "triton_fused", _TRITON,
             "Triton kernel that also generates the weights on chip (the kernel tensor never reaches "
             "memory): the whole layer in inference, span and aggregation from the stored bottleneck in "
             "training; return_kernel through 'triton'",
-            materialises_patches=False, fused=True, requires="triton", generates=True, trains_from_hidden=True,
-            trains_as="triton",
+            materialises_patches=False, fused=True, requires=_TRITON_NEEDS, generates=True,
+            trains_from_hidden=True, trains_as="triton",
         ),
     )
 }

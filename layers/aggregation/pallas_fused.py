@@ -7,10 +7,9 @@ makes each tap's weight from it and aggregates, so the generated kernel
 (B, Ho, Wo, G*K*K) never reaches memory. Training and `return_kernel=True` run
 the `pallas` aggregation (`aggregate` below is that kernel).
 
-JAX cannot tell at call time whether a gradient will be asked for, so the
-fused call is a `jax.custom_vjp`: its forward is the fused kernel, its backward
-differentiates the unfused function (bottleneck by XLA, then the `pallas`
-aggregation with its backward kernels) at the same inputs.
+The custom VJPs (an inference call's backward differentiates the folded
+bottleneck by XLA, then the generating aggregation) are `jax_vjp`'s, shared
+with `triton_fused` on JAX.
 
 On a CPU backend the kernel runs in Pallas' interpreter.
 """
@@ -23,7 +22,8 @@ import jax
 import jax.numpy as jnp
 from jax.experimental import pallas as pl
 
-from layers.aggregation._common import Generation, Geometry, folded_generation
+from layers.aggregation import jax_vjp
+from layers.aggregation._common import Geometry
 from layers.aggregation.pallas_kernels import (
     _call,
     _channel_block,
@@ -148,95 +148,36 @@ def _dx_gen_kernel(h_ref, ws_ref, bs_ref, dy_ref, dx_ref, *, geo: Geometry, redu
     _store(dx_ref, pix, c, acc, p_ok[:, None] & c_ok[None, :])
 
 
-def _fused(x, xg, w_reduce, b_reduce, w_span, b_span, kernel_size, stride, groups, from_hidden=False):
-    """The fused forward; xg is the pooled input, or the hidden tensor when
+def _fused(geo: Geometry, reduced: int, from_hidden: bool, x2, xg2, w_reduce, b_reduce, w_span, b_span):
+    """The fused forward; xg2 is the pooled input, or the hidden tensor when
     `from_hidden` (w_reduce and b_reduce are then unused)."""
-    geo = Geometry.of(x.shape, kernel_size, stride, groups)
-    reduced = xg.shape[-1] if from_hidden else w_reduce.shape[1]
     kernel = functools.partial(_fused_kernel, reduced=reduced, from_hidden=from_hidden)
-    out = _call(
-        kernel, geo, (pl.cdiv(geo.out_pixels, geo.block_p), groups * geo.channel_blocks),
-        jax.ShapeDtypeStruct((geo.out_pixels, geo.channels), x.dtype),
-        x.reshape(geo.in_pixels, geo.channels),  # (B*H*W, C)
-        xg.reshape(geo.out_pixels, xg.shape[-1]),  # (B*Ho*Wo, C) pooled or (B*Ho*Wo, R) hidden
-        w_reduce, b_reduce.reshape(1, -1), w_span, b_span.reshape(1, geo.generated_channels),
+    return _call(
+        kernel, geo, (pl.cdiv(geo.out_pixels, geo.block_p), geo.groups * geo.channel_blocks),
+        jax.ShapeDtypeStruct((geo.out_pixels, geo.channels), x2.dtype),
+        x2, xg2, w_reduce, b_reduce.reshape(1, -1), w_span, b_span.reshape(1, geo.generated_channels),
     )  # (B*Ho*Wo, C)
-    return out.reshape(geo.batch, geo.out_height, geo.out_width, geo.channels)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(4, 5, 6))
-def _hidden_aggregation(x, hidden, w_span, b_span, kernel_size, stride, groups):
-    f32 = jnp.float32
-    return _fused(x, hidden, w_span, b_span.astype(f32), w_span.astype(f32), b_span.astype(f32), kernel_size, stride,
-                  groups, from_hidden=True)
-
-
-def _hidden_fwd(x, hidden, w_span, b_span, kernel_size, stride, groups):
-    return _hidden_aggregation(x, hidden, w_span, b_span, kernel_size, stride, groups), (x, hidden, w_span, b_span)
-
-
-def _hidden_bwd(kernel_size, stride, groups, saved, dy):
-    x, hidden, w_span, b_span = saved
-    geo = Geometry.of(x.shape, kernel_size, stride, groups)
-    reduced = hidden.shape[-1]
+def _generation_grad(geo: Geometry, reduced: int, x2, dy2, h2, w_span):
     block_r = _pow2_at_least_16(reduced)
     tiles = pl.cdiv(geo.out_pixels, geo.block_p)
-    f32 = jnp.float32
-    x2 = x.reshape(geo.in_pixels, geo.channels)  # (B*H*W, C)
-    dy2 = dy.reshape(geo.out_pixels, geo.channels)  # (B*Ho*Wo, C)
-    h2 = hidden.reshape(geo.out_pixels, reduced)  # (B*Ho*Wo, R)
-    w_span32, b_span32 = w_span.astype(f32), b_span.astype(f32).reshape(1, -1)
     gkk = geo.generated_channels
     d_hidden, d_w, d_b = _call(
         functools.partial(_dgen_kernel, reduced=reduced), geo, (tiles,),
-        (jax.ShapeDtypeStruct(h2.shape, hidden.dtype),
-         jax.ShapeDtypeStruct((tiles * block_r, gkk), f32),  # per pixel tile
-         jax.ShapeDtypeStruct((tiles, gkk), f32)),
-        x2, dy2, h2, w_span32)
-    d_w = d_w.reshape(tiles, block_r, gkk)[:, :reduced].sum(0)
-    dx = _call(functools.partial(_dx_gen_kernel, reduced=reduced), geo,
-               (pl.cdiv(geo.in_pixels, geo.block_p), groups * geo.channel_blocks),
-               jax.ShapeDtypeStruct(x2.shape, x.dtype), h2, w_span32, b_span32, dy2)
-    return (dx.reshape(x.shape), d_hidden.reshape(hidden.shape).astype(hidden.dtype), d_w.astype(w_span.dtype),
-            d_b.sum(0).astype(b_span.dtype))
+        (jax.ShapeDtypeStruct(h2.shape, h2.dtype),
+         jax.ShapeDtypeStruct((tiles * block_r, gkk), jnp.float32),  # per pixel tile
+         jax.ShapeDtypeStruct((tiles, gkk), jnp.float32)),
+        x2, dy2, h2, w_span)
+    return d_hidden, d_w.reshape(tiles, block_r, gkk)[:, :reduced].sum(0), d_b.sum(0)
 
 
-_hidden_aggregation.defvjp(_hidden_fwd, _hidden_bwd)
+def _input_grad_generated(geo: Geometry, reduced: int, h2, w_span, b_span, dy2, dtype):
+    return _call(functools.partial(_dx_gen_kernel, reduced=reduced), geo,
+                 (pl.cdiv(geo.in_pixels, geo.block_p), geo.groups * geo.channel_blocks),
+                 jax.ShapeDtypeStruct((geo.in_pixels, geo.channels), dtype), h2, w_span,
+                 b_span.reshape(1, -1), dy2)
 
 
-def aggregate_hidden(x, hidden, span_kernel, span_bias, kernel_size: int, stride: int, groups: int):
-    """Training involution from the bottleneck: x (B, H, W, C), hidden
-    (B, Ho, Wo, R), span kernel (R, G*K*K) and bias (G*K*K,) -> (B, Ho, Wo, C),
-    the kernel generated on chip forward and backward; JAX arrays."""
-    return _hidden_aggregation(x, hidden, span_kernel, span_bias, kernel_size, stride, groups)
-
-
-def _with_gradients(x, pooled, w_reduce, b_reduce, w_span, b_span, kernel_size, stride, groups):
-    """The same function as the fused inference kernel, differentiable: the
-    folded bottleneck by XLA, then the generating aggregation. What the
-    backward of an inference call differentiates."""
-    hidden = jax.nn.relu(pooled.astype(jnp.float32) @ w_reduce + b_reduce).astype(x.dtype)  # (B, Ho, Wo, R)
-    return aggregate_hidden(x, hidden, w_span, b_span, kernel_size, stride, groups)
-
-
-@functools.partial(jax.custom_vjp, nondiff_argnums=(6, 7, 8))
-def _involution(x, pooled, w_reduce, b_reduce, w_span, b_span, kernel_size, stride, groups):
-    return _fused(x, pooled, w_reduce, b_reduce, w_span, b_span, kernel_size, stride, groups)
-
-
-def _involution_fwd(x, pooled, w_reduce, b_reduce, w_span, b_span, kernel_size, stride, groups):
-    out = _fused(x, pooled, w_reduce, b_reduce, w_span, b_span, kernel_size, stride, groups)
-    return out, (x, pooled, w_reduce, b_reduce, w_span, b_span)
-
-
-def _involution_bwd(kernel_size, stride, groups, saved, dy):
-    _, vjp = jax.vjp(lambda *a: _with_gradients(*a, kernel_size, stride, groups), *saved)
-    return vjp(dy)
-
-
-_involution.defvjp(_involution_fwd, _involution_bwd)
-
-
-def involution(x, pooled, gen: Generation, kernel_size: int, stride: int, groups: int):
-    """Inference involution: x (B, H, W, C), pooled (B, Ho, Wo, C) -> (B, Ho, Wo, C); JAX arrays."""
-    return _involution(x, pooled, *folded_generation(gen), kernel_size, stride, groups)
+aggregate_hidden, involution = jax_vjp.generation(
+    jax_vjp.GenerationCalls(_fused, _generation_grad, _input_grad_generated))

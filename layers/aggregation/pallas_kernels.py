@@ -10,7 +10,8 @@ The arrays are viewed as 2-D tables (pixels x channels) so every load is a
 gather of rows by computed pixel indices, which Pallas lowers to Triton on
 GPUs. Gradients come from a `jax.custom_vjp` with two more kernels (d_kernel:
 a reduction over the group's channels; d_x: a gather over the output pixels
-that read each input pixel, so no atomics).
+that read each input pixel, so no atomics), written once for Pallas and
+Triton in `jax_vjp`.
 
 On a CPU backend the kernels run in Pallas' interpreter (`interpret=True`):
 correct, slow, meant for tests on machines without a GPU.
@@ -25,6 +26,7 @@ import jax.numpy as jnp
 from jax.experimental import pallas as pl
 from jax.experimental.pallas import triton as plgpu
 
+from layers.aggregation import jax_vjp
 from layers.aggregation._common import Geometry, rows_per_step
 
 
@@ -198,42 +200,19 @@ def _call(kernel_fn, geo: Geometry, grid, out_shape, *args):
     )(*args)
 
 
-def _forward(x, kernel, kernel_size, stride, groups):
-    geo = Geometry.of(x.shape, kernel_size, stride, groups)
-    out = _call(
-        _fwd_kernel, geo, (pl.cdiv(geo.out_pixels, geo.block_p), groups * geo.channel_blocks),
-        jax.ShapeDtypeStruct((geo.out_pixels, geo.channels), x.dtype),
-        x.reshape(geo.in_pixels, geo.channels),  # (B*H*W, C)
-        kernel.reshape(geo.out_pixels, geo.generated_channels),  # (B*Ho*Wo, G*K*K)
-    )  # (B*Ho*Wo, C)
-    return out.reshape(geo.batch, geo.out_height, geo.out_width, geo.channels)
+def _forward(geo: Geometry, x2, k2):
+    return _call(_fwd_kernel, geo, (pl.cdiv(geo.out_pixels, geo.block_p), geo.groups * geo.channel_blocks),
+                 jax.ShapeDtypeStruct((geo.out_pixels, geo.channels), x2.dtype), x2, k2)  # (B*Ho*Wo, C)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
-def _aggregate(x, kernel, kernel_size, stride, groups):
-    return _forward(x, kernel, kernel_size, stride, groups)
+def _kernel_grad(geo: Geometry, x2, dy2, dtype):
+    return _call(_dk_kernel, geo, (pl.cdiv(geo.out_pixels, geo.block_p), geo.groups),
+                 jax.ShapeDtypeStruct((geo.out_pixels, geo.generated_channels), dtype), x2, dy2)
 
 
-def _aggregate_fwd(x, kernel, kernel_size, stride, groups):
-    return _forward(x, kernel, kernel_size, stride, groups), (x, kernel)
+def _input_grad(geo: Geometry, k2, dy2, dtype):
+    return _call(_dx_kernel, geo, (pl.cdiv(geo.in_pixels, geo.block_p), geo.groups * geo.channel_blocks),
+                 jax.ShapeDtypeStruct((geo.in_pixels, geo.channels), dtype), k2, dy2)
 
 
-def _aggregate_bwd(kernel_size, stride, groups, res, dy):
-    x, kernel = res
-    geo = Geometry.of(x.shape, kernel_size, stride, groups)
-    dy2 = dy.reshape(geo.out_pixels, geo.channels)  # (B*Ho*Wo, C)
-    x2 = x.reshape(geo.in_pixels, geo.channels)  # (B*H*W, C)
-    k2 = kernel.reshape(geo.out_pixels, geo.generated_channels)  # (B*Ho*Wo, G*K*K)
-    dk = _call(_dk_kernel, geo, (pl.cdiv(geo.out_pixels, geo.block_p), groups),
-               jax.ShapeDtypeStruct(k2.shape, kernel.dtype), x2, dy2)
-    dx = _call(_dx_kernel, geo, (pl.cdiv(geo.in_pixels, geo.block_p), groups * geo.channel_blocks),
-               jax.ShapeDtypeStruct(x2.shape, x.dtype), k2, dy2)
-    return dx.reshape(x.shape), dk.reshape(kernel.shape)
-
-
-_aggregate.defvjp(_aggregate_fwd, _aggregate_bwd)
-
-
-def aggregate(x, kernel, kernel_size: int, stride: int, groups: int):
-    """x (B, H, W, C), kernel (B, Ho, Wo, G*K*K) -> (B, Ho, Wo, C); JAX arrays."""
-    return _aggregate(x, kernel, kernel_size, stride, groups)
+aggregate = jax_vjp.aggregation(jax_vjp.AggregationCalls(_forward, _kernel_grad, _input_grad))

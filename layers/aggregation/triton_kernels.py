@@ -1,10 +1,31 @@
-"""`triton` (PyTorch): fused involution aggregation, forward and backward.
+"""The Triton kernels of `triton` and `triton_fused`, for every backend.
 
-One program covers a tile of BLOCK_P output pixels x BLOCK_C channels of one
-group. Each generated weight is loaded once per pixel and broadcast over the
-group's channels; the input is read through masks, so no padded copy is made
-and no patch tensor exists. Accumulation is in float32 whatever the input
-dtype.
+The kernels take pointers and integers only, so the same code runs under
+PyTorch (`triton_torch`: Triton's own launcher) and JAX (`triton_jax`:
+`jax_triton.triton_call`); this module imports neither.
+
+Aggregation (`triton`): one program covers a tile of BLOCK_P output pixels x
+BLOCK_C channels of one group. Each generated weight is loaded once per pixel
+and broadcast over the group's channels; the input is read through masks, so
+no padded copy is made and no patch tensor exists. Accumulation is in float32
+whatever the input dtype. Backward:
+- d_kernel[p, g, t] = sum over the group's channels of dy[p, c] * x[window_t(p), c]
+- d_x: a gather over the output pixels whose window covers each input pixel,
+  so no atomics are needed.
+
+Generation on chip (`triton_fused`): in inference one program reads its
+pixels' generation input (the input, average-pooled when stride > 1) and
+computes the bottleneck, hidden = relu(pooled @ W_reduce' + b_reduce'), with
+batch normalisation folded into W_reduce' and b_reduce'; for each tap t of its
+group it makes the tap's weight w_t = hidden @ W_span[:, t] + b_span[t] and
+accumulates w_t * x[window_t] as above, so the generated kernel
+(B, Ho, Wo, G*K*K) never reaches memory. The bottleneck is recomputed by each
+of a pixel tile's G * channel-block programs: R*C multiply-adds per pixel and
+program, against reading and writing a G*K*K-float kernel per pixel in the
+unfused layer (C = 64, R = 16, G = 4, K = 7: 4 * 1,024 on-chip MACs against
+784 bytes of traffic). In training the layer computes the bottleneck (batch
+statistics) and the same kernel reads it (FROM_HIDDEN); the backward
+regenerates the weights (`_dgen_kernel`, `_dx_gen_kernel`).
 
 Rows rolled, taps unrolled: every kernel loops over the window's K rows and
 unrolls each row's K taps (ROWS = 1 row a loop step; INVOLUTION_UNROLL_WINDOW=1
@@ -16,24 +37,26 @@ arithmetic; compiled for sm_90 at K = 7, the forward kernel then held 170 to
 12 of an SM's 64 warps, and each variant took seconds to compile, once per tile the
 autotuner tries (`python -m bench.kernel_resources`, docs/PERF.md section 13).
 
-Backward (a `torch.autograd.Function`):
-- d_kernel[p, g, t] = sum over the group's channels of dy[p, c] * x[window_t(p), c]
-- d_x: a gather over the output pixels whose window covers each input pixel,
-  so no atomics are needed.
+Argument order: pointers to inputs, then integers, then pointers to outputs,
+then compile-time constants. Triton's launcher takes them by name;
+`jax_triton.triton_call` passes inputs and integers in signature order and
+appends the outputs, which is why they come last.
 
-On CUDA tensors the kernels are compiled by Triton; on CPU tensors they run in
-Triton's interpreter: correct, slow, meant for tests on machines without a
-GPU. Both can happen in one process because the kernels use Triton builtins
-only: library helpers such as `tl.zeros` or `tl.sum` are decorated when
-`triton.language` is imported and then work in one mode only.
+On CUDA the kernels are compiled by Triton; elsewhere they run in Triton's
+interpreter (`compiled(interpret=True)`): correct, slow, meant for tests on
+machines without a GPU. Both can happen in one process because the kernels use
+Triton builtins only: library helpers such as `tl.zeros` or `tl.sum` are
+decorated when `triton.language` is imported and then work in one mode only.
+The interpreter cannot call `@triton.jit` helpers either, hence the window
+arithmetic written out in each kernel.
 """
 
 from __future__ import annotations
 
 import functools
 import os
+from typing import Any, NamedTuple
 
-import torch
 import triton
 import triton.language as tl
 from triton.runtime.interpreter import InterpretedFunction
@@ -48,8 +71,9 @@ def _add(a, b):
 _add = triton.jit(_add)  # combine function of tl.reduce, usable in both modes
 
 
-def _fwd_kernel(x_ptr, k_ptr, o_ptr, n_pix, H, W, C, HO, WO, CG, N_CBLK, PAD_T, PAD_L,
-         K: tl.constexpr, STRIDE: tl.constexpr, ROWS: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr):
+def _fwd_kernel(x_ptr, k_ptr, n_pix, H, W, C, HO, WO, CG, N_CBLK, PAD_T, PAD_L, o_ptr,
+                K: tl.constexpr, STRIDE: tl.constexpr, ROWS: tl.constexpr, BLOCK_P: tl.constexpr,
+                BLOCK_C: tl.constexpr):
     pid_p = tl.program_id(0)
     pid_gc = tl.program_id(1)
     g = pid_gc // N_CBLK
@@ -82,7 +106,7 @@ def _fwd_kernel(x_ptr, k_ptr, o_ptr, n_pix, H, W, C, HO, WO, CG, N_CBLK, PAD_T, 
              mask=p_ok[:, None] & c_ok[None, :])
 
 
-def _dk_kernel(x_ptr, dy_ptr, dk_ptr, n_pix, H, W, C, HO, WO, CG, PAD_T, PAD_L, K: tl.constexpr,
+def _dk_kernel(x_ptr, dy_ptr, n_pix, H, W, C, HO, WO, CG, PAD_T, PAD_L, dk_ptr, K: tl.constexpr,
                STRIDE: tl.constexpr, ROWS: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr):
     pid_p = tl.program_id(0)
     g = tl.program_id(1)
@@ -116,8 +140,9 @@ def _dk_kernel(x_ptr, dy_ptr, dk_ptr, n_pix, H, W, C, HO, WO, CG, PAD_T, PAD_L, 
                 tl.store(dk_row + (i * K + j), s.to(dk_ptr.dtype.element_ty), mask=p_ok)
 
 
-def _dx_kernel(k_ptr, dy_ptr, dx_ptr, n_pix, H, W, C, HO, WO, CG, N_CBLK, PAD_T, PAD_L,
-               K: tl.constexpr, STRIDE: tl.constexpr, ROWS: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr):
+def _dx_kernel(k_ptr, dy_ptr, n_pix, H, W, C, HO, WO, CG, N_CBLK, PAD_T, PAD_L, dx_ptr,
+               K: tl.constexpr, STRIDE: tl.constexpr, ROWS: tl.constexpr, BLOCK_P: tl.constexpr,
+               BLOCK_C: tl.constexpr):
     pid_p = tl.program_id(0)
     pid_gc = tl.program_id(1)
     g = pid_gc // N_CBLK
@@ -145,6 +170,166 @@ def _dx_kernel(k_ptr, dy_ptr, dx_ptr, n_pix, H, W, C, HO, WO, CG, N_CBLK, PAD_T,
                 wgt = tl.load(k_ptr + q * (G * K * K) + g * (K * K) + (i * K + j), mask=ok, other=0.0).to(tl.float32)
                 dyv = tl.load(dy_ptr + q[:, None] * C + c[None, :],
                               mask=ok[:, None] & c_ok[None, :], other=0.0).to(tl.float32)
+                acc += wgt[:, None] * dyv
+    tl.store(dx_ptr + p.to(tl.int64)[:, None] * C + c[None, :], acc.to(dx_ptr.dtype.element_ty),
+             mask=p_ok[:, None] & c_ok[None, :])
+
+
+def _fused_kernel(x_ptr, xg_ptr, wr_ptr, br_ptr, ws_ptr, bs_ptr,
+                  n_pix, H, W, C, HO, WO, CG, N_CBLK, PAD_T, PAD_L, R, o_ptr,
+                  K: tl.constexpr, STRIDE: tl.constexpr, ROWS: tl.constexpr, DOT_PRECISION: tl.constexpr,
+                  FROM_HIDDEN: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_R: tl.constexpr,
+                  BLOCK_CIN: tl.constexpr):
+    pid_p = tl.program_id(0)
+    pid_gc = tl.program_id(1)
+    g = pid_gc // N_CBLK
+    cc = (pid_gc % N_CBLK) * BLOCK_C + tl.arange(0, BLOCK_C)  # channel within group
+    c_ok = cc < CG
+    c = g * CG + cc
+    p = pid_p * BLOCK_P + tl.arange(0, BLOCK_P)  # flat output pixel (b, ho, wo)
+    p_ok = p < n_pix
+    wo = p % WO
+    ho = (p // WO) % HO
+    b = p // (WO * HO)
+    G = C // CG
+    GKK = G * K * K
+
+    r = tl.arange(0, BLOCK_R)
+    r_ok = r < R
+    if FROM_HIDDEN:
+        # 1'. Training: the layer computed the bottleneck (batch statistics);
+        # xg_ptr is that hidden tensor (n_pix, R).
+        hidden = tl.load(xg_ptr + p.to(tl.int64)[:, None] * R + r[None, :],
+                         mask=p_ok[:, None] & r_ok[None, :], other=0.0).to(tl.float32)  # (P, R)
+    else:
+        # 1. The bottleneck on chip: hidden = relu(pooled @ W_reduce' + b_reduce').
+        xg_row = p.to(tl.int64) * C
+        hidden = tl.full((BLOCK_P, BLOCK_R), 0.0, tl.float32)
+        for c0 in range(0, C, BLOCK_CIN):
+            ci = c0 + tl.arange(0, BLOCK_CIN)
+            ci_ok = ci < C
+            xg = tl.load(xg_ptr + xg_row[:, None] + ci[None, :],
+                         mask=p_ok[:, None] & ci_ok[None, :], other=0.0).to(tl.float32)  # (P, CIN)
+            wr = tl.load(wr_ptr + ci[:, None] * R + r[None, :],
+                         mask=ci_ok[:, None] & r_ok[None, :], other=0.0)  # (CIN, R)
+            hidden = tl.dot(xg, wr, hidden, input_precision=DOT_PRECISION)  # (P, R)
+        hidden = tl.maximum(hidden + tl.load(br_ptr + r, mask=r_ok, other=0.0)[None, :], 0.0)
+
+    # 2. Each tap's weight from the bottleneck, then the aggregation.
+    acc = tl.full((BLOCK_P, BLOCK_C), 0.0, tl.float32)
+    for i0 in range(0, K, ROWS):  # the rows: a loop of ROWS-row steps (see the module docstring)
+        for di in tl.static_range(ROWS):  # a step's rows and each row's taps: unrolled
+            i = i0 + di
+            hi = ho * STRIDE + i - PAD_T
+            h_ok = p_ok & (hi >= 0) & (hi < H)
+            for j in tl.static_range(K):
+                wi = wo * STRIDE + j - PAD_L
+                ok = h_ok & (wi >= 0) & (wi < W)
+                t = g * (K * K) + i * K + j  # generated channel of this tap
+                ws = tl.load(ws_ptr + r * GKK + t, mask=r_ok, other=0.0)  # (R,)
+                wgt = tl.reduce(hidden * ws[None, :], 1, _add) + tl.load(bs_ptr + t)  # (P,)
+                x_row = ((b * H + hi) * W + wi).to(tl.int64) * C
+                xv = tl.load(x_ptr + x_row[:, None] + c[None, :],
+                             mask=ok[:, None] & c_ok[None, :], other=0.0).to(tl.float32)  # (P, C)
+                acc += wgt[:, None] * xv
+    o_row = p.to(tl.int64) * C
+    tl.store(o_ptr + o_row[:, None] + c[None, :], acc.to(o_ptr.dtype.element_ty),
+             mask=p_ok[:, None] & c_ok[None, :])
+
+
+def _dgen_kernel(x_ptr, dy_ptr, h_ptr, ws_ptr, n_pix, H, W, C, HO, WO, CG, PAD_T, PAD_L, R, dh_ptr, dws_ptr,
+                 dbs_ptr, K: tl.constexpr, STRIDE: tl.constexpr, ROWS: tl.constexpr, BLOCK_P: tl.constexpr,
+                 BLOCK_C: tl.constexpr, BLOCK_R: tl.constexpr):
+    """Backward through the generated weights, which stay on chip. One
+    program per pixel tile, over every group: per tap t of group g,
+    d_w_t[p] = sum over g's channels of dy[p, c] * x[window_t(p), c] (as
+    `_dk_kernel`), then at once
+        d_hidden[p, :]  += d_w_t[p] * W_span[:, t]        (kept on chip)
+        d_W_span[:, t]   = sum_p hidden[p, :] * d_w_t[p]  (this tile's share)
+        d_b_span[t]      = sum_p d_w_t[p]                  (likewise)
+    The tiles' shares are summed by the caller, so no atomics are needed."""
+    pid_p = tl.program_id(0)
+    p = pid_p * BLOCK_P + tl.arange(0, BLOCK_P)  # flat output pixel
+    p_ok = p < n_pix
+    wo = p % WO
+    ho = (p // WO) % HO
+    b = p // (WO * HO)
+    G = C // CG
+    GKK = G * K * K
+    r = tl.arange(0, BLOCK_R)
+    r_ok = r < R
+    hp_mask = p_ok[:, None] & r_ok[None, :]
+    hidden = tl.load(h_ptr + p.to(tl.int64)[:, None] * R + r[None, :], mask=hp_mask, other=0.0).to(tl.float32)
+    d_hidden = tl.full((BLOCK_P, BLOCK_R), 0.0, tl.float32)
+    dy_row = p.to(tl.int64) * C
+    for g in range(G):
+        for i0 in range(0, K, ROWS):  # the rows: a loop of ROWS-row steps (see the module docstring)
+            for di in tl.static_range(ROWS):  # a step's rows and each row's taps: unrolled
+                i = i0 + di
+                hi = ho * STRIDE + i - PAD_T
+                h_ok = p_ok & (hi >= 0) & (hi < H)
+                for j in tl.static_range(K):
+                    wi = wo * STRIDE + j - PAD_L
+                    ok = h_ok & (wi >= 0) & (wi < W)
+                    x_row = ((b * H + hi) * W + wi).to(tl.int64) * C
+                    d_w = tl.full((BLOCK_P,), 0.0, tl.float32)
+                    for c0 in range(0, CG, BLOCK_C):
+                        cc = c0 + tl.arange(0, BLOCK_C)
+                        c = g * CG + cc
+                        c_ok = cc < CG
+                        dyv = tl.load(dy_ptr + dy_row[:, None] + c[None, :],
+                                      mask=p_ok[:, None] & c_ok[None, :], other=0.0).to(tl.float32)  # (P, C)
+                        xv = tl.load(x_ptr + x_row[:, None] + c[None, :],
+                                     mask=ok[:, None] & c_ok[None, :], other=0.0).to(tl.float32)  # (P, C)
+                        d_w += tl.reduce(dyv * xv, 1, _add)  # (P,)
+                    t = g * (K * K) + i * K + j
+                    ws = tl.load(ws_ptr + r * GKK + t, mask=r_ok, other=0.0)  # (R,)
+                    d_hidden += d_w[:, None] * ws[None, :]  # (P, R)
+                    tl.store(dws_ptr + (pid_p * R + r).to(tl.int64) * GKK + t,
+                             tl.reduce(hidden * d_w[:, None], 0, _add), mask=r_ok)  # (R,)
+                    tl.store(dbs_ptr + pid_p.to(tl.int64) * GKK + t, tl.reduce(d_w, 0, _add))
+    tl.store(dh_ptr + p.to(tl.int64)[:, None] * R + r[None, :], d_hidden.to(dh_ptr.dtype.element_ty), mask=hp_mask)
+
+
+def _dx_gen_kernel(h_ptr, ws_ptr, bs_ptr, dy_ptr, n_pix, H, W, C, HO, WO, CG, N_CBLK, PAD_T, PAD_L, R, dx_ptr,
+                   K: tl.constexpr, STRIDE: tl.constexpr, ROWS: tl.constexpr, BLOCK_P: tl.constexpr,
+                   BLOCK_C: tl.constexpr, BLOCK_R: tl.constexpr):
+    """d_x as `_dx_kernel`, each weight generated again from the hidden
+    tensor of the output pixel that reads this input pixel."""
+    pid_p = tl.program_id(0)
+    pid_gc = tl.program_id(1)
+    g = pid_gc // N_CBLK
+    cc = (pid_gc % N_CBLK) * BLOCK_C + tl.arange(0, BLOCK_C)
+    c_ok = cc < CG
+    c = g * CG + cc
+    p = pid_p * BLOCK_P + tl.arange(0, BLOCK_P)  # flat input pixel (b, h, w)
+    p_ok = p < n_pix
+    w = p % W
+    h = (p // W) % H
+    b = p // (W * H)
+    G = C // CG
+    GKK = G * K * K
+    r = tl.arange(0, BLOCK_R)
+    r_ok = r < R
+    acc = tl.full((BLOCK_P, BLOCK_C), 0.0, tl.float32)
+    for i0 in range(0, K, ROWS):  # the rows: a loop of ROWS-row steps (see the module docstring)
+        for di in tl.static_range(ROWS):  # a step's rows and each row's taps: unrolled
+            i = i0 + di
+            hn = h + PAD_T - i  # = ho * STRIDE when output row ho reads this pixel at tap row i
+            ho = hn // STRIDE
+            h_ok = p_ok & (hn >= 0) & (hn % STRIDE == 0) & (ho < HO)
+            for j in tl.static_range(K):
+                wn = w + PAD_L - j
+                wo = wn // STRIDE
+                ok = h_ok & (wn >= 0) & (wn % STRIDE == 0) & (wo < WO)
+                q = ((b * HO + ho) * WO + wo).to(tl.int64)  # output pixel
+                t = g * (K * K) + i * K + j
+                hq = tl.load(h_ptr + q[:, None] * R + r[None, :], mask=ok[:, None] & r_ok[None, :],
+                             other=0.0).to(tl.float32)  # (P, R)
+                ws = tl.load(ws_ptr + r * GKK + t, mask=r_ok, other=0.0)  # (R,)
+                wgt = tl.reduce(hq * ws[None, :], 1, _add) + tl.load(bs_ptr + t)  # (P,)
+                dyv = tl.load(dy_ptr + q[:, None] * C + c[None, :],
+                              mask=ok[:, None] & c_ok[None, :], other=0.0).to(tl.float32)  # (P, C)
                 acc += wgt[:, None] * dyv
     tl.store(dx_ptr + p.to(tl.int64)[:, None] * C + c[None, :], acc.to(dx_ptr.dtype.element_ty),
              mask=p_ok[:, None] & c_ok[None, :])
@@ -182,89 +367,92 @@ def _autotune() -> bool:
     return os.environ.get("INVOLUTION_TRITON_AUTOTUNE", "1") != "0"
 
 
-_KERNELS = (_fwd_kernel, _dk_kernel, _dx_kernel)
+class Kernels(NamedTuple):
+    """The six kernels, as one backend launches them (interpreted, or
+    compiled for CUDA: JITFunctions, autotuned ones wrapped in Autotuners)."""
+
+    forward: Any  # _fwd_kernel: x, kernel -> out
+    kernel_grad: Any  # _dk_kernel: x, dy -> d_kernel
+    input_grad: Any  # _dx_kernel: kernel, dy -> d_x
+    fused: Any  # _fused_kernel: x, pooled or hidden, generation weights -> out
+    generation_grad: Any  # _dgen_kernel: x, dy, hidden, W_span -> d_hidden, tiles' d_W_span, d_b_span (not autotuned)
+    input_grad_generated: Any  # _dx_gen_kernel: hidden, W_span, b_span, dy -> d_x
+
+
+AGGREGATION = ("forward", "kernel_grad", "input_grad")  # `triton`'s; the others are `triton_fused`'s
+_SOURCES = Kernels(_fwd_kernel, _dk_kernel, _dx_kernel, _fused_kernel, _dgen_kernel, _dx_gen_kernel)
+# Extra autotuning keys: the fused kernels compile apart for each R and mode.
+_EXTRA_KEYS = {"_fused_kernel": ["R", "FROM_HIDDEN"], "_dx_gen_kernel": ["R"]}
 
 
 @functools.cache
-def _compiled(interpret: bool):
-    """(forward, d_kernel, d_x): wrapped by Triton's interpreter, or compiled
-    for CUDA (autotuned over _CONFIGS unless INVOLUTION_TRITON_AUTOTUNE=0)."""
+def compiled(interpret: bool) -> Kernels:
+    """The kernels wrapped by Triton's interpreter, or compiled for CUDA
+    (autotuned over _CONFIGS unless INVOLUTION_TRITON_AUTOTUNE=0). The
+    backward through the generation is never autotuned: its per-tile partial
+    sums are sized by BLOCK_P."""
     if interpret:
-        return tuple(InterpretedFunction(kernel) for kernel in _KERNELS)
-    kernels = [triton.jit(kernel, do_not_specialize=_shape_args(kernel)) for kernel in _KERNELS]
-    if not _autotune():
-        return tuple(kernels)
-    tune = triton.autotune(configs=_CONFIGS, key=_KEY, do_bench=_tuning_bench)
-    return tuple(tune(kernel) for kernel in kernels)
+        return Kernels(*(InterpretedFunction(kernel) for kernel in _SOURCES))
+    built = []
+    for kernel in _SOURCES:
+        jit = triton.jit(kernel, do_not_specialize=_shape_args(kernel))
+        if _autotune() and kernel is not _dgen_kernel:
+            key = _KEY + _EXTRA_KEYS.get(kernel.__name__, [])
+            jit = triton.autotune(configs=_CONFIGS, key=key, do_bench=_tuning_bench)(jit)
+        built.append(jit)
+    return Kernels(*built)
 
 
-def _launch(kernel, interpret: bool, geo: Geometry, pixels: int, channel_blocks: int, **arguments):
-    """Launch over (pixel blocks, channel_blocks) with named arguments:
-    BLOCK_P from the autotuner when it runs, else the geometry's."""
-    if interpret or not _autotune():
-        kernel[(triton.cdiv(pixels, geo.block_p), channel_blocks)](BLOCK_P=geo.block_p, BLOCK_C=geo.block_c,
-                                                                   **arguments)
-    else:
-        def grid(meta):
-            return (triton.cdiv(pixels, meta["BLOCK_P"]), channel_blocks)
-
-        kernel[grid](BLOCK_C=geo.block_c, **arguments)
+def autotuned(kernel) -> bool:
+    """Whether Triton's autotuner picks this kernel's BLOCK_P."""
+    return isinstance(kernel, triton.runtime.Autotuner)
 
 
-def _sizes(geo: Geometry) -> dict:
-    """The integer arguments every kernel takes, by name."""
+def grid(kernel, geo: Geometry, pixels: int, programs: int):
+    """The launch grid over (pixel tiles, `programs`): from the autotuner's
+    BLOCK_P when it tunes the kernel, else from the geometry's."""
+    if autotuned(kernel):
+        return lambda meta: (triton.cdiv(pixels, meta["BLOCK_P"]), programs)
+    return (triton.cdiv(pixels, geo.block_p), programs)
+
+
+def constants(kernel, geo: Geometry) -> dict:
+    """The tile constants the caller passes: BLOCK_C always, BLOCK_P unless
+    the autotuner picks it."""
+    return {"BLOCK_C": geo.block_c} if autotuned(kernel) else {"BLOCK_P": geo.block_p, "BLOCK_C": geo.block_c}
+
+
+def launch(kernel, geo: Geometry, pixels: int, programs: int, **arguments) -> None:
+    """Launch with Triton's own launcher, every argument by name (tensors
+    with `data_ptr`, as Triton takes them)."""
+    kernel[grid(kernel, geo, pixels, programs)](**constants(kernel, geo), **arguments)
+
+
+def sizes(geo: Geometry) -> dict:
+    """The integer arguments and constants every kernel takes, by name."""
     return dict(H=geo.height, W=geo.width, C=geo.channels, HO=geo.out_height, WO=geo.out_width,
                 CG=geo.group_channels, PAD_T=geo.pad_top, PAD_L=geo.pad_left, K=geo.kernel_size,
                 STRIDE=geo.stride, ROWS=rows_per_step(geo.kernel_size))
 
 
-class InvolutionAggregation(torch.autograd.Function):
-    """Fused aggregation with its two backward kernels."""
+def block_r(reduced: int) -> int:
+    """The bottleneck's block: a power of two of at least 16 (`tl.dot` needs
+    every dimension of at least 16 on a GPU)."""
+    return max(16, triton.next_power_of_2(reduced))
 
-    @staticmethod
-    def forward(ctx, x, kernel, kernel_size, stride, groups):
-        if max(x.numel(), kernel.numel()) >= 2**31:
+
+def block_cin(channels: int) -> int:
+    """Input channels a step of the fused kernel's reduce matmul reads."""
+    return max(16, min(64, triton.next_power_of_2(channels)))
+
+
+def check_size(implementation: str, *shapes: tuple[int, ...]) -> None:
+    """The kernels index pixels with 32-bit integers: refuse larger tensors."""
+    for shape in shapes:
+        elements = 1
+        for n in shape:
+            elements *= int(n)
+        if elements >= 2**31:
             raise ValueError(
-                "The 'triton' involution implementation indexes pixels with 32-bit "
-                "integers; split the batch. Received: input of shape "
-                f"{tuple(x.shape)} and kernel of shape {tuple(kernel.shape)}"
-            )
-        x = x.contiguous()
-        kernel = kernel.contiguous()
-        geo = Geometry.of(tuple(x.shape), kernel_size, stride, groups)
-        interpret = x.device.type != "cuda"
-        fwd, _, _ = _compiled(interpret)
-        out = torch.empty((geo.batch, geo.out_height, geo.out_width, geo.channels), device=x.device, dtype=x.dtype)
-        _launch(fwd, interpret, geo, geo.out_pixels, groups * geo.channel_blocks,
-                x_ptr=x, k_ptr=kernel, o_ptr=out, n_pix=geo.out_pixels, N_CBLK=geo.channel_blocks, **_sizes(geo))
-        ctx.save_for_backward(x, kernel)
-        ctx.geometry = geo
-        return out
-
-    @staticmethod
-    def backward(ctx, dy):
-        x, kernel = ctx.saved_tensors
-        geo = ctx.geometry
-        dy = dy.contiguous()
-        interpret = x.device.type != "cuda"
-        _, dk_kernel, dx_kernel = _compiled(interpret)
-        dx = dk = None
-        if ctx.needs_input_grad[1]:
-            dk = torch.empty_like(kernel)
-            _launch(dk_kernel, interpret, geo, geo.out_pixels, geo.groups,
-                    x_ptr=x, dy_ptr=dy, dk_ptr=dk, n_pix=geo.out_pixels, **_sizes(geo))
-        if ctx.needs_input_grad[0]:
-            dx = torch.empty_like(x)
-            _launch(dx_kernel, interpret, geo, geo.in_pixels, geo.groups * geo.channel_blocks,
-                    k_ptr=kernel, dy_ptr=dy, dx_ptr=dx, n_pix=geo.in_pixels, N_CBLK=geo.channel_blocks,
-                    **_sizes(geo))
-        return dx, dk, None, None, None
-
-
-# Under torch.compile the kernels run as an opaque call between compiled
-# graphs: Dynamo cannot trace Triton's interpreter (CPU tensors), and a graph
-# break costs one launch gap, not a recompilation.
-@torch.compiler.disable
-def aggregate(x, kernel, kernel_size: int, stride: int, groups: int):
-    """x (B, H, W, C), kernel (B, Ho, Wo, G*K*K) -> (B, Ho, Wo, C); torch tensors."""
-    return InvolutionAggregation.apply(x, kernel, kernel_size, stride, groups)
+                f"The {implementation!r} involution implementation indexes pixels with 32-bit integers; "
+                f"split the batch. Received: a tensor of shape {tuple(int(n) for n in shape)}")

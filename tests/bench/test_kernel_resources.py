@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import importlib.util
+
 import pytest
 
 from bench import kernel_resources as kr
@@ -78,6 +80,38 @@ def test_every_pallas_kernel_lowers_for_cuda(implementation, mode, dtype):
     row = kr.pallas_lowering(_case(implementation, 4, dtype, mode))
     assert set(row["kernel_names"].split(",")) == KERNELS[implementation][mode]
     assert row["triton_calls"] == len(KERNELS[implementation][mode])
+
+
+@pytest.mark.skipif(tb.NAME != "jax", reason="jax-triton calls Triton kernels from JAX")
+@pytest.mark.skipif(importlib.util.find_spec("jax_triton") is None, reason="jax-triton is not installed")
+@pytest.mark.parametrize("dtype", ["float32", "mixed_bfloat16"])
+@pytest.mark.parametrize("mode", ["inference", "training"])
+@pytest.mark.parametrize("implementation", ["triton", "triton_fused"])
+def test_every_triton_kernel_lowers_through_jax_triton(implementation, mode, dtype):
+    """jax-triton compiles each kernel for sm_90 while lowering; each call
+    gets the integers the kernel's signature names, in its order (those
+    equal to 1 are compiled in), and the outputs after them."""
+    from layers.aggregation import triton_kernels as tk
+    from layers.aggregation._common import Geometry
+
+    case = _case(implementation, 4, dtype, mode)
+    row = kr.jax_triton_lowering(case)
+    assert set(row["kernel_names"].split(",")) == KERNELS[implementation][mode]
+    assert row["triton_calls"] == len(row["calls"]) == len(KERNELS[implementation][mode])
+    geo = Geometry.of((1, case.resolution, case.resolution, case.channels), case.kernel_size, case.stride, 4)
+    values = {**tk.sizes(geo), "N_CBLK": geo.channel_blocks, "R": case.channels // case.reduction_ratio}
+    sources = dict(zip(tk.Kernels._fields, tk._SOURCES, strict=True))
+    for call in row["calls"]:
+        source = next(fn for fn in sources.values() if fn.__name__ == call.kernel)
+        params = [p for p in source.__code__.co_varnames[: source.__code__.co_argcount]
+                  if p not in source.__annotations__]
+        pixels = geo.in_pixels if call.kernel.startswith("_dx") else geo.out_pixels
+        expected = tuple(v for v in ({**values, "n_pix": pixels}[p] for p in params if not p.endswith("_ptr"))
+                         if v != 1)
+        assert call.scalars == expected, call.kernel
+        assert call.arrays == sum(p.endswith("_ptr") for p in params)
+        assert call.ptx_bytes > 1000
+        assert call.configs == (1 if call.kernel == "_dgen_kernel" else len(tk._CONFIGS))
 
 
 @pytest.mark.skipif(tb.NAME != "tensorflow", reason="the refusal is checked on the backend without kernels")

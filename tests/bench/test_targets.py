@@ -45,7 +45,7 @@ def test_target_table_ratios_and_verdicts():
 
 def test_fused_and_portable_implementations_come_from_the_registry():
     assert targets.fused_implementations("torch") == ["triton", "triton_fused"]
-    assert targets.fused_implementations("jax") == ["pallas", "pallas_fused"]
+    assert targets.fused_implementations("jax") == ["pallas", "pallas_fused", "triton", "triton_fused"]
     assert targets.fused_implementations("tensorflow") == []
     assert "shiftsum" in targets.portable_implementations("jax")
     assert "reference" not in targets.portable_implementations("torch")  # it builds the patch tensor

@@ -61,7 +61,7 @@ def _random_case(geometry, *salt):
 def test_registry_lists_backend_implementations():
     expected = {
         "tensorflow": {"reference", "shiftsum", "xla"},
-        "jax": {"reference", "shiftsum", "pallas", "pallas_fused"},
+        "jax": {"reference", "shiftsum", "pallas", "pallas_fused", "triton", "triton_fused"},
         "torch": {"reference", "shiftsum", "unfold", "triton", "triton_fused"},
     }[tb.NAME]
     assert set(aggregation.names()) == expected

@@ -111,9 +111,7 @@ def _inference(layer, x: np.ndarray) -> np.ndarray:
 @pytest.mark.parametrize("geometry", GENERATION_GEOMETRIES, ids=lambda g: "b{}-{}x{}-c{}-k{}-s{}-g{}-r{}".format(*g))
 @pytest.mark.parametrize("name", GENERATING)
 def test_generation_inside_the_kernel_matches_numpy(name, geometry, dtype, monkeypatch):
-    import importlib
-
-    module = importlib.import_module(f"layers.aggregation.{aggregation.get(name).module}")
+    module = aggregation.get(name).module()
 
     def unfused(*args, **kwargs):
         raise AssertionError("the fused kernel must run when no gradient is needed")
@@ -185,9 +183,7 @@ def test_training_from_the_bottleneck_against_the_unfused_path(name, monkeypatch
     """Training with the kernel generated on chip from the stored bottleneck
     against the implementation that stores it (trains_as), same weights:
     outputs, input gradients, weight gradients (batch statistics in both)."""
-    import importlib
-
-    module = importlib.import_module(f"layers.aggregation.{aggregation.get(name).module}")
+    module = aggregation.get(name).module()
     calls = []
     original = module.aggregate_hidden
     monkeypatch.setattr(module, "aggregate_hidden", lambda *a: calls.append(1) or original(*a))
