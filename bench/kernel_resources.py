@@ -412,16 +412,22 @@ def _lowered(case: KernelCase) -> tuple[str, float]:
     """Lower one Involution layer call (JAX) for CUDA: (StableHLO text, seconds)."""
     import jax
     import jax.numpy as jnp
+    import keras
 
     layer = _layer(case)
     shape = (1, case.resolution, case.resolution, case.channels)
     layer.build(shape)
     trainable = [v.value for v in layer.trainable_variables]
-    fixed = [v.value for v in layer.non_trainable_variables]
+    fixed = [(v, v.value) for v in layer.non_trainable_variables]
     training = case.mode == "training"
 
     def forward(trainable, x):
-        return layer.stateless_call(trainable, fixed, x, training=training)[0]
+        # Through __call__ with the input in the compute dtype, as the sweep's
+        # runner calls it (bench/backends/jax.py): stateless_call would skip
+        # the mixed-precision casts and give the kernels float32 inputs.
+        mapping = [*zip(layer.trainable_variables, trainable, strict=True), *fixed]
+        with keras.StatelessScope(state_mapping=mapping):
+            return layer(x, training=training)
 
     if training:
         # value_and_grad: with the loss unused, XLA would drop the forward kernel
@@ -429,7 +435,8 @@ def _lowered(case: KernelCase) -> tuple[str, float]:
     else:
         fn = forward
     start = time.perf_counter()
-    text = jax.jit(fn).trace(trainable, jnp.zeros(shape)).lower(lowering_platforms=("cuda",)).as_text()
+    x = jnp.zeros(shape, keras.DTypePolicy(case.dtype).compute_dtype)
+    text = jax.jit(fn).trace(trainable, x).lower(lowering_platforms=("cuda",)).as_text()
     return text, time.perf_counter() - start
 
 

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import importlib.util
+from unittest import mock
 
 import pytest
 
@@ -91,11 +92,22 @@ def test_every_triton_kernel_lowers_through_jax_triton(implementation, mode, dty
     """jax-triton compiles each kernel for sm_90 while lowering; each call
     gets the integers the kernel's signature names, in its order (those
     equal to 1 are compiled in), and the outputs after them."""
+    from layers.aggregation import triton_jax
     from layers.aggregation import triton_kernels as tk
     from layers.aggregation._common import Geometry
 
     case = _case(implementation, 4, dtype, mode)
-    row = kr.jax_triton_lowering(case)
+    compiled_call = triton_jax._compiled_call
+    dtypes = []
+
+    def spy(name, geo, pixels, programs, inputs, outputs, arguments):
+        dtypes.extend(str(array.dtype) for key, array in inputs.items() if key in ("x_ptr", "dy_ptr"))
+        return compiled_call(name, geo, pixels, programs, inputs, outputs, arguments)
+
+    with mock.patch.object(triton_jax, "_compiled_call", spy):
+        row = kr.jax_triton_lowering(case)
+    # the input reaches the kernels in the compute dtype, as the sweep calls the layer
+    assert set(dtypes) == {"bfloat16" if dtype == "mixed_bfloat16" else "float32"}
     assert set(row["kernel_names"].split(",")) == KERNELS[implementation][mode]
     assert row["triton_calls"] == len(row["calls"]) == len(KERNELS[implementation][mode])
     geo = Geometry.of((1, case.resolution, case.resolution, case.channels), case.kernel_size, case.stride, 4)

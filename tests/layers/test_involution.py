@@ -372,6 +372,20 @@ def test_implementation_of_another_backend_is_explained():
         Involution(3, implementation=other)
 
 
+def test_an_implementation_missing_a_package_names_it(monkeypatch):
+    import importlib.util
+
+    needing = [(n, i) for n, i in aggregation.IMPLEMENTATIONS.items() if i.requires.get(tb.NAME)]
+    if not needing:
+        pytest.skip(f"no implementation needs a package beyond {tb.NAME} itself")
+    name, impl = needing[0]
+    package = impl.requires[tb.NAME][-1]
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda n, *a: None if n == package else find_spec(n, *a))
+    with pytest.raises(ValueError, match=rf"needs the Python package\(s\) {package}\. .*implementation='{name}'"):
+        Involution(3, implementation=name)
+
+
 @pytest.mark.parametrize(
     "shape, kwargs, message",
     [
