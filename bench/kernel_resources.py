@@ -337,6 +337,7 @@ class TritonCall(NamedTuple):
     scalars: tuple  # the integer arguments, in signature order (those equal to 1 are compiled in)
     arrays: int  # pointer arguments, outputs included
     ptx_bytes: int
+    vector_loads: int  # 128-bit global loads in the PTX (first configuration)
     configs: int  # tile configurations XLA chooses from at the first run (1: not autotuned)
 
 
@@ -355,7 +356,8 @@ class _StandIn:
         return b""
 
     def TritonKernel(self, name, num_warps, num_ctas, shared_bytes, binary, ttir, compute_capability):
-        return {"name": name, "ptx_bytes": len(binary)}
+        return {"name": name, "ptx_bytes": len(binary),
+                "vector_loads": len(re.findall(r"\bld\.global(?:\.\w+)*\.v4\b", binary))}
 
     def create_array_parameter(self, zeroed_bytes, divisibility):
         return ("array", divisibility)
@@ -375,7 +377,8 @@ class _StandIn:
             def record(configs):
                 return TritonCall(kernel["name"], (grid_x, grid_y, grid_z),
                                   tuple(p[1] for p in parameters if p[0] == "scalar"),
-                                  sum(p[0] == "array" for p in parameters), kernel["ptx_bytes"], configs)
+                                  sum(p[0] == "array" for p in parameters), kernel["ptx_bytes"],
+                                  kernel["vector_loads"], configs)
 
         return Call()
 
@@ -478,7 +481,8 @@ def jax_lowering(case: KernelCase, arch: int = DEFAULT_ARCH) -> dict:
     row = jax_triton_lowering(case, arch)
     calls = row.pop("calls")
     return {**row, "autotuned_configs": sum(call.configs for call in calls),
-            "ptx_bytes": sum(call.ptx_bytes for call in calls)}
+            "ptx_bytes": sum(call.ptx_bytes for call in calls),
+            "vector_loads": sum(call.vector_loads for call in calls)}
 
 
 def summary(rows: list[dict], backend: str) -> str:

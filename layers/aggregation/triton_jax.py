@@ -161,8 +161,8 @@ def _fused(geo: Geometry, reduced: int, from_hidden: bool, x2, xg2, w_reduce, b_
     (out,) = _call("fused", geo, geo.out_pixels, geo.groups * geo.channel_blocks,
                    dict(x_ptr=x2, xg_ptr=xg2, wr_ptr=w_reduce, br_ptr=b_reduce, ws_ptr=w_span, bs_ptr=b_span),
                    dict(o_ptr=_shape(geo.out_pixels, geo.channels, x2.dtype)), n_pix=geo.out_pixels,
-                   N_CBLK=geo.channel_blocks, R=reduced, DOT_PRECISION=_dot_precision(), FROM_HIDDEN=from_hidden,
-                   BLOCK_R=tk.block_r(reduced), BLOCK_CIN=tk.block_cin(geo.channels))
+                   N_CBLK=geo.channel_blocks, DOT_PRECISION=_dot_precision(), FROM_HIDDEN=from_hidden,
+                   BLOCK_CIN=tk.block_cin(geo.channels), **tk.bottleneck(reduced))
     return out
 
 
@@ -174,7 +174,7 @@ def _generation_grad(geo: Geometry, reduced: int, x2, dy2, h2, w_span):
         dict(dh_ptr=_shape(geo.out_pixels, reduced, h2.dtype),
              dws_ptr=_shape(tiles * reduced, gkk, np.float32),  # each pixel tile's share
              dbs_ptr=_shape(tiles, gkk, np.float32)),
-        n_pix=geo.out_pixels, R=reduced, BLOCK_R=tk.block_r(reduced))
+        n_pix=geo.out_pixels, **tk.bottleneck(reduced))
     return d_hidden, d_w.reshape(tiles, reduced, gkk).sum(0), d_b.sum(0)
 
 
@@ -182,7 +182,7 @@ def _input_grad_generated(geo: Geometry, reduced: int, h2, w_span, b_span, dy2, 
     (dx,) = _call("input_grad_generated", geo, geo.in_pixels, geo.groups * geo.channel_blocks,
                   dict(h_ptr=h2, ws_ptr=w_span, bs_ptr=b_span, dy_ptr=dy2),
                   dict(dx_ptr=_shape(geo.in_pixels, geo.channels, dtype)), n_pix=geo.in_pixels,
-                  N_CBLK=geo.channel_blocks, R=reduced, BLOCK_R=tk.block_r(reduced))
+                  N_CBLK=geo.channel_blocks, **tk.bottleneck(reduced))
     return dx
 
 

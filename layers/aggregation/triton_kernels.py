@@ -72,8 +72,10 @@ _add = triton.jit(_add)  # combine function of tl.reduce, usable in both modes
 
 
 def _fwd_kernel(x_ptr, k_ptr, n_pix, H, W, C, HO, WO, CG, N_CBLK, PAD_T, PAD_L, o_ptr,
-                K: tl.constexpr, STRIDE: tl.constexpr, ROWS: tl.constexpr, BLOCK_P: tl.constexpr,
-                BLOCK_C: tl.constexpr):
+                K: tl.constexpr, STRIDE: tl.constexpr, C_DIV: tl.constexpr, CG_DIV: tl.constexpr, ROWS: tl.constexpr,
+                BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr):
+    C = (C // C_DIV) * C_DIV  # = C, and the compiler now knows C_DIV divides it (see `divisibility`)
+    CG = (CG // CG_DIV) * CG_DIV
     pid_p = tl.program_id(0)
     pid_gc = tl.program_id(1)
     g = pid_gc // N_CBLK
@@ -107,7 +109,10 @@ def _fwd_kernel(x_ptr, k_ptr, n_pix, H, W, C, HO, WO, CG, N_CBLK, PAD_T, PAD_L, 
 
 
 def _dk_kernel(x_ptr, dy_ptr, n_pix, H, W, C, HO, WO, CG, PAD_T, PAD_L, dk_ptr, K: tl.constexpr,
-               STRIDE: tl.constexpr, ROWS: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr):
+               STRIDE: tl.constexpr, C_DIV: tl.constexpr, CG_DIV: tl.constexpr, ROWS: tl.constexpr,
+               BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr):
+    C = (C // C_DIV) * C_DIV  # = C, and the compiler now knows C_DIV divides it (see `divisibility`)
+    CG = (CG // CG_DIV) * CG_DIV
     pid_p = tl.program_id(0)
     g = tl.program_id(1)
     p = pid_p * BLOCK_P + tl.arange(0, BLOCK_P)  # flat output pixel
@@ -141,8 +146,10 @@ def _dk_kernel(x_ptr, dy_ptr, n_pix, H, W, C, HO, WO, CG, PAD_T, PAD_L, dk_ptr, 
 
 
 def _dx_kernel(k_ptr, dy_ptr, n_pix, H, W, C, HO, WO, CG, N_CBLK, PAD_T, PAD_L, dx_ptr,
-               K: tl.constexpr, STRIDE: tl.constexpr, ROWS: tl.constexpr, BLOCK_P: tl.constexpr,
-               BLOCK_C: tl.constexpr):
+               K: tl.constexpr, STRIDE: tl.constexpr, C_DIV: tl.constexpr, CG_DIV: tl.constexpr, ROWS: tl.constexpr,
+               BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr):
+    C = (C // C_DIV) * C_DIV  # = C, and the compiler now knows C_DIV divides it (see `divisibility`)
+    CG = (CG // CG_DIV) * CG_DIV
     pid_p = tl.program_id(0)
     pid_gc = tl.program_id(1)
     g = pid_gc // N_CBLK
@@ -177,9 +184,13 @@ def _dx_kernel(k_ptr, dy_ptr, n_pix, H, W, C, HO, WO, CG, N_CBLK, PAD_T, PAD_L, 
 
 def _fused_kernel(x_ptr, xg_ptr, wr_ptr, br_ptr, ws_ptr, bs_ptr,
                   n_pix, H, W, C, HO, WO, CG, N_CBLK, PAD_T, PAD_L, R, o_ptr,
-                  K: tl.constexpr, STRIDE: tl.constexpr, ROWS: tl.constexpr, DOT_PRECISION: tl.constexpr,
+                  K: tl.constexpr, STRIDE: tl.constexpr, C_DIV: tl.constexpr, CG_DIV: tl.constexpr,
+                  R_DIV: tl.constexpr, ROWS: tl.constexpr, DOT_PRECISION: tl.constexpr,
                   FROM_HIDDEN: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_R: tl.constexpr,
                   BLOCK_CIN: tl.constexpr):
+    C = (C // C_DIV) * C_DIV  # = C, and the compiler now knows C_DIV divides it (see `divisibility`)
+    CG = (CG // CG_DIV) * CG_DIV
+    R = (R // R_DIV) * R_DIV
     pid_p = tl.program_id(0)
     pid_gc = tl.program_id(1)
     g = pid_gc // N_CBLK
@@ -238,7 +249,8 @@ def _fused_kernel(x_ptr, xg_ptr, wr_ptr, br_ptr, ws_ptr, bs_ptr,
 
 
 def _dgen_kernel(x_ptr, dy_ptr, h_ptr, ws_ptr, n_pix, H, W, C, HO, WO, CG, PAD_T, PAD_L, R, dh_ptr, dws_ptr,
-                 dbs_ptr, K: tl.constexpr, STRIDE: tl.constexpr, ROWS: tl.constexpr, BLOCK_P: tl.constexpr,
+                 dbs_ptr, K: tl.constexpr, STRIDE: tl.constexpr, C_DIV: tl.constexpr, CG_DIV: tl.constexpr,
+                 R_DIV: tl.constexpr, ROWS: tl.constexpr, BLOCK_P: tl.constexpr,
                  BLOCK_C: tl.constexpr, BLOCK_R: tl.constexpr):
     """Backward through the generated weights, which stay on chip. One
     program per pixel tile, over every group: per tap t of group g,
@@ -248,6 +260,9 @@ def _dgen_kernel(x_ptr, dy_ptr, h_ptr, ws_ptr, n_pix, H, W, C, HO, WO, CG, PAD_T
         d_W_span[:, t]   = sum_p hidden[p, :] * d_w_t[p]  (this tile's share)
         d_b_span[t]      = sum_p d_w_t[p]                  (likewise)
     The tiles' shares are summed by the caller, so no atomics are needed."""
+    C = (C // C_DIV) * C_DIV  # = C, and the compiler now knows C_DIV divides it (see `divisibility`)
+    CG = (CG // CG_DIV) * CG_DIV
+    R = (R // R_DIV) * R_DIV
     pid_p = tl.program_id(0)
     p = pid_p * BLOCK_P + tl.arange(0, BLOCK_P)  # flat output pixel
     p_ok = p < n_pix
@@ -292,10 +307,14 @@ def _dgen_kernel(x_ptr, dy_ptr, h_ptr, ws_ptr, n_pix, H, W, C, HO, WO, CG, PAD_T
 
 
 def _dx_gen_kernel(h_ptr, ws_ptr, bs_ptr, dy_ptr, n_pix, H, W, C, HO, WO, CG, N_CBLK, PAD_T, PAD_L, R, dx_ptr,
-                   K: tl.constexpr, STRIDE: tl.constexpr, ROWS: tl.constexpr, BLOCK_P: tl.constexpr,
+                   K: tl.constexpr, STRIDE: tl.constexpr, C_DIV: tl.constexpr, CG_DIV: tl.constexpr,
+                   R_DIV: tl.constexpr, ROWS: tl.constexpr, BLOCK_P: tl.constexpr,
                    BLOCK_C: tl.constexpr, BLOCK_R: tl.constexpr):
     """d_x as `_dx_kernel`, each weight generated again from the hidden
     tensor of the output pixel that reads this input pixel."""
+    C = (C // C_DIV) * C_DIV  # = C, and the compiler now knows C_DIV divides it (see `divisibility`)
+    CG = (CG // CG_DIV) * CG_DIV
+    R = (R // R_DIV) * R_DIV
     pid_p = tl.program_id(0)
     pid_gc = tl.program_id(1)
     g = pid_gc // N_CBLK
@@ -428,11 +447,32 @@ def launch(kernel, geo: Geometry, pixels: int, programs: int, **arguments) -> No
     kernel[grid(kernel, geo, pixels, programs)](**constants(kernel, geo), **arguments)
 
 
+def divisibility(n: int) -> int:
+    """The divisibility hint of an integer argument (C_DIV, CG_DIV, R_DIV):
+    16 when 16 divides it, else 1. Triton's own launcher specialises integer
+    arguments on this (PyTorch); jax-triton does not, and without it the
+    compiler cannot prove the channel rows aligned nor the channel masks
+    constant over 16 lanes, and issues scalar loads instead of 128-bit ones
+    (the stage-1 forward kernel for sm_90: 112 scalar global loads, against
+    14 vector and 14 scalar with the hint, as on PyTorch). The kernels
+    rewrite C as (C // C_DIV) * C_DIV, the same value, from which the
+    compiler infers it; `tl.multiple_of` does not apply to a kernel's
+    arguments."""
+    return 16 if n % 16 == 0 else 1
+
+
 def sizes(geo: Geometry) -> dict:
     """The integer arguments and constants every kernel takes, by name."""
     return dict(H=geo.height, W=geo.width, C=geo.channels, HO=geo.out_height, WO=geo.out_width,
                 CG=geo.group_channels, PAD_T=geo.pad_top, PAD_L=geo.pad_left, K=geo.kernel_size,
-                STRIDE=geo.stride, ROWS=rows_per_step(geo.kernel_size))
+                STRIDE=geo.stride, C_DIV=divisibility(geo.channels), CG_DIV=divisibility(geo.group_channels),
+                ROWS=rows_per_step(geo.kernel_size))
+
+
+def bottleneck(reduced: int) -> dict:
+    """The arguments of the generating kernels that the bottleneck's width
+    R (C / reduction ratio) sets."""
+    return dict(R=reduced, R_DIV=divisibility(reduced), BLOCK_R=block_r(reduced))
 
 
 def block_r(reduced: int) -> int:

@@ -85,8 +85,8 @@ def _fused(x, xg, w_reduce, b_reduce, w_span, b_span, geo: Geometry, reduced: in
     precision = "tf32" if (not interpret and torch.backends.cuda.matmul.allow_tf32) else "ieee"
     tk.launch(_kernels(x).fused, geo, geo.out_pixels, geo.groups * geo.channel_blocks,
               x_ptr=x, xg_ptr=xg, wr_ptr=w_reduce, br_ptr=b_reduce, ws_ptr=w_span, bs_ptr=b_span, o_ptr=out,
-              n_pix=geo.out_pixels, N_CBLK=geo.channel_blocks, R=reduced, DOT_PRECISION=precision,
-              FROM_HIDDEN=from_hidden, BLOCK_R=tk.block_r(reduced), BLOCK_CIN=tk.block_cin(geo.channels),
+              n_pix=geo.out_pixels, N_CBLK=geo.channel_blocks, DOT_PRECISION=precision, FROM_HIDDEN=from_hidden,
+              BLOCK_CIN=tk.block_cin(geo.channels), **tk.bottleneck(reduced),
               **tk.sizes(geo))
     return out
 
@@ -114,7 +114,6 @@ class HiddenAggregation(torch.autograd.Function):
         dy = dy.contiguous()
         kernels = _kernels(x)
         reduced = hidden.shape[-1]
-        block_r = tk.block_r(reduced)
         dx = d_hidden = d_w_span = d_b_span = None
         if any(ctx.needs_input_grad[1:4]):
             tiles = triton.cdiv(geo.out_pixels, geo.block_p)
@@ -123,14 +122,14 @@ class HiddenAggregation(torch.autograd.Function):
             d_b_parts = torch.empty((tiles, geo.generated_channels), device=x.device, dtype=torch.float32)
             tk.launch(kernels.generation_grad, geo, geo.out_pixels, 1,
                       x_ptr=x, dy_ptr=dy, h_ptr=hidden, ws_ptr=w_span, dh_ptr=d_hidden, dws_ptr=d_w_parts,
-                      dbs_ptr=d_b_parts, n_pix=geo.out_pixels, R=reduced, BLOCK_R=block_r, **tk.sizes(geo))
+                      dbs_ptr=d_b_parts, n_pix=geo.out_pixels, **tk.bottleneck(reduced), **tk.sizes(geo))
             d_w_span = d_w_parts.sum(0).to(ctx.dtypes[0])
             d_b_span = d_b_parts.sum(0).to(ctx.dtypes[1])
         if ctx.needs_input_grad[0]:
             dx = torch.empty_like(x)
             tk.launch(kernels.input_grad_generated, geo, geo.in_pixels, geo.groups * geo.channel_blocks,
                       h_ptr=hidden, ws_ptr=w_span, bs_ptr=b_span, dy_ptr=dy, dx_ptr=dx, n_pix=geo.in_pixels,
-                      N_CBLK=geo.channel_blocks, R=reduced, BLOCK_R=block_r, **tk.sizes(geo))
+                      N_CBLK=geo.channel_blocks, **tk.bottleneck(reduced), **tk.sizes(geo))
         return dx, d_hidden, d_w_span, d_b_span, None, None, None
 
 

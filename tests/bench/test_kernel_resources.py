@@ -126,6 +126,18 @@ def test_every_triton_kernel_lowers_through_jax_triton(implementation, mode, dty
         assert call.configs == (1 if call.kernel == "_dgen_kernel" else len(tk._CONFIGS))
 
 
+@pytest.mark.skipif(tb.NAME != "jax", reason="jax-triton calls Triton kernels from JAX")
+@pytest.mark.skipif(importlib.util.find_spec("jax_triton") is None, reason="jax-triton is not installed")
+def test_jax_triton_loads_aligned_channels_as_vectors():
+    """jax-triton does not specialise integers on their divisibility as
+    Triton's launcher does; the kernels' hints (C_DIV, CG_DIV) give it back:
+    with 16 channels a group, the forward kernel loads them 128 bits at a time."""
+    (call,) = kr.jax_triton_lowering(_case("triton", 3))["calls"]  # 48 channels, 3 groups of 16
+    assert call.vector_loads > 0
+    (call,) = kr.jax_triton_lowering(_case("triton", 4))["calls"]  # groups of 12: no 16-lane masks
+    assert call.vector_loads == 0
+
+
 @pytest.mark.skipif(tb.NAME != "tensorflow", reason="the refusal is checked on the backend without kernels")
 def test_tensorflow_is_refused_in_one_line(capsys):
     assert kr.main([]) == 2
