@@ -11,6 +11,9 @@ directory (`--compile-cache`):
 
 - JAX: XLA's persistent compilation cache (`<dir>/jax`), which holds the
   Pallas kernels too; a worker compiles each case's step without running it.
+  jax-triton compiles the `triton` kernels while a step is lowered, before
+  that cache is looked up, so their PTX has a cache of its own
+  (`<dir>/jax-triton`, `layers.aggregation.triton_jax.cache_kernels`).
 - PyTorch: Triton's kernel cache (`<dir>/triton`) and TorchInductor's
   (`<dir>/inductor`, the FX-graph and AOT-autograd caches of
   `torch.compile`); a worker runs each step once. Eager cases compile
@@ -62,23 +65,32 @@ def enable(directory: str | Path, backend: str) -> str:
     _backend = backend
     path = Path(directory).expanduser().resolve()
     if backend == "jax":
-        return _enable_jax(path / "jax")
+        return _enable_jax(path)
     return _enable_torch(path)
 
 
 def _enable_jax(path: Path) -> str:
+    import importlib.util
+
     import jax
     from jax import monitoring
 
     global _listening
-    path.mkdir(parents=True, exist_ok=True)
-    jax.config.update("jax_compilation_cache_dir", str(path))
+    (path / "jax").mkdir(parents=True, exist_ok=True)
+    jax.config.update("jax_compilation_cache_dir", str(path / "jax"))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+    line = f"JAX persistent compilation cache in {path / 'jax'}"
+    if importlib.util.find_spec("triton") is not None:  # the Triton kernels that jax-triton compiles
+        from layers.aggregation import triton_jax
+
+        triton_jax.cache_kernels(path / "jax-triton")
+        _JAX_EVENTS.update({triton_jax.CACHE_HIT_EVENT: "hits", triton_jax.CACHE_MISS_EVENT: "misses"})
+        line += f", jax-triton's kernels in {path / 'jax-triton'}"
     if not _listening:
         monitoring.register_event_listener(_count_jax)
         _listening = True
-    return f"JAX persistent compilation cache in {path}"
+    return line
 
 
 def _count_jax(event: str, **_) -> None:

@@ -25,7 +25,11 @@ see bench/backends/jax.py). In the interpreter everything is float32 NumPy.
 from __future__ import annotations
 
 import functools
+import hashlib
+import json
 import logging
+import os
+from pathlib import Path
 
 import jax
 import numpy as np
@@ -55,13 +59,65 @@ def _not_the_key_warning(record: logging.LogRecord) -> bool:
     return not record.getMessage().startswith("Auto-tuning key does not include all scalar arguments")
 
 
+# jax-triton compiles every kernel while a program is lowered, before JAX's
+# persistent cache is consulted, and keeps the result in process memory only:
+# each sweep process, and each `--precompile` worker, would compile them all
+# again. With a directory set (bench.compile_cache does, under
+# --compile-cache), its compile step keeps the PTX on disk, keyed by the
+# kernel's Triton IR, the options, the target and Triton's version.
+_kernel_cache: Path | None = None
+CACHE_HIT_EVENT = "/involution_bench/jax_triton/cache_hits"  # jax.monitoring events, counted by
+CACHE_MISS_EVENT = "/involution_bench/jax_triton/cache_misses"  # bench.compile_cache as JAX's own
+
+
+def cache_kernels(directory: str | Path | None) -> None:
+    """Keep the kernels jax-triton compiles in `directory` (None: do not)."""
+    global _kernel_cache
+    _kernel_cache = Path(directory) if directory is not None else None
+    if _kernel_cache is not None:
+        _kernel_cache.mkdir(parents=True, exist_ok=True)
+
+
+def _with_disk_cache(triton_lib) -> None:
+    """Wrap jax-triton's compile step (`compile_ttir_inplace`, which turns a
+    kernel's Triton IR into PTX) with the directory of `cache_kernels`."""
+    compile_ir = triton_lib.compile_ttir_inplace
+    if getattr(compile_ir, "involution_disk_cache", False):
+        return
+
+    def compile_ttir_inplace(ttir, backend, options, compute_capability, platform):
+        if _kernel_cache is None:
+            return compile_ir(ttir, backend, options, compute_capability, platform)
+        import triton
+
+        text = f"{triton.__version__}\n{platform}\n{compute_capability}\n{options!r}\n{ttir}"
+        path = _kernel_cache / f"{hashlib.sha256(text.encode()).hexdigest()}.json"
+        if path.is_file():
+            stored = json.loads(path.read_text())
+            jax.monitoring.record_event(CACHE_HIT_EVENT)
+            return triton_lib.CompilationResult(binary=stored["binary"], name=stored["name"],
+                                                shared_mem_bytes=stored["shared_mem_bytes"], ttgir=None, llir=None)
+        result = compile_ir(ttir, backend, options, compute_capability, platform)
+        jax.monitoring.record_event(CACHE_MISS_EVENT)
+        partial = path.with_suffix(f".{os.getpid()}.tmp")  # whole files only: workers write concurrently
+        partial.write_text(json.dumps({"binary": result.binary, "name": result.name,
+                                       "shared_mem_bytes": result.shared_mem_bytes}))
+        os.replace(partial, path)
+        return result
+
+    compile_ttir_inplace.involution_disk_cache = True
+    triton_lib.compile_ttir_inplace = compile_ttir_inplace
+
+
 def _compiled_call(name: str, geo: Geometry, pixels: int, programs: int, inputs: dict, outputs: dict,
                    arguments: dict) -> tuple:
     """jax-triton: inputs and integers in the kernel's order, the outputs
     last (its convention, which the kernels' signatures follow), constants
     as keywords."""
     import jax_triton
+    from jax_triton import triton_lib
 
+    _with_disk_cache(triton_lib)
     absl = logging.getLogger("absl")
     if _not_the_key_warning not in absl.filters:
         absl.addFilter(_not_the_key_warning)

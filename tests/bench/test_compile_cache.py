@@ -4,6 +4,7 @@ by worker processes, and rows that say where their compiled code came from."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 
 import pytest
@@ -31,7 +32,8 @@ def test_precompiled_cases_load_their_executables_from_the_cache(tmp_path):
     assert len(rows) == 5 and {row["status"] for row in rows} == {"ok"}
     # Compiled by the workers with the sweep's settings: every step is a cache hit.
     assert {row["compile_cache"] for row in rows} == {"hit"}, [(r["case_id"], r["compile_cache"]) for r in rows]
-    assert json.loads((run / "run.json").read_text())["compile_cache"].endswith(str(cache.resolve() / "jax"))
+    header = json.loads((run / "run.json").read_text())["compile_cache"]
+    assert f"compilation cache in {cache.resolve() / 'jax'}" in header
     assert any(cache.iterdir())
     # The report's table of all results says it too.
     from reports import tables
@@ -47,6 +49,39 @@ def test_a_cold_cache_is_a_miss(tmp_path):
     assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
     row = json.loads((tmp_path / "run" / "results.jsonl").read_text().splitlines()[0])
     assert row["compile_cache"] == "miss"
+
+
+@pytest.mark.skipif(tb.NAME != "jax", reason="jax-triton calls Triton kernels from JAX")
+@pytest.mark.skipif(importlib.util.find_spec("jax_triton") is None, reason="jax-triton is not installed")
+def test_jax_triton_kernels_come_back_from_the_disk_cache(tmp_path, monkeypatch):
+    """jax-triton compiles while lowering and keeps kernels in memory only;
+    with a cache directory a second process (here: an emptied in-memory
+    cache) loads the PTX instead of compiling it."""
+    from jax import monitoring
+
+    from bench import kernel_resources as kr
+    from layers.aggregation import triton_jax
+
+    with kr.jax_triton_without_gpu():  # it imports only with the stand-in bindings in place
+        from jax_triton import triton_lib
+    events = []
+    monitoring.register_event_listener(lambda event, **_: events.append(event))
+    monkeypatch.setattr(triton_jax, "_kernel_cache", None)
+    triton_jax.cache_kernels(tmp_path)
+    monkeypatch.setattr(triton_lib, "_COMPILED_KERNEL_CACHE", {})  # nothing compiled by earlier tests
+    case = kr.KernelCase("triton", 9, 48, 3, kernel_size=3, stride=2, mode="training")
+    first = kr.jax_triton_lowering(case)["calls"]
+    stored = sorted(tmp_path.glob("*.json"))
+    assert len(stored) == sum(call.configs for call in first) == events.count(triton_jax.CACHE_MISS_EVENT)
+
+    def no_compiler(*args):
+        raise AssertionError("compiled again: the disk cache was not used")
+
+    monkeypatch.setattr(triton_lib, "_COMPILED_KERNEL_CACHE", {})
+    monkeypatch.setattr(triton_lib, "compile_ttir_to_ptx_inplace", no_compiler)
+    again = kr.jax_triton_lowering(case)["calls"]
+    assert again == first
+    assert events.count(triton_jax.CACHE_HIT_EVENT) == len(stored)
 
 
 # torch.compile'd (jit) and eager cases on PyTorch: only the first compile.
