@@ -13,6 +13,7 @@ import importlib
 import importlib.util
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from types import ModuleType
 
 from keras import backend
 
@@ -73,7 +74,7 @@ class Implementation:
         backend_name = backend_name or backend.backend()
         return backend_name in self.modules and not self.missing(backend_name)
 
-    def module(self, backend_name: str | None = None):
+    def module(self, backend_name: str | None = None) -> ModuleType:
         """Its module on the backend (the current one by default)."""
         backend_name = backend_name or backend.backend()
         if backend_name not in self.modules:
