@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from keras import backend, ops
 
 NAME = backend.backend()
@@ -10,6 +11,21 @@ NAME = backend.backend()
 # home for the reason): the same test runs in the torch and jax environments.
 NO_FUSED_KERNELS = (f"the fused kernels are Triton (PyTorch) and Pallas (JAX) code, and this run uses {NAME}; "
                     "`tox -e torch` and `tox -e jax` run this test on them")
+
+
+# The Triton kernels are one module that PyTorch and JAX both call, and both run
+# it in Triton's interpreter on a CPU. The torch run checks the kernels on every
+# geometry; the JAX run, which adds only its calling code (argument order, the
+# custom VJPs, the conversions), on every third, to keep CI within its time.
+TRITON_ON_TORCH = ("the Triton kernels are checked on this geometry by `tox -e torch`; "
+                   "the JAX run checks its calling code on every third geometry")
+
+
+def skip_triton_repeat(name: str, geometry, geometries: list) -> None:
+    """Skip a JAX test of a `triton*` implementation on all but every third
+    geometry of `geometries` (see TRITON_ON_TORCH)."""
+    if NAME == "jax" and name.startswith("triton") and geometries.index(geometry) % 3:
+        pytest.skip(TRITON_ON_TORCH)
 
 
 def to_numpy(x) -> np.ndarray:
