@@ -175,7 +175,7 @@ def _call(name: str, geo: Geometry, pixels: int, programs: int, inputs: dict, ou
     integers and constants in `arguments`. Returns the outputs in order."""
     tk.check_size("triton" if name in tk.AGGREGATION else "triton_fused",
                   *(a.shape for a in inputs.values()), *(o.shape for o in outputs.values()))
-    arguments = {**tk.sizes(geo), **arguments}
+    arguments = {**tk.sizes(geo, hints=True), **arguments}  # hints: jax-triton does not specialise integers
     if not _interpret():
         return _compiled_call(name, geo, pixels, programs, inputs, outputs, arguments)
     callback = functools.partial(_interpreted, name, geo, pixels, programs, tuple(inputs), outputs, arguments)
@@ -218,7 +218,7 @@ def _fused(geo: Geometry, reduced: int, from_hidden: bool, x2, xg2, w_reduce, b_
                    dict(x_ptr=x2, xg_ptr=xg2, wr_ptr=w_reduce, br_ptr=b_reduce, ws_ptr=w_span, bs_ptr=b_span),
                    dict(o_ptr=_shape(geo.out_pixels, geo.channels, x2.dtype)), n_pix=geo.out_pixels,
                    N_CBLK=geo.channel_blocks, DOT_PRECISION=_dot_precision(), FROM_HIDDEN=from_hidden,
-                   BLOCK_CIN=tk.block_cin(geo.channels), **tk.bottleneck(reduced))
+                   BLOCK_CIN=tk.block_cin(geo.channels), **tk.bottleneck(reduced, hints=True))
     return out
 
 
@@ -230,7 +230,7 @@ def _generation_grad(geo: Geometry, reduced: int, x2, dy2, h2, w_span):
         dict(dh_ptr=_shape(geo.out_pixels, reduced, h2.dtype),
              dws_ptr=_shape(tiles * reduced, gkk, np.float32),  # each pixel tile's share
              dbs_ptr=_shape(tiles, gkk, np.float32)),
-        n_pix=geo.out_pixels, **tk.bottleneck(reduced))
+        n_pix=geo.out_pixels, **tk.bottleneck(reduced, hints=True))
     return d_hidden, d_w.reshape(tiles, reduced, gkk).sum(0), d_b.sum(0)
 
 
@@ -238,7 +238,7 @@ def _input_grad_generated(geo: Geometry, reduced: int, h2, w_span, b_span, dy2, 
     (dx,) = _call("input_grad_generated", geo, geo.in_pixels, geo.groups * geo.channel_blocks,
                   dict(h_ptr=h2, ws_ptr=w_span, bs_ptr=b_span, dy_ptr=dy2),
                   dict(dx_ptr=_shape(geo.in_pixels, geo.channels, dtype)), n_pix=geo.in_pixels,
-                  N_CBLK=geo.channel_blocks, **tk.bottleneck(reduced))
+                  N_CBLK=geo.channel_blocks, **tk.bottleneck(reduced, hints=True))
     return dx
 
 

@@ -461,18 +461,26 @@ def divisibility(n: int) -> int:
     return 16 if n % 16 == 0 else 1
 
 
-def sizes(geo: Geometry) -> dict:
-    """The integer arguments and constants every kernel takes, by name."""
+def _hint(n: int, hints: bool) -> int:
+    return divisibility(n) if hints else 1
+
+
+def sizes(geo: Geometry, hints: bool = False) -> dict:
+    """The integer arguments and constants every kernel takes, by name.
+    `hints`: the divisibility constants for a caller whose launcher does not
+    specialise integers (jax-triton); with Triton's own launcher they stay 1,
+    so that its binaries are those it made before the constants existed (with
+    them, some generating kernels took up to 55 more registers a thread)."""
     return dict(H=geo.height, W=geo.width, C=geo.channels, HO=geo.out_height, WO=geo.out_width,
                 CG=geo.group_channels, PAD_T=geo.pad_top, PAD_L=geo.pad_left, K=geo.kernel_size,
-                STRIDE=geo.stride, C_DIV=divisibility(geo.channels), CG_DIV=divisibility(geo.group_channels),
+                STRIDE=geo.stride, C_DIV=_hint(geo.channels, hints), CG_DIV=_hint(geo.group_channels, hints),
                 ROWS=rows_per_step(geo.kernel_size))
 
 
-def bottleneck(reduced: int) -> dict:
+def bottleneck(reduced: int, hints: bool = False) -> dict:
     """The arguments of the generating kernels that the bottleneck's width
-    R (C / reduction ratio) sets."""
-    return dict(R=reduced, R_DIV=divisibility(reduced), BLOCK_R=block_r(reduced))
+    R (C / reduction ratio) sets (`hints`: as in `sizes`)."""
+    return dict(R=reduced, R_DIV=_hint(reduced, hints), BLOCK_R=block_r(reduced))
 
 
 def block_r(reduced: int) -> int:
