@@ -85,9 +85,12 @@ def test_every_pallas_kernel_lowers_for_cuda(implementation, mode, dtype):
 
 @pytest.mark.skipif(tb.NAME != "jax", reason="jax-triton calls Triton kernels from JAX")
 @pytest.mark.skipif(importlib.util.find_spec("jax_triton") is None, reason="jax-triton is not installed")
-@pytest.mark.parametrize("dtype", ["float32", "mixed_bfloat16"])
-@pytest.mark.parametrize("mode", ["inference", "training"])
-@pytest.mark.parametrize("implementation", ["triton", "triton_fused"])
+# Every kernel in one dtype or the other (the PyTorch run compiles each in both):
+# what is checked here is how jax-triton receives the arguments.
+@pytest.mark.parametrize("implementation, mode, dtype", [
+    ("triton", "inference", "float32"), ("triton", "training", "mixed_bfloat16"),
+    ("triton_fused", "inference", "mixed_bfloat16"), ("triton_fused", "training", "float32"),
+])
 def test_every_triton_kernel_lowers_through_jax_triton(implementation, mode, dtype):
     """jax-triton compiles each kernel for sm_90 while lowering; each call
     gets the integers the kernel's signature names, in its order (those
