@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import numpy as np
-import pytest
 from keras import backend, ops
 
 NAME = backend.backend()
@@ -15,23 +14,26 @@ NO_FUSED_KERNELS = (f"the fused kernels are Triton (PyTorch) and Pallas (JAX) co
 
 # The Triton kernels are one module that PyTorch and JAX both call, and both run
 # it in Triton's interpreter on a CPU. The torch run checks the kernels on every
-# geometry; the JAX run, which adds its calling code (argument order, the custom
-# VJPs, the conversions) and the divisibility hints only jax-triton needs, on
-# every third geometry and on the first whose channels the hints concern (C a
-# multiple of 16), to keep CI within its time.
-TRITON_ON_TORCH = ("the Triton kernels are checked on this geometry by `tox -e torch`; the JAX run checks its "
-                   "calling code on every third geometry and the first with a multiple of 16 channels")
+# geometry of a test; the JAX run adds only its calling code (argument order,
+# the custom VJPs, the conversions) and the divisibility hints only jax-triton
+# gets, so it checks them on a share of the geometries: every third, and the
+# first whose channels the hints concern (a multiple of 16). That keeps CI
+# within its time; nothing is skipped, the JAX run lists fewer cases.
 
 
-def skip_triton_repeat(name: str, geometry, geometries: list) -> None:
-    """Skip a JAX test of a `triton*` implementation on the geometries of
-    `geometries` that TRITON_ON_TORCH leaves to the torch run (geometry[3]
-    is the channels)."""
-    if NAME != "jax" or not name.startswith("triton"):
-        return
-    first_aligned = next((g for g in geometries if g[3] % 16 == 0), None)
-    if geometries.index(geometry) % 3 and geometry != first_aligned:
-        pytest.skip(TRITON_ON_TORCH)
+def _calling_code_share(geometries: list) -> list:
+    aligned = next((g for g in geometries if g[3] % 16 == 0), None)  # geometry[3]: the channels
+    return [g for index, g in enumerate(geometries) if index % 3 == 0 or g == aligned]
+
+
+def implementation_cases(names: list[str], geometries: list) -> list[tuple]:
+    """(implementation, geometry) pairs of a parametrised test: every
+    geometry for every implementation, except `triton*` on JAX (above)."""
+    cases = []
+    for name in names:
+        share = NAME == "jax" and name.startswith("triton")
+        cases += [(name, g) for g in (_calling_code_share(geometries) if share else geometries)]
+    return cases
 
 
 def to_numpy(x) -> np.ndarray:

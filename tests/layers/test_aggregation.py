@@ -42,6 +42,13 @@ def _ids(g):
     return "b{}-{}x{}-c{}-k{}-s{}-g{}".format(*g)
 
 
+def _case_ids(value):
+    """Test ids of (implementation, geometry) pairs, geometries with or without a reduction."""
+    if isinstance(value, str):
+        return value
+    return ("b{}-{}x{}-c{}-k{}-s{}-g{}" + "-r{}" * (len(value) - 7)).format(*value)
+
+
 def _rel_err(actual, expected):
     actual = np.asarray(actual, np.float64)
     assert np.isfinite(actual).all(), "non-finite values: an output element was not written"
@@ -83,10 +90,8 @@ def test_one_geometry_for_every_fused_kernel():
     assert Geometry.of((2, 9, 8, 12), 5, 2, 3) is geo  # computed once per call shape
 
 
-@pytest.mark.parametrize("name", IMPLEMENTATIONS)
-@pytest.mark.parametrize("geometry", GEOMETRIES, ids=_ids)
+@pytest.mark.parametrize("name, geometry", tb.implementation_cases(IMPLEMENTATIONS, GEOMETRIES), ids=_case_ids)
 def test_forward_matches_numpy(name, geometry):
-    tb.skip_triton_repeat(name, geometry, GEOMETRIES)
     b, h, w, c, k, s, g = geometry
     x, kernel, _ = _random_case(geometry, name, "forward")
     fn = aggregation.get(name).function()
@@ -99,10 +104,9 @@ def test_forward_matches_numpy(name, geometry):
 GRADIENT_GEOMETRIES = GEOMETRIES[::2] + [GEOMETRIES[-1]]
 
 
-@pytest.mark.parametrize("name", IMPLEMENTATIONS)
-@pytest.mark.parametrize("geometry", GRADIENT_GEOMETRIES, ids=_ids)
+@pytest.mark.parametrize("name, geometry", tb.implementation_cases(IMPLEMENTATIONS, GRADIENT_GEOMETRIES),
+                         ids=_case_ids)
 def test_gradients_match_numpy(name, geometry):
-    tb.skip_triton_repeat(name, geometry, GRADIENT_GEOMETRIES)
     b, h, w, c, k, s, g = geometry
     x, kernel, dy = _random_case(geometry, name, "gradients")
     fn = aggregation.get(name).function()
@@ -180,11 +184,9 @@ def _hidden_reference(x, hidden, w_span, b_span, dy, k, s, g):
 
 
 @pytest.mark.skipif(not HIDDEN, reason=tb.NO_FUSED_KERNELS)
-@pytest.mark.parametrize("name", HIDDEN)
-@pytest.mark.parametrize("geometry", HIDDEN_GEOMETRIES, ids=lambda g: "b{}-{}x{}-c{}-k{}-s{}-g{}-r{}".format(*g))
+@pytest.mark.parametrize("name, geometry", tb.implementation_cases(HIDDEN, HIDDEN_GEOMETRIES), ids=_case_ids)
 def test_generation_from_the_bottleneck_matches_numpy(name, geometry):
     """Forward and every gradient of the training path that never stores the kernel."""
-    tb.skip_triton_repeat(name, geometry, HIDDEN_GEOMETRIES)
     b, h, w, c, k, s, g, r = geometry
     x, hidden, w_span, b_span, dy = _hidden_case(geometry, name)
     fn = aggregation.get(name).hidden_function()

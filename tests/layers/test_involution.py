@@ -108,10 +108,9 @@ def _inference(layer, x: np.ndarray) -> np.ndarray:
 
 @pytest.mark.skipif(not GENERATING, reason=tb.NO_FUSED_KERNELS)
 @pytest.mark.parametrize("dtype", ["float32", "mixed_bfloat16"])
-@pytest.mark.parametrize("geometry", GENERATION_GEOMETRIES, ids=lambda g: "b{}-{}x{}-c{}-k{}-s{}-g{}-r{}".format(*g))
-@pytest.mark.parametrize("name", GENERATING)
+@pytest.mark.parametrize("name, geometry", tb.implementation_cases(GENERATING, GENERATION_GEOMETRIES),
+                         ids=lambda v: v if isinstance(v, str) else "b{}-{}x{}-c{}-k{}-s{}-g{}-r{}".format(*v))
 def test_generation_inside_the_kernel_matches_numpy(name, geometry, dtype, monkeypatch):
-    tb.skip_triton_repeat(name, geometry, GENERATION_GEOMETRIES)
     module = aggregation.get(name).module()
 
     def unfused(*args, **kwargs):
@@ -374,17 +373,16 @@ def test_implementation_of_another_backend_is_explained():
 
 
 def test_an_implementation_missing_a_package_names_it(monkeypatch):
-    import importlib.util
-
-    needing = [(n, i) for n, i in aggregation.IMPLEMENTATIONS.items() if i.requires.get(tb.NAME)]
-    if not needing:
-        pytest.skip(f"no implementation needs a package beyond {tb.NAME} itself")
-    name, impl = needing[0]
-    package = impl.requires[tb.NAME][-1]
-    find_spec = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec", lambda n, *a: None if n == package else find_spec(n, *a))
-    with pytest.raises(ValueError, match=rf"needs the Python package\(s\) {package}\. .*implementation='{name}'"):
-        Involution(3, implementation=name)
+    """On every backend: an implementation registered with a package this
+    machine lacks is refused with the package's name."""
+    missing = aggregation.Implementation("needs_a_package", {tb.NAME: "shiftsum"}, "test entry",
+                                         materialises_patches=False,
+                                         requires={tb.NAME: ("no_such_package_for_involution",)})
+    monkeypatch.setitem(aggregation.IMPLEMENTATIONS, missing.name, missing)
+    assert missing.name not in Involution.implementations()
+    with pytest.raises(ValueError, match=r"needs the Python package\(s\) no_such_package_for_involution\. "
+                                         r".*implementation='needs_a_package'"):
+        Involution(3, implementation=missing.name)
 
 
 @pytest.mark.parametrize(
