@@ -87,6 +87,18 @@ def _next_power_of_2(n: int) -> int:
     return 1 << max(0, (n - 1).bit_length())
 
 
+def bottleneck_block(reduced: int) -> int:
+    """The generating kernels' block over the bottleneck's R channels: a
+    power of two of at least 16 (a `dot` needs every dimension of at least
+    16 on a GPU), in the Triton and Pallas kernels alike."""
+    return max(16, _next_power_of_2(reduced))
+
+
+def input_channel_block(channels: int) -> int:
+    """Input channels one step of the fused kernels' reduce matmul reads."""
+    return max(16, min(64, _next_power_of_2(channels)))
+
+
 @dataclass(frozen=True)
 class Geometry:
     """One fused-kernel call: shapes, padding and tiles, shared by the Triton

@@ -23,7 +23,7 @@ import jax.numpy as jnp
 from jax.experimental import pallas as pl
 
 from layers.aggregation import jax_vjp
-from layers.aggregation._common import Geometry
+from layers.aggregation._common import Geometry, bottleneck_block, input_channel_block
 from layers.aggregation.pallas_kernels import (
     _call,
     _channel_block,
@@ -41,15 +41,10 @@ from layers.aggregation.pallas_kernels import (
 __all__ = ["aggregate", "aggregate_hidden", "involution"]
 
 
-def _pow2_at_least_16(n: int) -> int:
-    """Block sizes of a `dot` on a GPU: powers of two, at least 16."""
-    return max(16, 1 << max(0, (n - 1).bit_length()))
-
-
 def _fused_kernel(x_ref, xg_ref, wr_ref, br_ref, ws_ref, bs_ref, o_ref, *, geo: Geometry, reduced: int,
                   from_hidden: bool):
     K, S, bp, bc = geo.kernel_size, geo.stride, geo.block_p, geo.block_c
-    block_r, block_cin = _pow2_at_least_16(reduced), min(64, _pow2_at_least_16(geo.channels))
+    block_r, block_cin = bottleneck_block(reduced), input_channel_block(geo.channels)
     g, c, c_ok = _channel_block(geo)
     pix, n_pix, p_ok, b, ho, wo = _output_pixels(geo)
 
@@ -96,7 +91,7 @@ def _dgen_kernel(x_ref, dy_ref, h_ref, ws_ref, dh_ref, dws_ref, dbs_ref, *, geo:
     summed by the caller. The span-weight table has block_r rows a tile, so
     that no masked lane aliases a real one."""
     K, bp = geo.kernel_size, geo.block_p
-    block_r = _pow2_at_least_16(reduced)
+    block_r = bottleneck_block(reduced)
     tile = pl.program_id(0)
     pixels = _output_pixels(geo)
     pix, n_pix, p_ok, _, _, _ = pixels
@@ -125,7 +120,7 @@ def _dx_gen_kernel(h_ref, ws_ref, bs_ref, dy_ref, dx_ref, *, geo: Geometry, redu
     """d_x as `pallas`' d-x kernel, each weight generated again from the
     hidden tensor of the output pixel that reads this input pixel."""
     K, bp, bc = geo.kernel_size, geo.block_p, geo.block_c
-    block_r = _pow2_at_least_16(reduced)
+    block_r = bottleneck_block(reduced)
     g, c, c_ok = _channel_block(geo)
     pixels = _input_pixels(geo)
     pix, p_ok = pixels[:2]
@@ -160,7 +155,7 @@ def _fused(geo: Geometry, reduced: int, from_hidden: bool, x2, xg2, w_reduce, b_
 
 
 def _generation_grad(geo: Geometry, reduced: int, x2, dy2, h2, w_span):
-    block_r = _pow2_at_least_16(reduced)
+    block_r = bottleneck_block(reduced)
     tiles = pl.cdiv(geo.out_pixels, geo.block_p)
     gkk = geo.generated_channels
     d_hidden, d_w, d_b = _call(

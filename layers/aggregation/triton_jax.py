@@ -36,7 +36,7 @@ import numpy as np
 
 from layers.aggregation import jax_vjp
 from layers.aggregation import triton_kernels as tk
-from layers.aggregation._common import Geometry
+from layers.aggregation._common import Geometry, input_channel_block
 
 __all__ = ["aggregate", "aggregate_hidden", "involution"]
 
@@ -218,7 +218,7 @@ def _fused(geo: Geometry, reduced: int, from_hidden: bool, x2, xg2, w_reduce, b_
                    dict(x_ptr=x2, xg_ptr=xg2, wr_ptr=w_reduce, br_ptr=b_reduce, ws_ptr=w_span, bs_ptr=b_span),
                    dict(o_ptr=_shape(geo.out_pixels, geo.channels, x2.dtype)), n_pix=geo.out_pixels,
                    N_CBLK=geo.channel_blocks, DOT_PRECISION=_dot_precision(), FROM_HIDDEN=from_hidden,
-                   BLOCK_CIN=tk.block_cin(geo.channels), **tk.bottleneck(reduced, hints=True))
+                   BLOCK_CIN=input_channel_block(geo.channels), **tk.bottleneck(reduced, hints=True))
     return out
 
 

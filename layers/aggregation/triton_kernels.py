@@ -54,6 +54,7 @@ arithmetic written out in each kernel.
 from __future__ import annotations
 
 import functools
+import math
 import os
 from typing import Any, NamedTuple
 
@@ -61,7 +62,7 @@ import triton
 import triton.language as tl
 from triton.runtime.interpreter import InterpretedFunction
 
-from layers.aggregation._common import Geometry, rows_per_step
+from layers.aggregation._common import Geometry, bottleneck_block, rows_per_step
 
 
 def _add(a, b):
@@ -480,27 +481,13 @@ def sizes(geo: Geometry, hints: bool = False) -> dict:
 def bottleneck(reduced: int, hints: bool = False) -> dict:
     """The arguments of the generating kernels that the bottleneck's width
     R (C / reduction ratio) sets (`hints`: as in `sizes`)."""
-    return dict(R=reduced, R_DIV=_hint(reduced, hints), BLOCK_R=block_r(reduced))
-
-
-def block_r(reduced: int) -> int:
-    """The bottleneck's block: a power of two of at least 16 (`tl.dot` needs
-    every dimension of at least 16 on a GPU)."""
-    return max(16, triton.next_power_of_2(reduced))
-
-
-def block_cin(channels: int) -> int:
-    """Input channels a step of the fused kernel's reduce matmul reads."""
-    return max(16, min(64, triton.next_power_of_2(channels)))
+    return dict(R=reduced, R_DIV=_hint(reduced, hints), BLOCK_R=bottleneck_block(reduced))
 
 
 def check_size(implementation: str, *shapes: tuple[int, ...]) -> None:
     """The kernels index pixels with 32-bit integers: refuse larger tensors."""
     for shape in shapes:
-        elements = 1
-        for n in shape:
-            elements *= int(n)
-        if elements >= 2**31:
+        if math.prod(int(n) for n in shape) >= 2**31:
             raise ValueError(
                 f"The {implementation!r} involution implementation indexes pixels with 32-bit integers; "
                 f"split the batch. Received: a tensor of shape {tuple(int(n) for n in shape)}")

@@ -24,7 +24,7 @@ import torch
 import triton
 
 from layers.aggregation import triton_kernels as tk
-from layers.aggregation._common import Generation, Geometry, folded_generation
+from layers.aggregation._common import Generation, Geometry, folded_generation, input_channel_block
 
 __all__ = ["Generation", "aggregate", "aggregate_hidden", "involution"]
 
@@ -86,7 +86,7 @@ def _fused(x, xg, w_reduce, b_reduce, w_span, b_span, geo: Geometry, reduced: in
     tk.launch(_kernels(x).fused, geo, geo.out_pixels, geo.groups * geo.channel_blocks,
               x_ptr=x, xg_ptr=xg, wr_ptr=w_reduce, br_ptr=b_reduce, ws_ptr=w_span, bs_ptr=b_span, o_ptr=out,
               n_pix=geo.out_pixels, N_CBLK=geo.channel_blocks, DOT_PRECISION=precision, FROM_HIDDEN=from_hidden,
-              BLOCK_CIN=tk.block_cin(geo.channels), **tk.bottleneck(reduced),
+              BLOCK_CIN=input_channel_block(geo.channels), **tk.bottleneck(reduced),
               **tk.sizes(geo))
     return out
 
