@@ -7,33 +7,18 @@ from keras import backend, ops
 
 NAME = backend.backend()
 # Why a test of the fused Triton and Pallas kernels skips on this backend (one
-# home for the reason): the same test runs in the torch and jax environments.
-NO_FUSED_KERNELS = (f"the fused kernels are Triton (PyTorch) and Pallas (JAX) code, and this run uses {NAME}; "
-                    "`tox -e torch` and `tox -e jax` run this test on them")
-
-
-# The Triton kernels are one module that PyTorch and JAX both call, and both run
-# it in Triton's interpreter on a CPU. The torch run checks the kernels on every
-# geometry of a test; the JAX run adds only its calling code (argument order,
-# the custom VJPs, the conversions) and the divisibility hints only jax-triton
-# gets, so it checks them on a share of the geometries: every third, and the
-# first whose channels the hints concern (a multiple of 16). That keeps CI
-# within its time; nothing is skipped, the JAX run lists fewer cases.
-
-
-def _calling_code_share(geometries: list) -> list:
-    aligned = next((g for g in geometries if g[3] % 16 == 0), None)  # geometry[3]: the channels
-    return [g for index, g in enumerate(geometries) if index % 3 == 0 or g == aligned]
+# home for the reason): the same test runs in tox's PyTorch and JAX processes.
+NO_FUSED_KERNELS = (f"the fused kernels are Triton (PyTorch, JAX) and Pallas (JAX) code, and this run uses {NAME}; "
+                    "tox's PyTorch and JAX runs (or `tox -e torch`, `tox -e jax`) run this test on them")
 
 
 def implementation_cases(names: list[str], geometries: list) -> list[tuple]:
     """(implementation, geometry) pairs of a parametrised test: every
-    geometry for every implementation, except `triton*` on JAX (above)."""
-    cases = []
-    for name in names:
-        share = NAME == "jax" and name.startswith("triton")
-        cases += [(name, g) for g in (_calling_code_share(geometries) if share else geometries)]
-    return cases
+    geometry for every implementation, on every backend. (Until the kernels
+    summed with Triton's own combine function, which Triton's interpreter
+    runs in NumPy, the JAX run kept a third of the `triton*` geometries to
+    stay within CI's time.)"""
+    return [(name, geometry) for name in names for geometry in geometries]
 
 
 def to_numpy(x) -> np.ndarray:
