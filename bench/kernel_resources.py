@@ -222,6 +222,8 @@ class Build:
     stack_bytes: int
     local_loads: int
     local_stores: int
+    global_loads: int  # LDG instructions in the binary (static: a loop's body counts once)
+    global_stores: int
     shared_bytes: int
     instructions: int
     occupancy: float | None
@@ -292,6 +294,7 @@ def compile_launch(launch: Launch, config, arch: int = DEFAULT_ARCH) -> Build:
         kernel=launch.kernel, block_p=arguments["BLOCK_P"], block_c=arguments["BLOCK_C"], num_warps=warps,
         num_stages=compiled.metadata.num_stages, registers=registers, stack_bytes=stack,
         local_loads=len(re.findall(r"\bLDL\b", sass)), local_stores=len(re.findall(r"\bSTL\b", sass)),
+        global_loads=len(re.findall(r"\bLDG\b", sass)), global_stores=len(re.findall(r"\bSTG\b", sass)),
         shared_bytes=shared, instructions=len(re.findall(r"/\*[0-9a-f]{4,}\*/ ", sass)),
         occupancy=occupancy(registers, warps, shared, arch), compile_s=seconds)
 

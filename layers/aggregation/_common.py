@@ -144,6 +144,13 @@ class Geometry:
         return self.batch * self.height * self.width
 
     @property
+    def phase_pixels(self) -> int:
+        """Input pixels of one stride phase (h % s, w % s), the largest
+        phase's count: B * ceil(H/s) * ceil(W/s). The Triton input-gradient
+        kernels run one tile grid of this many pixels per phase, s^2 phases."""
+        return self.batch * -(-self.height // self.stride) * -(-self.width // self.stride)
+
+    @property
     def out_pixels(self) -> int:
         return self.batch * self.out_height * self.out_width
 

@@ -200,8 +200,8 @@ def _kernel_grad(geo: Geometry, x2, dy2, dtype):
 
 
 def _input_grad(geo: Geometry, k2, dy2, dtype):
-    (dx,) = _call("input_grad", geo, geo.in_pixels, geo.groups * geo.channel_blocks, dict(k_ptr=k2, dy_ptr=dy2),
-                  dict(dx_ptr=_shape(geo.in_pixels, geo.channels, dtype)), n_pix=geo.in_pixels,
+    (dx,) = _call("input_grad", geo, geo.phase_pixels, geo.groups * geo.channel_blocks, dict(k_ptr=k2, dy_ptr=dy2),
+                  dict(dx_ptr=_shape(geo.in_pixels, geo.channels, dtype)), n_pix=geo.phase_pixels,
                   N_CBLK=geo.channel_blocks)
     return dx
 
@@ -235,9 +235,9 @@ def _generation_grad(geo: Geometry, reduced: int, x2, dy2, h2, w_span):
 
 
 def _input_grad_generated(geo: Geometry, reduced: int, h2, w_span, b_span, dy2, dtype):
-    (dx,) = _call("input_grad_generated", geo, geo.in_pixels, geo.groups * geo.channel_blocks,
+    (dx,) = _call("input_grad_generated", geo, geo.phase_pixels, geo.groups * geo.channel_blocks,
                   dict(h_ptr=h2, ws_ptr=w_span, bs_ptr=b_span, dy_ptr=dy2),
-                  dict(dx_ptr=_shape(geo.in_pixels, geo.channels, dtype)), n_pix=geo.in_pixels,
+                  dict(dx_ptr=_shape(geo.in_pixels, geo.channels, dtype)), n_pix=geo.phase_pixels,
                   N_CBLK=geo.channel_blocks, **tk.bottleneck(reduced, hints=True))
     return dx
 

@@ -113,6 +113,10 @@ def _fwd_kernel(x_ptr, k_ptr, n_pix, H, W, C, HO, WO, CG, N_CBLK, PAD_T, PAD_L, 
 def _dk_kernel(x_ptr, dy_ptr, n_pix, H, W, C, HO, WO, CG, PAD_T, PAD_L, dk_ptr, K: tl.constexpr,
                STRIDE: tl.constexpr, C_DIV: tl.constexpr, CG_DIV: tl.constexpr, ROWS: tl.constexpr,
                BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr):
+    """d_kernel[p, g, t] = sum over g's channels of dy[p, c] * x[window_t(p), c].
+    The output gradient is loaded once per tile (and channel block), not once
+    per tap; with more than one block (groups of over 64 channels) each tap's
+    sum is completed in memory by the program that owns it."""
     C = (C // C_DIV) * C_DIV  # = C, and the compiler now knows C_DIV divides it (see `divisibility`)
     CG = (CG // CG_DIV) * CG_DIV
     pid_p = tl.program_id(0)
@@ -125,62 +129,96 @@ def _dk_kernel(x_ptr, dy_ptr, n_pix, H, W, C, HO, WO, CG, PAD_T, PAD_L, dk_ptr, 
     G = C // CG
     dy_row = p.to(tl.int64) * C
     dk_row = dk_ptr + p.to(tl.int64) * (G * K * K) + g * (K * K)
-    for i0 in range(0, K, ROWS):  # the rows: a loop of ROWS-row steps (see the module docstring)
-        for di in tl.static_range(ROWS):  # a step's rows and each row's taps: unrolled
-            i = i0 + di
-            hi = ho * STRIDE + i - PAD_T
-            h_ok = p_ok & (hi >= 0) & (hi < H)
-            for j in tl.static_range(K):
-                wi = wo * STRIDE + j - PAD_L
-                ok = h_ok & (wi >= 0) & (wi < W)
-                x_row = ((b * H + hi) * W + wi).to(tl.int64) * C
-                s = tl.full((BLOCK_P,), 0.0, tl.float32)
-                for c0 in range(0, CG, BLOCK_C):
-                    cc = c0 + tl.arange(0, BLOCK_C)
-                    c = g * CG + cc
-                    c_ok = cc < CG
-                    dyv = tl.load(dy_ptr + dy_row[:, None] + c[None, :],
-                                  mask=p_ok[:, None] & c_ok[None, :], other=0.0).to(tl.float32)
+    for c0 in range(0, CG, BLOCK_C):  # the group's channels: one block unless CG > 64
+        cc = c0 + tl.arange(0, BLOCK_C)
+        c = g * CG + cc
+        c_ok = cc < CG
+        dyv = tl.load(dy_ptr + dy_row[:, None] + c[None, :],
+                      mask=p_ok[:, None] & c_ok[None, :], other=0.0).to(tl.float32)  # (P, C), for every tap
+        for i0 in range(0, K, ROWS):  # the rows: a loop of ROWS-row steps (see the module docstring)
+            for di in tl.static_range(ROWS):  # a step's rows and each row's taps: unrolled
+                i = i0 + di
+                hi = ho * STRIDE + i - PAD_T
+                h_ok = p_ok & (hi >= 0) & (hi < H)
+                for j in tl.static_range(K):
+                    wi = wo * STRIDE + j - PAD_L
+                    ok = h_ok & (wi >= 0) & (wi < W)
+                    x_row = ((b * H + hi) * W + wi).to(tl.int64) * C
                     xv = tl.load(x_ptr + x_row[:, None] + c[None, :],
-                                 mask=ok[:, None] & c_ok[None, :], other=0.0).to(tl.float32)
-                    s += tl.reduce(dyv * xv, 1, _sum)
-                tl.store(dk_row + (i * K + j), s.to(dk_ptr.dtype.element_ty), mask=p_ok)
+                                 mask=ok[:, None] & c_ok[None, :], other=0.0).to(tl.float32)  # (P, C)
+                    s = tl.reduce(dyv * xv, 1, _sum)  # (P,)
+                    if c0 > 0:  # a later channel block: add to the earlier blocks' sum
+                        s += tl.load(dk_row + (i * K + j), mask=p_ok, other=0.0).to(tl.float32)
+                    tl.store(dk_row + (i * K + j), s.to(dk_ptr.dtype.element_ty), mask=p_ok)
 
 
 def _dx_kernel(k_ptr, dy_ptr, n_pix, H, W, C, HO, WO, CG, N_CBLK, PAD_T, PAD_L, dx_ptr,
                K: tl.constexpr, STRIDE: tl.constexpr, C_DIV: tl.constexpr, CG_DIV: tl.constexpr, ROWS: tl.constexpr,
                BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr):
+    """d_x[q, c] = sum over the taps t and output pixels p whose window_t(p)
+    is q of kernel[p, g, t] * dy[p, c]: a gather, so no atomics. Split by
+    stride phase (see `_phase_pixels`): an input pixel is read by the taps
+    whose row i and column j are congruent to its own phase, ceil(K/s)^2 of
+    the K^2, and a program's pixels share one phase, so it loops over those
+    taps only (at stride 2, K = 7: 16 of 49)."""
     C = (C // C_DIV) * C_DIV  # = C, and the compiler now knows C_DIV divides it (see `divisibility`)
     CG = (CG // CG_DIV) * CG_DIV
-    pid_p = tl.program_id(0)
     pid_gc = tl.program_id(1)
     g = pid_gc // N_CBLK
     cc = (pid_gc % N_CBLK) * BLOCK_C + tl.arange(0, BLOCK_C)
     c_ok = cc < CG
     c = g * CG + cc
-    p = pid_p * BLOCK_P + tl.arange(0, BLOCK_P)  # flat input pixel (b, h, w)
-    p_ok = p < n_pix
-    w = p % W
-    h = (p // W) % H
-    b = p // (W * H)
+    # n_pix: input pixels of one phase (B * ceil(H/s) * ceil(W/s)); program_id(0) counts phase-major.
+    if STRIDE == 1:  # one phase: flat pixels, as without phases (fewer registers: see docs/PERF.md section 15)
+        q = tl.program_id(0) * BLOCK_P + tl.arange(0, BLOCK_P)
+        w = q % W
+        h = (q // W) % H
+        b = q // (W * H)
+        p_ok = q < n_pix
+        i_first = 0
+        j_first = 0
+    else:
+        tiles = (n_pix + BLOCK_P - 1) // BLOCK_P
+        phase = tl.program_id(0) // tiles
+        q = (tl.program_id(0) % tiles) * BLOCK_P + tl.arange(0, BLOCK_P)
+        HP = (H + STRIDE - 1) // STRIDE
+        WP = (W + STRIDE - 1) // STRIDE
+        w = (phase % STRIDE) + (q % WP) * STRIDE
+        h = (phase // STRIDE) + ((q // WP) % HP) * STRIDE
+        b = q // (WP * HP)
+        p_ok = (q < n_pix) & (h < H) & (w < W)
+        i_first = (phase // STRIDE + PAD_T) % STRIDE  # the first tap row (column) of this phase
+        j_first = (phase % STRIDE + PAD_L) % STRIDE
+    TAPS: tl.constexpr = (K + STRIDE - 1) // STRIDE  # rows (columns) of the window a phase uses
     G = C // CG
     acc = tl.full((BLOCK_P, BLOCK_C), 0.0, tl.float32)
-    for i0 in range(0, K, ROWS):  # the rows: a loop of ROWS-row steps (see the module docstring)
-        for di in tl.static_range(ROWS):  # a step's rows and each row's taps: unrolled
-            i = i0 + di
-            hn = h + PAD_T - i  # = ho * STRIDE when output row ho reads this pixel at tap row i
+    for r0 in range(0, TAPS, ROWS):  # the phase's rows: a loop of ROWS-row steps (see the module docstring)
+        for dr in tl.static_range(ROWS):  # a step's rows and each row's taps: unrolled
+            i = i_first + (r0 + dr) * STRIDE
+            hn = h + PAD_T - i  # = ho * STRIDE exactly: the phase makes it a multiple of STRIDE
             ho = hn // STRIDE
-            h_ok = p_ok & (hn >= 0) & (hn % STRIDE == 0) & (ho < HO)
-            for j in tl.static_range(K):
+            h_ok = p_ok & (hn >= 0) & (ho < HO)
+            if STRIDE > 1:  # a phase's last row can fall outside the window
+                # tl.where, not `&`, with a scalar condition: Triton's interpreter gives `vector & scalar`
+                # masks int32 data, which its loads refuse
+                h_ok = tl.where(i < K, h_ok, False)
+            for dj in tl.static_range(TAPS):
+                j = j_first + dj * STRIDE
                 wn = w + PAD_L - j
                 wo = wn // STRIDE
-                ok = h_ok & (wn >= 0) & (wn % STRIDE == 0) & (wo < WO)
-                q = ((b * HO + ho) * WO + wo).to(tl.int64)  # output pixel
-                wgt = tl.load(k_ptr + q * (G * K * K) + g * (K * K) + (i * K + j), mask=ok, other=0.0).to(tl.float32)
-                dyv = tl.load(dy_ptr + q[:, None] * C + c[None, :],
+                ok = h_ok & (wn >= 0) & (wo < WO)
+                if STRIDE > 1:
+                    ok = tl.where(j < K, ok, False)
+                p = ((b * HO + ho) * WO + wo).to(tl.int64)  # the output pixel that reads q at tap (i, j)
+                wgt = tl.load(k_ptr + p * (G * K * K) + g * (K * K) + (i * K + j), mask=ok, other=0.0).to(tl.float32)
+                dyv = tl.load(dy_ptr + p[:, None] * C + c[None, :],
                               mask=ok[:, None] & c_ok[None, :], other=0.0).to(tl.float32)
                 acc += wgt[:, None] * dyv
-    tl.store(dx_ptr + p.to(tl.int64)[:, None] * C + c[None, :], acc.to(dx_ptr.dtype.element_ty),
+    if STRIDE == 1:  # the address after the loop: kept live through it, it cost up to 22 registers
+        x_row = q.to(tl.int64) * C
+    else:
+        x_row = ((b * H + h) * W + w).to(tl.int64) * C
+    tl.store(dx_ptr + x_row[:, None] + c[None, :], acc.to(dx_ptr.dtype.element_ty),
              mask=p_ok[:, None] & c_ok[None, :])
 
 
@@ -312,47 +350,77 @@ def _dx_gen_kernel(h_ptr, ws_ptr, bs_ptr, dy_ptr, n_pix, H, W, C, HO, WO, CG, N_
                    K: tl.constexpr, STRIDE: tl.constexpr, C_DIV: tl.constexpr, CG_DIV: tl.constexpr,
                    R_DIV: tl.constexpr, ROWS: tl.constexpr, BLOCK_P: tl.constexpr,
                    BLOCK_C: tl.constexpr, BLOCK_R: tl.constexpr):
-    """d_x as `_dx_kernel`, each weight generated again from the hidden
-    tensor of the output pixel that reads this input pixel."""
+    """d_x as `_dx_kernel` (by stride phase), each weight generated again
+    from the hidden tensor of the output pixel that reads this input pixel."""
     C = (C // C_DIV) * C_DIV  # = C, and the compiler now knows C_DIV divides it (see `divisibility`)
     CG = (CG // CG_DIV) * CG_DIV
     R = (R // R_DIV) * R_DIV
-    pid_p = tl.program_id(0)
     pid_gc = tl.program_id(1)
     g = pid_gc // N_CBLK
     cc = (pid_gc % N_CBLK) * BLOCK_C + tl.arange(0, BLOCK_C)
     c_ok = cc < CG
     c = g * CG + cc
-    p = pid_p * BLOCK_P + tl.arange(0, BLOCK_P)  # flat input pixel (b, h, w)
-    p_ok = p < n_pix
-    w = p % W
-    h = (p // W) % H
-    b = p // (W * H)
+    # n_pix: input pixels of one phase (B * ceil(H/s) * ceil(W/s)); program_id(0) counts phase-major.
+    if STRIDE == 1:  # one phase: flat pixels, as without phases (fewer registers: see docs/PERF.md section 15)
+        q = tl.program_id(0) * BLOCK_P + tl.arange(0, BLOCK_P)
+        w = q % W
+        h = (q // W) % H
+        b = q // (W * H)
+        p_ok = q < n_pix
+        i_first = 0
+        j_first = 0
+    else:
+        tiles = (n_pix + BLOCK_P - 1) // BLOCK_P
+        phase = tl.program_id(0) // tiles
+        q = (tl.program_id(0) % tiles) * BLOCK_P + tl.arange(0, BLOCK_P)
+        HP = (H + STRIDE - 1) // STRIDE
+        WP = (W + STRIDE - 1) // STRIDE
+        w = (phase % STRIDE) + (q % WP) * STRIDE
+        h = (phase // STRIDE) + ((q // WP) % HP) * STRIDE
+        b = q // (WP * HP)
+        p_ok = (q < n_pix) & (h < H) & (w < W)
+        i_first = (phase // STRIDE + PAD_T) % STRIDE  # the first tap row (column) of this phase
+        j_first = (phase % STRIDE + PAD_L) % STRIDE
+    TAPS: tl.constexpr = (K + STRIDE - 1) // STRIDE  # rows (columns) of the window a phase uses
     G = C // CG
     GKK = G * K * K
     r = tl.arange(0, BLOCK_R)
     r_ok = r < R
     acc = tl.full((BLOCK_P, BLOCK_C), 0.0, tl.float32)
-    for i0 in range(0, K, ROWS):  # the rows: a loop of ROWS-row steps (see the module docstring)
-        for di in tl.static_range(ROWS):  # a step's rows and each row's taps: unrolled
-            i = i0 + di
-            hn = h + PAD_T - i  # = ho * STRIDE when output row ho reads this pixel at tap row i
+    for r0 in range(0, TAPS, ROWS):  # the phase's rows: a loop of ROWS-row steps (see the module docstring)
+        for dr in tl.static_range(ROWS):  # a step's rows and each row's taps: unrolled
+            i = i_first + (r0 + dr) * STRIDE
+            hn = h + PAD_T - i  # = ho * STRIDE exactly: the phase makes it a multiple of STRIDE
             ho = hn // STRIDE
-            h_ok = p_ok & (hn >= 0) & (hn % STRIDE == 0) & (ho < HO)
-            for j in tl.static_range(K):
+            h_ok = p_ok & (hn >= 0) & (ho < HO)
+            if STRIDE > 1:  # a phase's last row can fall outside the window
+                # tl.where, not `&`, with a scalar condition: Triton's interpreter gives `vector & scalar`
+                # masks int32 data, which its loads refuse
+                h_ok = tl.where(i < K, h_ok, False)
+            for dj in tl.static_range(TAPS):
+                j = j_first + dj * STRIDE
                 wn = w + PAD_L - j
                 wo = wn // STRIDE
-                ok = h_ok & (wn >= 0) & (wn % STRIDE == 0) & (wo < WO)
-                q = ((b * HO + ho) * WO + wo).to(tl.int64)  # output pixel
+                ok = h_ok & (wn >= 0) & (wo < WO)
+                if STRIDE > 1:
+                    ok = tl.where(j < K, ok, False)
+                p = ((b * HO + ho) * WO + wo).to(tl.int64)  # the output pixel that reads q at tap (i, j)
                 t = g * (K * K) + i * K + j
-                hq = tl.load(h_ptr + q[:, None] * R + r[None, :], mask=ok[:, None] & r_ok[None, :],
+                if STRIDE > 1:  # a phase's last tap can fall outside the window (masked by `ok`): its
+                    # weight is read at a tap inside, a finite number that multiplies zeros
+                    t = g * (K * K) + tl.minimum(i, K - 1) * K + tl.minimum(j, K - 1)
+                hp = tl.load(h_ptr + p[:, None] * R + r[None, :], mask=ok[:, None] & r_ok[None, :],
                              other=0.0).to(tl.float32)  # (P, R)
                 ws = tl.load(ws_ptr + r * GKK + t, mask=r_ok, other=0.0)  # (R,)
-                wgt = tl.reduce(hq * ws[None, :], 1, _sum) + tl.load(bs_ptr + t)  # (P,)
-                dyv = tl.load(dy_ptr + q[:, None] * C + c[None, :],
+                wgt = tl.reduce(hp * ws[None, :], 1, _sum) + tl.load(bs_ptr + t)  # (P,)
+                dyv = tl.load(dy_ptr + p[:, None] * C + c[None, :],
                               mask=ok[:, None] & c_ok[None, :], other=0.0).to(tl.float32)  # (P, C)
                 acc += wgt[:, None] * dyv
-    tl.store(dx_ptr + p.to(tl.int64)[:, None] * C + c[None, :], acc.to(dx_ptr.dtype.element_ty),
+    if STRIDE == 1:  # the address after the loop: kept live through it, it cost up to 22 registers
+        x_row = q.to(tl.int64) * C
+    else:
+        x_row = ((b * H + h) * W + w).to(tl.int64) * C
+    tl.store(dx_ptr + x_row[:, None] + c[None, :], acc.to(dx_ptr.dtype.element_ty),
              mask=p_ok[:, None] & c_ok[None, :])
 
 
@@ -402,6 +470,8 @@ class Kernels(NamedTuple):
 
 AGGREGATION = ("forward", "kernel_grad", "input_grad")  # `triton`'s; the others are `triton_fused`'s
 _SOURCES = Kernels(_fwd_kernel, _dk_kernel, _dx_kernel, _fused_kernel, _dgen_kernel, _dx_gen_kernel)
+# The kernels whose launch grid runs once per stride phase (see `_dx_kernel`).
+_BY_PHASE = ("_dx_kernel", "_dx_gen_kernel")
 # Extra autotuning keys: the fused kernels compile apart for each R and mode.
 _EXTRA_KEYS = {"_fused_kernel": ["R", "FROM_HIDDEN"], "_dx_gen_kernel": ["R"]}
 
@@ -429,12 +499,28 @@ def autotuned(kernel) -> bool:
     return isinstance(kernel, triton.runtime.Autotuner)
 
 
+def _source(kernel):
+    """The Python function under an Autotuner, JITFunction or InterpretedFunction."""
+    while hasattr(kernel, "fn"):
+        kernel = kernel.fn
+    return kernel
+
+
+def phases(kernel, geo: Geometry) -> int:
+    """How many tile grids of `pixels` the kernel's launch holds: one per
+    stride phase (s^2) for the input-gradient kernels, which take the pixels
+    of one phase (`Geometry.phase_pixels`), else 1."""
+    return geo.stride**2 if _source(kernel).__name__ in _BY_PHASE else 1
+
+
 def grid(kernel, geo: Geometry, pixels: int, programs: int):
     """The launch grid over (pixel tiles, `programs`): from the autotuner's
-    BLOCK_P when it tunes the kernel, else from the geometry's."""
+    BLOCK_P when it tunes the kernel, else from the geometry's; times the
+    stride phases for the input-gradient kernels."""
+    n = phases(kernel, geo)
     if autotuned(kernel):
-        return lambda meta: (triton.cdiv(pixels, meta["BLOCK_P"]), programs)
-    return (triton.cdiv(pixels, geo.block_p), programs)
+        return lambda meta: (n * triton.cdiv(pixels, meta["BLOCK_P"]), programs)
+    return (n * triton.cdiv(pixels, geo.block_p), programs)
 
 
 def constants(kernel, geo: Geometry) -> dict:

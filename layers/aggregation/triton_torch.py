@@ -62,8 +62,8 @@ class InvolutionAggregation(torch.autograd.Function):
                       x_ptr=x, dy_ptr=dy, dk_ptr=dk, n_pix=geo.out_pixels, **tk.sizes(geo))
         if ctx.needs_input_grad[0]:
             dx = torch.empty_like(x)
-            tk.launch(kernels.input_grad, geo, geo.in_pixels, geo.groups * geo.channel_blocks,
-                      k_ptr=kernel, dy_ptr=dy, dx_ptr=dx, n_pix=geo.in_pixels, N_CBLK=geo.channel_blocks,
+            tk.launch(kernels.input_grad, geo, geo.phase_pixels, geo.groups * geo.channel_blocks,
+                      k_ptr=kernel, dy_ptr=dy, dx_ptr=dx, n_pix=geo.phase_pixels, N_CBLK=geo.channel_blocks,
                       **tk.sizes(geo))
         return dx, dk, None, None, None
 
@@ -127,8 +127,8 @@ class HiddenAggregation(torch.autograd.Function):
             d_b_span = d_b_parts.sum(0).to(ctx.dtypes[1])
         if ctx.needs_input_grad[0]:
             dx = torch.empty_like(x)
-            tk.launch(kernels.input_grad_generated, geo, geo.in_pixels, geo.groups * geo.channel_blocks,
-                      h_ptr=hidden, ws_ptr=w_span, bs_ptr=b_span, dy_ptr=dy, dx_ptr=dx, n_pix=geo.in_pixels,
+            tk.launch(kernels.input_grad_generated, geo, geo.phase_pixels, geo.groups * geo.channel_blocks,
+                      h_ptr=hidden, ws_ptr=w_span, bs_ptr=b_span, dy_ptr=dy, dx_ptr=dx, n_pix=geo.phase_pixels,
                       N_CBLK=geo.channel_blocks, **tk.bottleneck(reduced), **tk.sizes(geo))
         return dx, d_hidden, d_w_span, d_b_span, None, None, None
 

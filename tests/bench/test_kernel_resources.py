@@ -120,7 +120,7 @@ def test_every_triton_kernel_lowers_through_jax_triton(implementation, mode, dty
         source = next(fn for fn in sources.values() if fn.__name__ == call.kernel)
         params = [p for p in source.__code__.co_varnames[: source.__code__.co_argcount]
                   if p not in source.__annotations__]
-        pixels = geo.in_pixels if call.kernel.startswith("_dx") else geo.out_pixels
+        pixels = geo.phase_pixels if call.kernel.startswith("_dx") else geo.out_pixels  # dx: one stride phase
         expected = tuple(v for v in ({**values, "n_pix": pixels}[p] for p in params if not p.endswith("_ptr"))
                          if v != 1)
         assert call.scalars == expected, call.kernel

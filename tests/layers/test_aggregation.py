@@ -15,7 +15,8 @@ from tests import numpy_reference as npref
 
 # (batch, height, width, channels, kernel_size, stride, groups): every K in
 # {1, 2, 3, 4, 5, 7}, strides 1-3, odd and even sizes, batch 1 and 2, one to
-# four groups, and windows larger than the input.
+# four groups, windows larger than the input, and a group of more than 64
+# channels (two channel blocks of the Triton kernels).
 GEOMETRIES = [
     (1, 7, 7, 4, 1, 1, 1),
     (2, 8, 8, 4, 1, 2, 2),
@@ -31,6 +32,8 @@ GEOMETRIES = [
     (2, 8, 8, 8, 7, 2, 2),
     (1, 13, 13, 4, 7, 3, 1),
     (2, 4, 4, 4, 7, 1, 2),
+    (1, 7, 6, 4, 4, 2, 1),
+    (1, 5, 6, 80, 3, 2, 1),
 ]
 # An implementation generating its kernel on chip aggregates with another's
 # kernel (`trains_as`), tested under that name; tests/layers/test_involution.py
@@ -85,6 +88,7 @@ def test_one_geometry_for_every_fused_kernel():
     assert (geo.out_height, geo.out_width, geo.pad_top, geo.pad_left) == (5, 4, 2, 1)  # as Conv2D "same"
     assert (geo.group_channels, geo.block_c, geo.channel_blocks, geo.block_p) == (4, 4, 1, 128)
     assert (geo.in_pixels, geo.out_pixels, geo.generated_channels) == (144, 40, 75)
+    assert geo.phase_pixels == 2 * 5 * 4  # one stride phase of the input: ceil(9/2) x ceil(8/2) a batch item
     wide = Geometry.of((1, 4, 4, 256), 3, 1, 1)  # a 256-channel group: four blocks of 64
     assert (wide.block_c, wide.channel_blocks, wide.block_p) == (64, 4, 64)
     assert Geometry.of((2, 9, 8, 12), 5, 2, 3) is geo  # computed once per call shape
@@ -101,7 +105,9 @@ def test_forward_matches_numpy(name, geometry):
     assert _rel_err(out, expected) < 1e-5
 
 
-GRADIENT_GEOMETRIES = GEOMETRIES[::2] + [GEOMETRIES[-1]]
+# Every stride with odd and even K (the input gradient runs by stride phase),
+# and the 80-channel group.
+GRADIENT_GEOMETRIES = GEOMETRIES[::2] + [GEOMETRIES[3], GEOMETRIES[13], GEOMETRIES[15]]
 
 
 @pytest.mark.parametrize("name, geometry", tb.implementation_cases(IMPLEMENTATIONS, GRADIENT_GEOMETRIES),
@@ -157,7 +163,9 @@ def test_padding_matches_keras_depthwise_conv():
 # training (`aggregate_hidden`): odd sizes, strides 1-3, groups of 1 to 64
 # channels, reduced widths 1 to 6 (b, h, w, c, k, s, g, r = C // reduction).
 HIDDEN = [name for name in aggregation.names() if aggregation.get(name).trains_from_hidden]
-HIDDEN_GEOMETRIES = [(2, 7, 7, 3, 3, 3, 1, 1), (1, 6, 7, 64, 3, 1, 1, 4), (1, 9, 8, 12, 5, 2, 3, 6)]
+# (..., reduced): strides 1-3, odd and even K, and a group of two channel blocks.
+HIDDEN_GEOMETRIES = [(2, 7, 7, 3, 3, 3, 1, 1), (1, 6, 7, 64, 3, 1, 1, 4), (1, 9, 8, 12, 5, 2, 3, 6),
+                     (1, 7, 6, 4, 4, 2, 1, 2), (1, 5, 6, 80, 3, 2, 1, 8)]
 
 
 def _hidden_case(geometry, *salt):
