@@ -152,13 +152,14 @@ class KernelCase(NamedTuple):
     mode: str = "inference"
 
 
-def rednet_cases(backend: str) -> list[KernelCase]:
+def rednet_cases(backend: str, stride: int = 1) -> list[KernelCase]:
     """The targets' cases: the backend's fused implementations at the RedNet
-    stages, float32 and mixed bfloat16, inference and training."""
+    stages, float32 and mixed bfloat16, inference and training; at another
+    `stride` (RedNet's downsampling blocks use 2), those stages strided."""
     from bench.targets import fused_implementations
 
-    return [KernelCase(impl, *stage, dtype=dtype, mode=mode) for impl in fused_implementations(backend)
-            for stage in STAGES for dtype in DTYPES for mode in MODES]
+    return [KernelCase(impl, *stage, dtype=dtype, mode=mode)._replace(stride=stride)
+            for impl in fused_implementations(backend) for stage in STAGES for dtype in DTYPES for mode in MODES]
 
 
 def sweep_cases(sweep: str, backend: str) -> list[KernelCase]:
@@ -521,6 +522,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.kernel_resources", description=__doc__.split("\n\n")[0])
     parser.add_argument("--sweep", help="build the kernels of this sweep's involution layer cases (a built-in "
                         "name or a TOML file) instead of the RedNet stages")
+    parser.add_argument("--stride", type=int, default=1,
+                        help="the RedNet stages at this stride (default 1; not with --sweep)")
     parser.add_argument("--arch", type=int, default=DEFAULT_ARCH,
                         help="CUDA compute capability as major*10+minor (default 90: H100, H200)")
     parser.add_argument("--tf32", action="store_true", help="compile tl.dot with TF32 (the paper sweep's --tf32)")
@@ -532,13 +535,18 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: --arch must be a CUDA compute capability of at least 70. Received: --arch={args.arch}",
               file=sys.stderr)
         return 2
+    if args.stride < 1 or (args.sweep and args.stride != 1):
+        print("error: --stride must be at least 1, and the RedNet stages' (a sweep sets its own strides). "
+              f"Received: --stride={args.stride}" + (f" with --sweep={args.sweep}" if args.sweep else ""),
+              file=sys.stderr)
+        return 2
     name = backend.backend()
     if name not in ("torch", "jax"):
         print(f"error: KERAS_BACKEND={name} has no Triton or Pallas kernel; set KERAS_BACKEND=torch or jax",
               file=sys.stderr)
         return 2
     try:
-        cases = sweep_cases(args.sweep, name) if args.sweep else rednet_cases(name)
+        cases = sweep_cases(args.sweep, name) if args.sweep else rednet_cases(name, args.stride)
     except sweeps.SweepError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -152,3 +152,16 @@ def test_a_bad_arch_is_refused_in_one_line(capsys):
     assert kr.main(["--arch", "60"]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "Received: --arch=60" in err
+
+
+def test_a_bad_stride_is_refused_in_one_line(capsys):
+    assert kr.main(["--stride", "0"]) == 2
+    assert kr.main(["--stride", "2", "--sweep", "gpu"]) == 2
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 2 and "Received: --stride=0" in lines[0] and "--stride=2 with --sweep=gpu" in lines[1]
+
+
+def test_the_rednet_stages_at_a_stride():
+    cases = kr.rednet_cases("torch", stride=2)
+    assert cases and {case.stride for case in cases} == {2}
+    assert {case[:5] for case in cases} == {case[:5] for case in kr.rednet_cases("torch")}
