@@ -157,7 +157,7 @@ def _dx_kernel(k_ptr, dy_ptr, n_pix, H, W, C, HO, WO, CG, N_CBLK, PAD_T, PAD_L, 
                BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr):
     """d_x[q, c] = sum over the taps t and output pixels p whose window_t(p)
     is q of kernel[p, g, t] * dy[p, c]: a gather, so no atomics. Split by
-    stride phase (see `_phase_pixels`): an input pixel is read by the taps
+    stride phase (see `Geometry.phase_pixels`): an input pixel is read by the taps
     whose row i and column j are congruent to its own phase, ceil(K/s)^2 of
     the K^2, and a program's pixels share one phase, so it loops over those
     taps only (at stride 2, K = 7: 16 of 49)."""
@@ -169,7 +169,7 @@ def _dx_kernel(k_ptr, dy_ptr, n_pix, H, W, C, HO, WO, CG, N_CBLK, PAD_T, PAD_L, 
     c_ok = cc < CG
     c = g * CG + cc
     # n_pix: input pixels of one phase (B * ceil(H/s) * ceil(W/s)); program_id(0) counts phase-major.
-    if STRIDE == 1:  # one phase: flat pixels, as without phases (fewer registers: see docs/PERF.md section 15)
+    if STRIDE == 1:  # one phase: the flat pixel index, and the binaries of the kernel without phases
         q = tl.program_id(0) * BLOCK_P + tl.arange(0, BLOCK_P)
         w = q % W
         h = (q // W) % H
@@ -214,7 +214,7 @@ def _dx_kernel(k_ptr, dy_ptr, n_pix, H, W, C, HO, WO, CG, N_CBLK, PAD_T, PAD_L, 
                 dyv = tl.load(dy_ptr + p[:, None] * C + c[None, :],
                               mask=ok[:, None] & c_ok[None, :], other=0.0).to(tl.float32)
                 acc += wgt[:, None] * dyv
-    if STRIDE == 1:  # the address after the loop: kept live through it, it cost up to 22 registers
+    if STRIDE == 1:  # the flat index, as without phases
         x_row = q.to(tl.int64) * C
     else:
         x_row = ((b * H + h) * W + w).to(tl.int64) * C
@@ -361,7 +361,7 @@ def _dx_gen_kernel(h_ptr, ws_ptr, bs_ptr, dy_ptr, n_pix, H, W, C, HO, WO, CG, N_
     c_ok = cc < CG
     c = g * CG + cc
     # n_pix: input pixels of one phase (B * ceil(H/s) * ceil(W/s)); program_id(0) counts phase-major.
-    if STRIDE == 1:  # one phase: flat pixels, as without phases (fewer registers: see docs/PERF.md section 15)
+    if STRIDE == 1:  # one phase: the flat pixel index, and the binaries of the kernel without phases
         q = tl.program_id(0) * BLOCK_P + tl.arange(0, BLOCK_P)
         w = q % W
         h = (q // W) % H
@@ -416,7 +416,7 @@ def _dx_gen_kernel(h_ptr, ws_ptr, bs_ptr, dy_ptr, n_pix, H, W, C, HO, WO, CG, N_
                 dyv = tl.load(dy_ptr + p[:, None] * C + c[None, :],
                               mask=ok[:, None] & c_ok[None, :], other=0.0).to(tl.float32)  # (P, C)
                 acc += wgt[:, None] * dyv
-    if STRIDE == 1:  # the address after the loop: kept live through it, it cost up to 22 registers
+    if STRIDE == 1:  # the flat index, as without phases
         x_row = q.to(tl.int64) * C
     else:
         x_row = ((b * H + h) * W + w).to(tl.int64) * C
@@ -471,7 +471,7 @@ class Kernels(NamedTuple):
 AGGREGATION = ("forward", "kernel_grad", "input_grad")  # `triton`'s; the others are `triton_fused`'s
 _SOURCES = Kernels(_fwd_kernel, _dk_kernel, _dx_kernel, _fused_kernel, _dgen_kernel, _dx_gen_kernel)
 # The kernels whose launch grid runs once per stride phase (see `_dx_kernel`).
-_BY_PHASE = ("_dx_kernel", "_dx_gen_kernel")
+_BY_PHASE = (_dx_kernel, _dx_gen_kernel)
 # Extra autotuning keys: the fused kernels compile apart for each R and mode.
 _EXTRA_KEYS = {"_fused_kernel": ["R", "FROM_HIDDEN"], "_dx_gen_kernel": ["R"]}
 
@@ -510,7 +510,7 @@ def phases(kernel, geo: Geometry) -> int:
     """How many tile grids of `pixels` the kernel's launch holds: one per
     stride phase (s^2) for the input-gradient kernels, which take the pixels
     of one phase (`Geometry.phase_pixels`), else 1."""
-    return geo.stride**2 if _source(kernel).__name__ in _BY_PHASE else 1
+    return geo.stride**2 if _source(kernel) in _BY_PHASE else 1
 
 
 def grid(kernel, geo: Geometry, pixels: int, programs: int):
