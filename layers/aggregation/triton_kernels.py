@@ -48,8 +48,8 @@ machines without a GPU. Both can happen in one process because the kernels use
 Triton builtins only: library helpers such as `tl.zeros` or `tl.sum` are
 decorated when `triton.language` is imported and then work in one mode only
 (the reductions pass Triton's own sum as `tl.reduce`'s combine function, which
-both modes take: see `_sum`). The interpreter cannot call `@triton.jit` helpers
-either, hence the window arithmetic written out in each kernel.
+both modes take: see `_sum`). The window arithmetic the kernels share is in
+device functions (`_DeviceFunction`), which both modes call.
 """
 
 from __future__ import annotations
@@ -62,6 +62,7 @@ from typing import Any, NamedTuple
 import triton
 import triton.language as tl
 from triton.runtime.interpreter import InterpretedFunction
+from triton.runtime.jit import JITFunction
 
 from layers.aggregation._common import Geometry, bottleneck_block, rows_per_step
 
@@ -73,41 +74,182 @@ from layers.aggregation._common import Geometry, bottleneck_block, rows_per_step
 _sum = tl.standard._sum_combine
 
 
+class _DeviceFunction(JITFunction):
+    """A function the kernels call, in both modes. Compiled, it is a
+    @triton.jit function like any other, inlined into its callers. The
+    interpreter runs a kernel as Python, so it calls it as Python: in the form
+    the interpreter rewrites kernels into, under the language its kernel's
+    launch has already patched (a plain JITFunction refuses to be called
+    outside a compiled kernel)."""
+
+    def __init__(self, fn) -> None:
+        super().__init__(fn)
+        self._interpreted = InterpretedFunction(fn)
+
+    def __call__(self, *args, **kwargs):
+        return self._interpreted.rewrite()(*args, **kwargs)
+
+
+# --- Device functions: the window arithmetic every kernel shares. -------------
+
+
+@_DeviceFunction
+def _output_pixels(n_pix, HO, WO, BLOCK_P: tl.constexpr):
+    """The program's BLOCK_P output pixels (program_id(0) counts tiles):
+    flat index p over (b, ho, wo), whether it exists, and b, ho, wo."""
+    p = tl.program_id(0) * BLOCK_P + tl.arange(0, BLOCK_P)  # (P,)
+    p_ok = p < n_pix
+    wo = p % WO
+    ho = (p // WO) % HO
+    b = p // (WO * HO)
+    return p, p_ok, b, ho, wo
+
+
+@_DeviceFunction
+def _channel_block(N_CBLK, CG, BLOCK_C: tl.constexpr):
+    """The program's group g and BLOCK_C of its channels (program_id(1)
+    counts groups x channel blocks): the channels' index in the tensor and
+    whether they belong to the group."""
+    pid_gc = tl.program_id(1)
+    g = pid_gc // N_CBLK
+    cc = (pid_gc % N_CBLK) * BLOCK_C + tl.arange(0, BLOCK_C)  # (C,) channel within group
+    return g, g * CG + cc, cc < CG
+
+
+@_DeviceFunction
+def _window_row(ho, p_ok, i, H, STRIDE: tl.constexpr, PAD_T):
+    """Row i of each output pixel's window: the input row, and whether the
+    pixel exists and the row lies in the image."""
+    hi = ho * STRIDE + i - PAD_T
+    return hi, p_ok & (hi >= 0) & (hi < H)
+
+
+@_DeviceFunction
+def _window_column(wo, h_ok, j, W, STRIDE: tl.constexpr, PAD_L):
+    """Column j of each output pixel's window: the input column, and whether
+    the tap (its row's `h_ok` and the column) lies in the image."""
+    wi = wo * STRIDE + j - PAD_L
+    return wi, h_ok & (wi >= 0) & (wi < W)
+
+
+@_DeviceFunction
+def _pixel(b, h, w, H, W):
+    """The flat index of pixel (b, h, w) of a (B, H, W, .) tensor, in int64."""
+    return ((b * H + h) * W + w).to(tl.int64)
+
+
+@_DeviceFunction
+def _input_pixels(n_pix, H, W, PAD_T, PAD_L, STRIDE: tl.constexpr, BLOCK_P: tl.constexpr):
+    """The program's BLOCK_P input pixels, for the input-gradient kernels,
+    which run by stride phase (see `_dx_kernel`): n_pix counts one phase's
+    pixels (B * ceil(H/s) * ceil(W/s)) and program_id(0) counts tiles
+    phase-major. Returns the index q within the phase, b, h, w, whether the
+    pixel exists, and the phase's first tap row and column."""
+    if STRIDE == 1:  # one phase: the flat pixel index, and the binaries of the kernels without phases
+        q = tl.program_id(0) * BLOCK_P + tl.arange(0, BLOCK_P)  # (P,)
+        w = q % W
+        h = (q // W) % H
+        b = q // (W * H)
+        q_ok = q < n_pix
+        i_first = 0
+        j_first = 0
+    else:
+        tiles = (n_pix + BLOCK_P - 1) // BLOCK_P
+        phase = tl.program_id(0) // tiles
+        q = (tl.program_id(0) % tiles) * BLOCK_P + tl.arange(0, BLOCK_P)  # (P,)
+        HP = (H + STRIDE - 1) // STRIDE
+        WP = (W + STRIDE - 1) // STRIDE
+        w = (phase % STRIDE) + (q % WP) * STRIDE
+        h = (phase // STRIDE) + ((q // WP) % HP) * STRIDE
+        b = q // (WP * HP)
+        q_ok = (q < n_pix) & (h < H) & (w < W)
+        i_first = (phase // STRIDE + PAD_T) % STRIDE
+        j_first = (phase % STRIDE + PAD_L) % STRIDE
+    return q, q_ok, b, h, w, i_first, j_first
+
+
+@_DeviceFunction
+def _reader_row(h, q_ok, i, HO, K: tl.constexpr, STRIDE: tl.constexpr, PAD_T):
+    """The output row whose window reads input row h at tap row i, and
+    whether there is one. i is congruent to h's phase (`_input_pixels`), so
+    h + PAD_T - i is a multiple of STRIDE."""
+    hn = h + PAD_T - i
+    ho = hn // STRIDE
+    ok = q_ok & (hn >= 0) & (ho < HO)
+    if STRIDE > 1:  # a phase's last row can fall outside the window
+        # tl.where, not `&`, with a scalar condition: Triton's interpreter gives `vector & scalar`
+        # masks int32 data, which its loads refuse
+        ok = tl.where(i < K, ok, False)
+    return ho, ok
+
+
+@_DeviceFunction
+def _reader_column(w, h_ok, j, WO, K: tl.constexpr, STRIDE: tl.constexpr, PAD_L):
+    """The output column whose window reads input column w at tap column j,
+    and whether there is one (with its row's `h_ok`)."""
+    wn = w + PAD_L - j
+    wo = wn // STRIDE
+    ok = h_ok & (wn >= 0) & (wo < WO)
+    if STRIDE > 1:
+        ok = tl.where(j < K, ok, False)
+    return wo, ok
+
+
+@_DeviceFunction
+def _input_offset(q, b, h, w, H, W, C, STRIDE: tl.constexpr):
+    """The offset of an input pixel's channel 0 (int64), from `_input_pixels`."""
+    if STRIDE == 1:  # the flat index, as without phases
+        row = q.to(tl.int64) * C
+    else:
+        row = _pixel(b, h, w, H, W) * C
+    return row
+
+
+@_DeviceFunction
+def _tile(ptr, row, col, row_ok, col_ok):
+    """ptr[row[p] + col[c]] as a (P, C) float32 tile, zero where the row or
+    column is out."""
+    return tl.load(ptr + row[:, None] + col[None, :], mask=row_ok[:, None] & col_ok[None, :],
+                   other=0.0).to(tl.float32)
+
+
+@_DeviceFunction
+def _put(ptr, row, col, row_ok, col_ok, value):
+    """Store a (P, C) tile at ptr[row[p] + col[c]], in ptr's dtype."""
+    tl.store(ptr + row[:, None] + col[None, :], value.to(ptr.dtype.element_ty),
+             mask=row_ok[:, None] & col_ok[None, :])
+
+
+@_DeviceFunction
+def _generated_weight(hidden, ws_ptr, bs_ptr, r, r_ok, t, GKK):
+    """Generated channel t of each pixel from its bottleneck hidden (P, R):
+    hidden @ W_span[:, t] + b_span[t], (P,) float32."""
+    ws = tl.load(ws_ptr + r * GKK + t, mask=r_ok, other=0.0)  # (R,)
+    return tl.reduce(hidden * ws[None, :], 1, _sum) + tl.load(bs_ptr + t)  # (P,)
+
+
+# --- Kernels. -------------------------------------------------------------------
+
+
 def _fwd_kernel(x_ptr, k_ptr, n_pix, H, W, C, HO, WO, CG, N_CBLK, PAD_T, PAD_L, o_ptr,
                 K: tl.constexpr, STRIDE: tl.constexpr, C_DIV: tl.constexpr, CG_DIV: tl.constexpr, ROWS: tl.constexpr,
                 BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr):
     C = (C // C_DIV) * C_DIV  # = C, and the compiler now knows C_DIV divides it (see `divisibility`)
     CG = (CG // CG_DIV) * CG_DIV
-    pid_p = tl.program_id(0)
-    pid_gc = tl.program_id(1)
-    g = pid_gc // N_CBLK
-    cc = (pid_gc % N_CBLK) * BLOCK_C + tl.arange(0, BLOCK_C)  # channel within group
-    c_ok = cc < CG
-    c = g * CG + cc
-    p = pid_p * BLOCK_P + tl.arange(0, BLOCK_P)  # flat output pixel (b, ho, wo)
-    p_ok = p < n_pix
-    wo = p % WO
-    ho = (p // WO) % HO
-    b = p // (WO * HO)
+    g, c, c_ok = _channel_block(N_CBLK, CG, BLOCK_C)
+    p, p_ok, b, ho, wo = _output_pixels(n_pix, HO, WO, BLOCK_P)
     G = C // CG
     k_row = k_ptr + p.to(tl.int64) * (G * K * K) + g * (K * K)
     acc = tl.full((BLOCK_P, BLOCK_C), 0.0, tl.float32)
     for i0 in range(0, K, ROWS):  # the rows: a loop of ROWS-row steps (see the module docstring)
         for di in tl.static_range(ROWS):  # a step's rows and each row's taps: unrolled
             i = i0 + di
-            hi = ho * STRIDE + i - PAD_T
-            h_ok = p_ok & (hi >= 0) & (hi < H)
+            hi, h_ok = _window_row(ho, p_ok, i, H, STRIDE, PAD_T)
             for j in tl.static_range(K):
-                wi = wo * STRIDE + j - PAD_L
-                ok = h_ok & (wi >= 0) & (wi < W)
+                wi, ok = _window_column(wo, h_ok, j, W, STRIDE, PAD_L)
                 wgt = tl.load(k_row + (i * K + j), mask=p_ok, other=0.0).to(tl.float32)  # (P,)
-                x_row = ((b * H + hi) * W + wi).to(tl.int64) * C
-                xv = tl.load(x_ptr + x_row[:, None] + c[None, :],
-                             mask=ok[:, None] & c_ok[None, :], other=0.0).to(tl.float32)  # (P, C)
-                acc += wgt[:, None] * xv
-    o_row = p.to(tl.int64) * C
-    tl.store(o_ptr + o_row[:, None] + c[None, :], acc.to(o_ptr.dtype.element_ty),
-             mask=p_ok[:, None] & c_ok[None, :])
+                acc += wgt[:, None] * _tile(x_ptr, _pixel(b, hi, wi, H, W) * C, c, ok, c_ok)  # (P, C)
+    _put(o_ptr, p.to(tl.int64) * C, c, p_ok, c_ok, acc)
 
 
 def _dk_kernel(x_ptr, dy_ptr, n_pix, H, W, C, HO, WO, CG, PAD_T, PAD_L, dk_ptr, K: tl.constexpr,
@@ -119,13 +261,8 @@ def _dk_kernel(x_ptr, dy_ptr, n_pix, H, W, C, HO, WO, CG, PAD_T, PAD_L, dk_ptr, 
     sum is completed in memory by the program that owns it."""
     C = (C // C_DIV) * C_DIV  # = C, and the compiler now knows C_DIV divides it (see `divisibility`)
     CG = (CG // CG_DIV) * CG_DIV
-    pid_p = tl.program_id(0)
     g = tl.program_id(1)
-    p = pid_p * BLOCK_P + tl.arange(0, BLOCK_P)  # flat output pixel
-    p_ok = p < n_pix
-    wo = p % WO
-    ho = (p // WO) % HO
-    b = p // (WO * HO)
+    p, p_ok, b, ho, wo = _output_pixels(n_pix, HO, WO, BLOCK_P)
     G = C // CG
     dy_row = p.to(tl.int64) * C
     dk_row = dk_ptr + p.to(tl.int64) * (G * K * K) + g * (K * K)
@@ -133,20 +270,14 @@ def _dk_kernel(x_ptr, dy_ptr, n_pix, H, W, C, HO, WO, CG, PAD_T, PAD_L, dk_ptr, 
         cc = c0 + tl.arange(0, BLOCK_C)
         c = g * CG + cc
         c_ok = cc < CG
-        dyv = tl.load(dy_ptr + dy_row[:, None] + c[None, :],
-                      mask=p_ok[:, None] & c_ok[None, :], other=0.0).to(tl.float32)  # (P, C), for every tap
+        dyv = _tile(dy_ptr, dy_row, c, p_ok, c_ok)  # (P, C), for every tap
         for i0 in range(0, K, ROWS):  # the rows: a loop of ROWS-row steps (see the module docstring)
             for di in tl.static_range(ROWS):  # a step's rows and each row's taps: unrolled
                 i = i0 + di
-                hi = ho * STRIDE + i - PAD_T
-                h_ok = p_ok & (hi >= 0) & (hi < H)
+                hi, h_ok = _window_row(ho, p_ok, i, H, STRIDE, PAD_T)
                 for j in tl.static_range(K):
-                    wi = wo * STRIDE + j - PAD_L
-                    ok = h_ok & (wi >= 0) & (wi < W)
-                    x_row = ((b * H + hi) * W + wi).to(tl.int64) * C
-                    xv = tl.load(x_ptr + x_row[:, None] + c[None, :],
-                                 mask=ok[:, None] & c_ok[None, :], other=0.0).to(tl.float32)  # (P, C)
-                    s = tl.reduce(dyv * xv, 1, _sum)  # (P,)
+                    wi, ok = _window_column(wo, h_ok, j, W, STRIDE, PAD_L)
+                    s = tl.reduce(dyv * _tile(x_ptr, _pixel(b, hi, wi, H, W) * C, c, ok, c_ok), 1, _sum)  # (P,)
                     if c0 > 0:  # a later channel block: add to the earlier blocks' sum
                         s += tl.load(dk_row + (i * K + j), mask=p_ok, other=0.0).to(tl.float32)
                     tl.store(dk_row + (i * K + j), s.to(dk_ptr.dtype.element_ty), mask=p_ok)
@@ -163,63 +294,22 @@ def _dx_kernel(k_ptr, dy_ptr, n_pix, H, W, C, HO, WO, CG, N_CBLK, PAD_T, PAD_L, 
     taps only (at stride 2, K = 7: 16 of 49)."""
     C = (C // C_DIV) * C_DIV  # = C, and the compiler now knows C_DIV divides it (see `divisibility`)
     CG = (CG // CG_DIV) * CG_DIV
-    pid_gc = tl.program_id(1)
-    g = pid_gc // N_CBLK
-    cc = (pid_gc % N_CBLK) * BLOCK_C + tl.arange(0, BLOCK_C)
-    c_ok = cc < CG
-    c = g * CG + cc
-    # n_pix: input pixels of one phase (B * ceil(H/s) * ceil(W/s)); program_id(0) counts phase-major.
-    if STRIDE == 1:  # one phase: the flat pixel index, and the binaries of the kernel without phases
-        q = tl.program_id(0) * BLOCK_P + tl.arange(0, BLOCK_P)
-        w = q % W
-        h = (q // W) % H
-        b = q // (W * H)
-        p_ok = q < n_pix
-        i_first = 0
-        j_first = 0
-    else:
-        tiles = (n_pix + BLOCK_P - 1) // BLOCK_P
-        phase = tl.program_id(0) // tiles
-        q = (tl.program_id(0) % tiles) * BLOCK_P + tl.arange(0, BLOCK_P)
-        HP = (H + STRIDE - 1) // STRIDE
-        WP = (W + STRIDE - 1) // STRIDE
-        w = (phase % STRIDE) + (q % WP) * STRIDE
-        h = (phase // STRIDE) + ((q // WP) % HP) * STRIDE
-        b = q // (WP * HP)
-        p_ok = (q < n_pix) & (h < H) & (w < W)
-        i_first = (phase // STRIDE + PAD_T) % STRIDE  # the first tap row (column) of this phase
-        j_first = (phase % STRIDE + PAD_L) % STRIDE
+    g, c, c_ok = _channel_block(N_CBLK, CG, BLOCK_C)
+    q, q_ok, b, h, w, i_first, j_first = _input_pixels(n_pix, H, W, PAD_T, PAD_L, STRIDE, BLOCK_P)
     TAPS: tl.constexpr = (K + STRIDE - 1) // STRIDE  # rows (columns) of the window a phase uses
     G = C // CG
     acc = tl.full((BLOCK_P, BLOCK_C), 0.0, tl.float32)
     for r0 in range(0, TAPS, ROWS):  # the phase's rows: a loop of ROWS-row steps (see the module docstring)
         for dr in tl.static_range(ROWS):  # a step's rows and each row's taps: unrolled
             i = i_first + (r0 + dr) * STRIDE
-            hn = h + PAD_T - i  # = ho * STRIDE exactly: the phase makes it a multiple of STRIDE
-            ho = hn // STRIDE
-            h_ok = p_ok & (hn >= 0) & (ho < HO)
-            if STRIDE > 1:  # a phase's last row can fall outside the window
-                # tl.where, not `&`, with a scalar condition: Triton's interpreter gives `vector & scalar`
-                # masks int32 data, which its loads refuse
-                h_ok = tl.where(i < K, h_ok, False)
+            ho, h_ok = _reader_row(h, q_ok, i, HO, K, STRIDE, PAD_T)
             for dj in tl.static_range(TAPS):
                 j = j_first + dj * STRIDE
-                wn = w + PAD_L - j
-                wo = wn // STRIDE
-                ok = h_ok & (wn >= 0) & (wo < WO)
-                if STRIDE > 1:
-                    ok = tl.where(j < K, ok, False)
-                p = ((b * HO + ho) * WO + wo).to(tl.int64)  # the output pixel that reads q at tap (i, j)
+                wo, ok = _reader_column(w, h_ok, j, WO, K, STRIDE, PAD_L)
+                p = _pixel(b, ho, wo, HO, WO)  # (P,) the output pixel that reads q at tap (i, j)
                 wgt = tl.load(k_ptr + p * (G * K * K) + g * (K * K) + (i * K + j), mask=ok, other=0.0).to(tl.float32)
-                dyv = tl.load(dy_ptr + p[:, None] * C + c[None, :],
-                              mask=ok[:, None] & c_ok[None, :], other=0.0).to(tl.float32)
-                acc += wgt[:, None] * dyv
-    if STRIDE == 1:  # the flat index, as without phases
-        x_row = q.to(tl.int64) * C
-    else:
-        x_row = ((b * H + h) * W + w).to(tl.int64) * C
-    tl.store(dx_ptr + x_row[:, None] + c[None, :], acc.to(dx_ptr.dtype.element_ty),
-             mask=p_ok[:, None] & c_ok[None, :])
+                acc += wgt[:, None] * _tile(dy_ptr, p * C, c, ok, c_ok)  # (P, C)
+    _put(dx_ptr, _input_offset(q, b, h, w, H, W, C, STRIDE), c, q_ok, c_ok, acc)
 
 
 def _fused_kernel(x_ptr, xg_ptr, wr_ptr, br_ptr, ws_ptr, bs_ptr,
@@ -231,17 +321,8 @@ def _fused_kernel(x_ptr, xg_ptr, wr_ptr, br_ptr, ws_ptr, bs_ptr,
     C = (C // C_DIV) * C_DIV  # = C, and the compiler now knows C_DIV divides it (see `divisibility`)
     CG = (CG // CG_DIV) * CG_DIV
     R = (R // R_DIV) * R_DIV
-    pid_p = tl.program_id(0)
-    pid_gc = tl.program_id(1)
-    g = pid_gc // N_CBLK
-    cc = (pid_gc % N_CBLK) * BLOCK_C + tl.arange(0, BLOCK_C)  # channel within group
-    c_ok = cc < CG
-    c = g * CG + cc
-    p = pid_p * BLOCK_P + tl.arange(0, BLOCK_P)  # flat output pixel (b, ho, wo)
-    p_ok = p < n_pix
-    wo = p % WO
-    ho = (p // WO) % HO
-    b = p // (WO * HO)
+    g, c, c_ok = _channel_block(N_CBLK, CG, BLOCK_C)
+    p, p_ok, b, ho, wo = _output_pixels(n_pix, HO, WO, BLOCK_P)
     G = C // CG
     GKK = G * K * K
 
@@ -250,8 +331,7 @@ def _fused_kernel(x_ptr, xg_ptr, wr_ptr, br_ptr, ws_ptr, bs_ptr,
     if FROM_HIDDEN:
         # 1'. Training: the layer computed the bottleneck (batch statistics);
         # xg_ptr is that hidden tensor (n_pix, R).
-        hidden = tl.load(xg_ptr + p.to(tl.int64)[:, None] * R + r[None, :],
-                         mask=p_ok[:, None] & r_ok[None, :], other=0.0).to(tl.float32)  # (P, R)
+        hidden = _tile(xg_ptr, p.to(tl.int64) * R, r, p_ok, r_ok)  # (P, R)
     else:
         # 1. The bottleneck on chip: hidden = relu(pooled @ W_reduce' + b_reduce').
         xg_row = p.to(tl.int64) * C
@@ -259,8 +339,7 @@ def _fused_kernel(x_ptr, xg_ptr, wr_ptr, br_ptr, ws_ptr, bs_ptr,
         for c0 in range(0, C, BLOCK_CIN):
             ci = c0 + tl.arange(0, BLOCK_CIN)
             ci_ok = ci < C
-            xg = tl.load(xg_ptr + xg_row[:, None] + ci[None, :],
-                         mask=p_ok[:, None] & ci_ok[None, :], other=0.0).to(tl.float32)  # (P, CIN)
+            xg = _tile(xg_ptr, xg_row, ci, p_ok, ci_ok)  # (P, CIN)
             wr = tl.load(wr_ptr + ci[:, None] * R + r[None, :],
                          mask=ci_ok[:, None] & r_ok[None, :], other=0.0)  # (CIN, R)
             hidden = tl.dot(xg, wr, hidden, input_precision=DOT_PRECISION)  # (P, R)
@@ -271,21 +350,12 @@ def _fused_kernel(x_ptr, xg_ptr, wr_ptr, br_ptr, ws_ptr, bs_ptr,
     for i0 in range(0, K, ROWS):  # the rows: a loop of ROWS-row steps (see the module docstring)
         for di in tl.static_range(ROWS):  # a step's rows and each row's taps: unrolled
             i = i0 + di
-            hi = ho * STRIDE + i - PAD_T
-            h_ok = p_ok & (hi >= 0) & (hi < H)
+            hi, h_ok = _window_row(ho, p_ok, i, H, STRIDE, PAD_T)
             for j in tl.static_range(K):
-                wi = wo * STRIDE + j - PAD_L
-                ok = h_ok & (wi >= 0) & (wi < W)
-                t = g * (K * K) + i * K + j  # generated channel of this tap
-                ws = tl.load(ws_ptr + r * GKK + t, mask=r_ok, other=0.0)  # (R,)
-                wgt = tl.reduce(hidden * ws[None, :], 1, _sum) + tl.load(bs_ptr + t)  # (P,)
-                x_row = ((b * H + hi) * W + wi).to(tl.int64) * C
-                xv = tl.load(x_ptr + x_row[:, None] + c[None, :],
-                             mask=ok[:, None] & c_ok[None, :], other=0.0).to(tl.float32)  # (P, C)
-                acc += wgt[:, None] * xv
-    o_row = p.to(tl.int64) * C
-    tl.store(o_ptr + o_row[:, None] + c[None, :], acc.to(o_ptr.dtype.element_ty),
-             mask=p_ok[:, None] & c_ok[None, :])
+                wi, ok = _window_column(wo, h_ok, j, W, STRIDE, PAD_L)
+                wgt = _generated_weight(hidden, ws_ptr, bs_ptr, r, r_ok, g * (K * K) + i * K + j, GKK)  # (P,)
+                acc += wgt[:, None] * _tile(x_ptr, _pixel(b, hi, wi, H, W) * C, c, ok, c_ok)  # (P, C)
+    _put(o_ptr, p.to(tl.int64) * C, c, p_ok, c_ok, acc)
 
 
 def _dgen_kernel(x_ptr, dy_ptr, h_ptr, ws_ptr, n_pix, H, W, C, HO, WO, CG, PAD_T, PAD_L, R, dh_ptr, dws_ptr,
@@ -304,46 +374,37 @@ def _dgen_kernel(x_ptr, dy_ptr, h_ptr, ws_ptr, n_pix, H, W, C, HO, WO, CG, PAD_T
     CG = (CG // CG_DIV) * CG_DIV
     R = (R // R_DIV) * R_DIV
     pid_p = tl.program_id(0)
-    p = pid_p * BLOCK_P + tl.arange(0, BLOCK_P)  # flat output pixel
-    p_ok = p < n_pix
-    wo = p % WO
-    ho = (p // WO) % HO
-    b = p // (WO * HO)
+    p, p_ok, b, ho, wo = _output_pixels(n_pix, HO, WO, BLOCK_P)
     G = C // CG
     GKK = G * K * K
     r = tl.arange(0, BLOCK_R)
     r_ok = r < R
-    hp_mask = p_ok[:, None] & r_ok[None, :]
-    hidden = tl.load(h_ptr + p.to(tl.int64)[:, None] * R + r[None, :], mask=hp_mask, other=0.0).to(tl.float32)
+    h_row = p.to(tl.int64) * R
+    hidden = _tile(h_ptr, h_row, r, p_ok, r_ok)  # (P, R)
     d_hidden = tl.full((BLOCK_P, BLOCK_R), 0.0, tl.float32)
     dy_row = p.to(tl.int64) * C
     for g in range(G):
         for i0 in range(0, K, ROWS):  # the rows: a loop of ROWS-row steps (see the module docstring)
             for di in tl.static_range(ROWS):  # a step's rows and each row's taps: unrolled
                 i = i0 + di
-                hi = ho * STRIDE + i - PAD_T
-                h_ok = p_ok & (hi >= 0) & (hi < H)
+                hi, h_ok = _window_row(ho, p_ok, i, H, STRIDE, PAD_T)
                 for j in tl.static_range(K):
-                    wi = wo * STRIDE + j - PAD_L
-                    ok = h_ok & (wi >= 0) & (wi < W)
-                    x_row = ((b * H + hi) * W + wi).to(tl.int64) * C
+                    wi, ok = _window_column(wo, h_ok, j, W, STRIDE, PAD_L)
+                    x_row = _pixel(b, hi, wi, H, W) * C
                     d_w = tl.full((BLOCK_P,), 0.0, tl.float32)
                     for c0 in range(0, CG, BLOCK_C):
                         cc = c0 + tl.arange(0, BLOCK_C)
                         c = g * CG + cc
                         c_ok = cc < CG
-                        dyv = tl.load(dy_ptr + dy_row[:, None] + c[None, :],
-                                      mask=p_ok[:, None] & c_ok[None, :], other=0.0).to(tl.float32)  # (P, C)
-                        xv = tl.load(x_ptr + x_row[:, None] + c[None, :],
-                                     mask=ok[:, None] & c_ok[None, :], other=0.0).to(tl.float32)  # (P, C)
-                        d_w += tl.reduce(dyv * xv, 1, _sum)  # (P,)
+                        d_w += tl.reduce(_tile(dy_ptr, dy_row, c, p_ok, c_ok) * _tile(x_ptr, x_row, c, ok, c_ok),
+                                         1, _sum)  # (P,)
                     t = g * (K * K) + i * K + j
                     ws = tl.load(ws_ptr + r * GKK + t, mask=r_ok, other=0.0)  # (R,)
                     d_hidden += d_w[:, None] * ws[None, :]  # (P, R)
                     tl.store(dws_ptr + (pid_p * R + r).to(tl.int64) * GKK + t,
                              tl.reduce(hidden * d_w[:, None], 0, _sum), mask=r_ok)  # (R,)
                     tl.store(dbs_ptr + pid_p.to(tl.int64) * GKK + t, tl.reduce(d_w, 0, _sum))
-    tl.store(dh_ptr + p.to(tl.int64)[:, None] * R + r[None, :], d_hidden.to(dh_ptr.dtype.element_ty), mask=hp_mask)
+    _put(dh_ptr, h_row, r, p_ok, r_ok, d_hidden)
 
 
 def _dx_gen_kernel(h_ptr, ws_ptr, bs_ptr, dy_ptr, n_pix, H, W, C, HO, WO, CG, N_CBLK, PAD_T, PAD_L, R, dx_ptr,
@@ -355,32 +416,8 @@ def _dx_gen_kernel(h_ptr, ws_ptr, bs_ptr, dy_ptr, n_pix, H, W, C, HO, WO, CG, N_
     C = (C // C_DIV) * C_DIV  # = C, and the compiler now knows C_DIV divides it (see `divisibility`)
     CG = (CG // CG_DIV) * CG_DIV
     R = (R // R_DIV) * R_DIV
-    pid_gc = tl.program_id(1)
-    g = pid_gc // N_CBLK
-    cc = (pid_gc % N_CBLK) * BLOCK_C + tl.arange(0, BLOCK_C)
-    c_ok = cc < CG
-    c = g * CG + cc
-    # n_pix: input pixels of one phase (B * ceil(H/s) * ceil(W/s)); program_id(0) counts phase-major.
-    if STRIDE == 1:  # one phase: the flat pixel index, and the binaries of the kernel without phases
-        q = tl.program_id(0) * BLOCK_P + tl.arange(0, BLOCK_P)
-        w = q % W
-        h = (q // W) % H
-        b = q // (W * H)
-        p_ok = q < n_pix
-        i_first = 0
-        j_first = 0
-    else:
-        tiles = (n_pix + BLOCK_P - 1) // BLOCK_P
-        phase = tl.program_id(0) // tiles
-        q = (tl.program_id(0) % tiles) * BLOCK_P + tl.arange(0, BLOCK_P)
-        HP = (H + STRIDE - 1) // STRIDE
-        WP = (W + STRIDE - 1) // STRIDE
-        w = (phase % STRIDE) + (q % WP) * STRIDE
-        h = (phase // STRIDE) + ((q // WP) % HP) * STRIDE
-        b = q // (WP * HP)
-        p_ok = (q < n_pix) & (h < H) & (w < W)
-        i_first = (phase // STRIDE + PAD_T) % STRIDE  # the first tap row (column) of this phase
-        j_first = (phase % STRIDE + PAD_L) % STRIDE
+    g, c, c_ok = _channel_block(N_CBLK, CG, BLOCK_C)
+    q, q_ok, b, h, w, i_first, j_first = _input_pixels(n_pix, H, W, PAD_T, PAD_L, STRIDE, BLOCK_P)
     TAPS: tl.constexpr = (K + STRIDE - 1) // STRIDE  # rows (columns) of the window a phase uses
     G = C // CG
     GKK = G * K * K
@@ -390,38 +427,18 @@ def _dx_gen_kernel(h_ptr, ws_ptr, bs_ptr, dy_ptr, n_pix, H, W, C, HO, WO, CG, N_
     for r0 in range(0, TAPS, ROWS):  # the phase's rows: a loop of ROWS-row steps (see the module docstring)
         for dr in tl.static_range(ROWS):  # a step's rows and each row's taps: unrolled
             i = i_first + (r0 + dr) * STRIDE
-            hn = h + PAD_T - i  # = ho * STRIDE exactly: the phase makes it a multiple of STRIDE
-            ho = hn // STRIDE
-            h_ok = p_ok & (hn >= 0) & (ho < HO)
-            if STRIDE > 1:  # a phase's last row can fall outside the window
-                # tl.where, not `&`, with a scalar condition: Triton's interpreter gives `vector & scalar`
-                # masks int32 data, which its loads refuse
-                h_ok = tl.where(i < K, h_ok, False)
+            ho, h_ok = _reader_row(h, q_ok, i, HO, K, STRIDE, PAD_T)
             for dj in tl.static_range(TAPS):
                 j = j_first + dj * STRIDE
-                wn = w + PAD_L - j
-                wo = wn // STRIDE
-                ok = h_ok & (wn >= 0) & (wo < WO)
-                if STRIDE > 1:
-                    ok = tl.where(j < K, ok, False)
-                p = ((b * HO + ho) * WO + wo).to(tl.int64)  # the output pixel that reads q at tap (i, j)
+                wo, ok = _reader_column(w, h_ok, j, WO, K, STRIDE, PAD_L)
+                p = _pixel(b, ho, wo, HO, WO)  # (P,) the output pixel that reads q at tap (i, j)
                 t = g * (K * K) + i * K + j
                 if STRIDE > 1:  # a phase's last tap can fall outside the window (masked by `ok`): its
                     # weight is read at a tap inside, a finite number that multiplies zeros
                     t = g * (K * K) + tl.minimum(i, K - 1) * K + tl.minimum(j, K - 1)
-                hp = tl.load(h_ptr + p[:, None] * R + r[None, :], mask=ok[:, None] & r_ok[None, :],
-                             other=0.0).to(tl.float32)  # (P, R)
-                ws = tl.load(ws_ptr + r * GKK + t, mask=r_ok, other=0.0)  # (R,)
-                wgt = tl.reduce(hp * ws[None, :], 1, _sum) + tl.load(bs_ptr + t)  # (P,)
-                dyv = tl.load(dy_ptr + p[:, None] * C + c[None, :],
-                              mask=ok[:, None] & c_ok[None, :], other=0.0).to(tl.float32)  # (P, C)
-                acc += wgt[:, None] * dyv
-    if STRIDE == 1:  # the flat index, as without phases
-        x_row = q.to(tl.int64) * C
-    else:
-        x_row = ((b * H + h) * W + w).to(tl.int64) * C
-    tl.store(dx_ptr + x_row[:, None] + c[None, :], acc.to(dx_ptr.dtype.element_ty),
-             mask=p_ok[:, None] & c_ok[None, :])
+                wgt = _generated_weight(_tile(h_ptr, p * R, r, ok, r_ok), ws_ptr, bs_ptr, r, r_ok, t, GKK)  # (P,)
+                acc += wgt[:, None] * _tile(dy_ptr, p * C, c, ok, c_ok)  # (P, C)
+    _put(dx_ptr, _input_offset(q, b, h, w, H, W, C, STRIDE), c, q_ok, c_ok, acc)
 
 
 # Tile shapes autotuned per geometry on CUDA (the first call of a geometry
