@@ -328,6 +328,7 @@ def triton_rows(cases: list[KernelCase], arch: int = DEFAULT_ARCH, tf32: bool = 
                     continue
                 build = compile_launch(launch, config, arch)
                 seen[key] = row = {**case._asdict(), "cases": 1, "rows_per_step": launch.arguments.get("ROWS"),
+                                   "tile_width": launch.arguments.get("TILE_W"),
                                    "dot_precision": launch.arguments.get("DOT_PRECISION"),
                                    "autotuned": bool(launch.configs), "arch": f"sm_{arch}", **vars(build)}
                 yield row

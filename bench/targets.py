@@ -51,12 +51,21 @@ def portable_implementations(backend: str) -> list[str]:
             if backend in impl.backends and not impl.fused and not impl.materialises_patches]
 
 
-def _rows_per_step() -> int:
-    """How the fused kernels loop over the window (1: rows a loop, the
-    default; K: INVOLUTION_UNROLL_WINDOW=1, every tap unrolled)."""
+def _kernel_variant() -> dict:
+    """How the fused kernels were built, by the switches a GPU session times
+    against each other: `rows_per_step` (1: rows a loop, the default; K:
+    INVOLUTION_UNROLL_WINDOW=1, every tap unrolled) and the Triton kernels'
+    `tile_width` (0: flat tiles, the default; N: INVOLUTION_TILE_WIDTH=N;
+    None where Triton is not installed)."""
     from layers.aggregation._common import rows_per_step
 
-    return rows_per_step(KERNEL_SIZE)
+    try:
+        from layers.aggregation.triton_kernels import tile_width
+    except ModuleNotFoundError:
+        width = None
+    else:
+        width = tile_width()
+    return {"rows_per_step": rows_per_step(KERNEL_SIZE), "tile_width": width}
 
 
 def time_step(timer, run, sync) -> dict:
@@ -88,7 +97,7 @@ def _layer_rows(runner, timer, backend: str, batch: int, stage, dtype: str, mode
                     jit).normalised()
         row = {"backend": backend, "layer": layer, "implementation": impl, "resolution": resolution,
                "channels": channels, "groups": groups, "batch": batch, "dtype": dtype, "mode": mode,
-               "jit": jit, "what": "layer", "rows_per_step": _rows_per_step()}
+               "jit": jit, "what": "layer", **_kernel_variant()}
         try:
             module, x = build_case(case)
             cotangent = np.random.default_rng(1).standard_normal(x.shape).astype("float32")
@@ -116,7 +125,7 @@ def _aggregation_rows(timer, backend: str, batch: int, stage, dtype: str, mode: 
     for impl in impls:
         row = {"backend": backend, "layer": "aggregation", "implementation": impl, "resolution": resolution,
                "channels": channels, "groups": groups, "batch": batch, "dtype": real_dtype, "mode": mode,
-               "what": "aggregation", "bytes": figures.bytes_aggregation, "rows_per_step": _rows_per_step()}
+               "what": "aggregation", "bytes": figures.bytes_aggregation, **_kernel_variant()}
         try:
             run, sync = _aggregation_step(backend, aggregation.get(impl).function(), tensors, KERNEL_SIZE, groups,
                                           mode)

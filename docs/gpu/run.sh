@@ -7,6 +7,8 @@
 #   docs/gpu/run.sh targets          python -m bench.targets on JAX and PyTorch
 #     OUT=$OUT/window INVOLUTION_UNROLL_WINDOW=1 docs/gpu/run.sh targets: the same with every tap
 #     unrolled (the loops of kernel versions up to v4), to time against the default row loop
+#     OUT=$OUT/tiles INVOLUTION_TILE_WIDTH=8 docs/gpu/run.sh targets: the same with the Triton
+#     kernels' 2-D pixel tiles, 8 pixels wide, to time against the default flat tiles
 #   docs/gpu/run.sh sweeps [NAME...] the timer's calibration, then each sweep (default: gpu, then
 #                                    paper with --tf32) on each of $BACKENDS, run directories under $OUT
 # Everything it writes goes under $OUT (default: ./gpu-out); a sweep's rows are

@@ -194,9 +194,10 @@ def _forward(geo: Geometry, x2, k2):
 
 
 def _kernel_grad(geo: Geometry, x2, dy2, dtype):
+    written = jax.numpy.float32 if tk.kernel_grad_in_float32(geo) else dtype
     (dk,) = _call("kernel_grad", geo, geo.out_pixels, geo.groups, dict(x_ptr=x2, dy_ptr=dy2),
-                  dict(dk_ptr=_shape(geo.out_pixels, geo.generated_channels, dtype)), n_pix=geo.out_pixels)
-    return dk
+                  dict(dk_ptr=_shape(geo.out_pixels, geo.generated_channels, written)), n_pix=geo.out_pixels)
+    return dk.astype(dtype)
 
 
 def _input_grad(geo: Geometry, k2, dy2, dtype):
@@ -223,7 +224,7 @@ def _fused(geo: Geometry, reduced: int, from_hidden: bool, x2, xg2, w_reduce, b_
 
 
 def _generation_grad(geo: Geometry, reduced: int, x2, dy2, h2, w_span):
-    tiles = -(-geo.out_pixels // geo.block_p)
+    tiles = tk.tiles(tk.SOURCES.generation_grad, geo, geo.out_pixels, geo.block_p)
     gkk = geo.generated_channels
     d_hidden, d_w, d_b = _call(
         "generation_grad", geo, geo.out_pixels, 1, dict(x_ptr=x2, dy_ptr=dy2, h_ptr=h2, ws_ptr=w_span),

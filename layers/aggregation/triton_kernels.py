@@ -4,10 +4,12 @@ The kernels take pointers and integers only, so the same code runs under
 PyTorch (`triton_torch`: Triton's own launcher) and JAX (`triton_jax`:
 `jax_triton.triton_call`); this module imports neither.
 
-Aggregation (`triton`): one program covers a tile of BLOCK_P output pixels x
-BLOCK_C channels of one group. Each generated weight is loaded once per pixel
-and broadcast over the group's channels; the input is read through masks, so
-no padded copy is made and no patch tensor exists. Accumulation is in float32
+Aggregation (`triton`): one program covers a tile of BLOCK_P output pixels
+(consecutive flat pixels, or a 2-D tile: `tile_width`) x BLOCK_C channels of
+one group; each tap is addressed from the tile's origin (`_window_origin`).
+Each generated weight is loaded once per pixel and broadcast over the group's
+channels; the input is read through masks, so no padded copy is made and no
+patch tensor exists. Accumulation is in float32
 whatever the input dtype. Backward:
 - d_kernel[p, g, t] = sum over the group's channels of dy[p, c] * x[window_t(p), c]
 - d_x: a gather over the output pixels whose window covers each input pixel,
@@ -94,14 +96,29 @@ class _DeviceFunction(JITFunction):
 
 
 @_DeviceFunction
-def _output_pixels(n_pix, HO, WO, BLOCK_P: tl.constexpr):
-    """The program's BLOCK_P output pixels (program_id(0) counts tiles):
-    flat index p over (b, ho, wo), whether it exists, and b, ho, wo."""
-    p = tl.program_id(0) * BLOCK_P + tl.arange(0, BLOCK_P)  # (P,)
-    p_ok = p < n_pix
-    wo = p % WO
-    ho = (p // WO) % HO
-    b = p // (WO * HO)
+def _output_pixels(n_pix, HO, WO, BLOCK_P: tl.constexpr, TILE_W: tl.constexpr):
+    """The program's BLOCK_P output pixels (program_id(0) counts tiles): flat
+    index p over (b, ho, wo), whether it exists, and b, ho, wo. TILE_W = 0:
+    BLOCK_P consecutive flat pixels (a tile can span image rows and batch
+    items); else a 2-D tile of BLOCK_P / TILE_W rows of TILE_W pixels in one
+    image (see `tile_width`)."""
+    if TILE_W == 0:
+        p = tl.program_id(0) * BLOCK_P + tl.arange(0, BLOCK_P)  # (P,)
+        p_ok = p < n_pix
+        wo = p % WO
+        ho = (p // WO) % HO
+        b = p // (WO * HO)
+    else:
+        TILE_H: tl.constexpr = BLOCK_P // TILE_W
+        tiles_w = (WO + TILE_W - 1) // TILE_W
+        tiles_h = (HO + TILE_H - 1) // TILE_H
+        tile = tl.program_id(0)
+        lp = tl.arange(0, BLOCK_P)  # (P,) pixel within the tile, row-major
+        wo = (tile % tiles_w) * TILE_W + lp % TILE_W
+        ho = ((tile // tiles_w) % tiles_h) * TILE_H + lp // TILE_W
+        b = tile // (tiles_w * tiles_h)
+        p_ok = (ho < HO) & (wo < WO)
+        p = (b * HO + ho) * WO + wo
     return p, p_ok, b, ho, wo
 
 
@@ -117,19 +134,27 @@ def _channel_block(N_CBLK, CG, BLOCK_C: tl.constexpr):
 
 
 @_DeviceFunction
+def _window_origin(b, ho, wo, H, W, STRIDE: tl.constexpr, PAD_T, PAD_L):
+    """The input pixel under tap (0, 0) of each output pixel's window (flat,
+    int64; outside the image at its edges). Tap (i, j) is this pixel plus
+    i * W + j: the same scalar for every pixel of the tile, so a tap costs
+    one addition to a pointer, not an address computed per pixel."""
+    return _pixel(b, ho * STRIDE - PAD_T, wo * STRIDE - PAD_L, H, W)
+
+
+@_DeviceFunction
 def _window_row(ho, p_ok, i, H, STRIDE: tl.constexpr, PAD_T):
-    """Row i of each output pixel's window: the input row, and whether the
-    pixel exists and the row lies in the image."""
+    """Whether each output pixel exists and row i of its window lies in the image."""
     hi = ho * STRIDE + i - PAD_T
-    return hi, p_ok & (hi >= 0) & (hi < H)
+    return p_ok & (hi >= 0) & (hi < H)
 
 
 @_DeviceFunction
 def _window_column(wo, h_ok, j, W, STRIDE: tl.constexpr, PAD_L):
-    """Column j of each output pixel's window: the input column, and whether
-    the tap (its row's `h_ok` and the column) lies in the image."""
+    """Whether tap (i, j) of each output pixel's window lies in the image,
+    from its row's `h_ok`."""
     wi = wo * STRIDE + j - PAD_L
-    return wi, h_ok & (wi >= 0) & (wi < W)
+    return h_ok & (wi >= 0) & (wi < W)
 
 
 @_DeviceFunction
@@ -169,30 +194,41 @@ def _input_pixels(n_pix, H, W, PAD_T, PAD_L, STRIDE: tl.constexpr, BLOCK_P: tl.c
 
 
 @_DeviceFunction
-def _reader_row(h, q_ok, i, HO, K: tl.constexpr, STRIDE: tl.constexpr, PAD_T):
-    """The output row whose window reads input row h at tap row i, and
-    whether there is one. i is congruent to h's phase (`_input_pixels`), so
-    h + PAD_T - i is a multiple of STRIDE."""
-    hn = h + PAD_T - i
-    ho = hn // STRIDE
-    ok = q_ok & (hn >= 0) & (ho < HO)
+def _reader_origin(b, h, w, i_first, j_first, HO, WO, STRIDE: tl.constexpr, PAD_T, PAD_L):
+    """The output pixel whose window reads each input pixel at its phase's
+    first tap (i_first, j_first): its row, column and flat index (int64).
+    The phase's tap r rows and d columns further on, (i_first + r * STRIDE,
+    j_first + d * STRIDE), is read by output pixel (ho0 - r, wo0 - d), whose
+    flat index is the origin's minus r * WO + d, the same scalar for every
+    pixel of the tile. (h + PAD_T - i_first is a non-negative multiple of
+    STRIDE: i_first is its residue, see `_input_pixels`.)"""
+    ho0 = (h + PAD_T - i_first) // STRIDE
+    wo0 = (w + PAD_L - j_first) // STRIDE
+    return ho0, wo0, _pixel(b, ho0, wo0, HO, WO)
+
+
+@_DeviceFunction
+def _reader_row(ho0, q_ok, r, i, HO, K: tl.constexpr, STRIDE: tl.constexpr):
+    """Whether output row ho0 - r, whose window reads each input pixel at
+    tap row i, exists."""
+    ho = ho0 - r
+    ok = q_ok & (ho >= 0) & (ho < HO)
     if STRIDE > 1:  # a phase's last row can fall outside the window
         # tl.where, not `&`, with a scalar condition: Triton's interpreter gives `vector & scalar`
         # masks int32 data, which its loads refuse
         ok = tl.where(i < K, ok, False)
-    return ho, ok
+    return ok
 
 
 @_DeviceFunction
-def _reader_column(w, h_ok, j, WO, K: tl.constexpr, STRIDE: tl.constexpr, PAD_L):
-    """The output column whose window reads input column w at tap column j,
-    and whether there is one (with its row's `h_ok`)."""
-    wn = w + PAD_L - j
-    wo = wn // STRIDE
-    ok = h_ok & (wn >= 0) & (wo < WO)
+def _reader_column(wo0, h_ok, d, j, WO, K: tl.constexpr, STRIDE: tl.constexpr):
+    """Whether output pixel (ho0 - r, wo0 - d), which reads each input pixel
+    at tap (i, j), exists, from its row's `h_ok`."""
+    wo = wo0 - d
+    ok = h_ok & (wo >= 0) & (wo < WO)
     if STRIDE > 1:
         ok = tl.where(j < K, ok, False)
-    return wo, ok
+    return ok
 
 
 @_DeviceFunction
@@ -233,39 +269,42 @@ def _generated_weight(hidden, ws_ptr, bs_ptr, r, r_ok, t, GKK):
 
 def _fwd_kernel(x_ptr, k_ptr, n_pix, H, W, C, HO, WO, CG, N_CBLK, PAD_T, PAD_L, o_ptr,
                 K: tl.constexpr, STRIDE: tl.constexpr, C_DIV: tl.constexpr, CG_DIV: tl.constexpr, ROWS: tl.constexpr,
-                BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr):
+                TILE_W: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr):
     C = (C // C_DIV) * C_DIV  # = C, and the compiler now knows C_DIV divides it (see `divisibility`)
     CG = (CG // CG_DIV) * CG_DIV
     g, c, c_ok = _channel_block(N_CBLK, CG, BLOCK_C)
-    p, p_ok, b, ho, wo = _output_pixels(n_pix, HO, WO, BLOCK_P)
+    p, p_ok, b, ho, wo = _output_pixels(n_pix, HO, WO, BLOCK_P, TILE_W)
     G = C // CG
     k_row = k_ptr + p.to(tl.int64) * (G * K * K) + g * (K * K)
+    x_origin = _window_origin(b, ho, wo, H, W, STRIDE, PAD_T, PAD_L) * C  # (P,)
     acc = tl.full((BLOCK_P, BLOCK_C), 0.0, tl.float32)
     for i0 in range(0, K, ROWS):  # the rows: a loop of ROWS-row steps (see the module docstring)
         for di in tl.static_range(ROWS):  # a step's rows and each row's taps: unrolled
             i = i0 + di
-            hi, h_ok = _window_row(ho, p_ok, i, H, STRIDE, PAD_T)
+            h_ok = _window_row(ho, p_ok, i, H, STRIDE, PAD_T)
             for j in tl.static_range(K):
-                wi, ok = _window_column(wo, h_ok, j, W, STRIDE, PAD_L)
+                ok = _window_column(wo, h_ok, j, W, STRIDE, PAD_L)
                 wgt = tl.load(k_row + (i * K + j), mask=p_ok, other=0.0).to(tl.float32)  # (P,)
-                acc += wgt[:, None] * _tile(x_ptr, _pixel(b, hi, wi, H, W) * C, c, ok, c_ok)  # (P, C)
+                acc += wgt[:, None] * _tile(x_ptr + (i * W + j) * C, x_origin, c, ok, c_ok)  # (P, C)
     _put(o_ptr, p.to(tl.int64) * C, c, p_ok, c_ok, acc)
 
 
 def _dk_kernel(x_ptr, dy_ptr, n_pix, H, W, C, HO, WO, CG, PAD_T, PAD_L, dk_ptr, K: tl.constexpr,
                STRIDE: tl.constexpr, C_DIV: tl.constexpr, CG_DIV: tl.constexpr, ROWS: tl.constexpr,
-               BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr):
+               TILE_W: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr):
     """d_kernel[p, g, t] = sum over g's channels of dy[p, c] * x[window_t(p), c].
     The output gradient is loaded once per tile (and channel block), not once
     per tap; with more than one block (groups of over 64 channels) each tap's
-    sum is completed in memory by the program that owns it."""
+    sum is completed in memory by the program that owns it, in float32 (see
+    `kernel_grad_in_float32`)."""
     C = (C // C_DIV) * C_DIV  # = C, and the compiler now knows C_DIV divides it (see `divisibility`)
     CG = (CG // CG_DIV) * CG_DIV
     g = tl.program_id(1)
-    p, p_ok, b, ho, wo = _output_pixels(n_pix, HO, WO, BLOCK_P)
+    p, p_ok, b, ho, wo = _output_pixels(n_pix, HO, WO, BLOCK_P, TILE_W)
     G = C // CG
     dy_row = p.to(tl.int64) * C
     dk_row = dk_ptr + p.to(tl.int64) * (G * K * K) + g * (K * K)
+    x_origin = _window_origin(b, ho, wo, H, W, STRIDE, PAD_T, PAD_L) * C  # (P,)
     for c0 in range(0, CG, BLOCK_C):  # the group's channels: one block unless CG > 64
         cc = c0 + tl.arange(0, BLOCK_C)
         c = g * CG + cc
@@ -274,10 +313,10 @@ def _dk_kernel(x_ptr, dy_ptr, n_pix, H, W, C, HO, WO, CG, PAD_T, PAD_L, dk_ptr, 
         for i0 in range(0, K, ROWS):  # the rows: a loop of ROWS-row steps (see the module docstring)
             for di in tl.static_range(ROWS):  # a step's rows and each row's taps: unrolled
                 i = i0 + di
-                hi, h_ok = _window_row(ho, p_ok, i, H, STRIDE, PAD_T)
+                h_ok = _window_row(ho, p_ok, i, H, STRIDE, PAD_T)
                 for j in tl.static_range(K):
-                    wi, ok = _window_column(wo, h_ok, j, W, STRIDE, PAD_L)
-                    s = tl.reduce(dyv * _tile(x_ptr, _pixel(b, hi, wi, H, W) * C, c, ok, c_ok), 1, _sum)  # (P,)
+                    ok = _window_column(wo, h_ok, j, W, STRIDE, PAD_L)
+                    s = tl.reduce(dyv * _tile(x_ptr + (i * W + j) * C, x_origin, c, ok, c_ok), 1, _sum)  # (P,)
                     if c0 > 0:  # a later channel block: add to the earlier blocks' sum
                         s += tl.load(dk_row + (i * K + j), mask=p_ok, other=0.0).to(tl.float32)
                     tl.store(dk_row + (i * K + j), s.to(dk_ptr.dtype.element_ty), mask=p_ok)
@@ -296,19 +335,23 @@ def _dx_kernel(k_ptr, dy_ptr, n_pix, H, W, C, HO, WO, CG, N_CBLK, PAD_T, PAD_L, 
     CG = (CG // CG_DIV) * CG_DIV
     g, c, c_ok = _channel_block(N_CBLK, CG, BLOCK_C)
     q, q_ok, b, h, w, i_first, j_first = _input_pixels(n_pix, H, W, PAD_T, PAD_L, STRIDE, BLOCK_P)
+    ho0, wo0, p0 = _reader_origin(b, h, w, i_first, j_first, HO, WO, STRIDE, PAD_T, PAD_L)  # (P,) each
     TAPS: tl.constexpr = (K + STRIDE - 1) // STRIDE  # rows (columns) of the window a phase uses
     G = C // CG
+    k_origin = p0 * (G * K * K)
+    dy_origin = p0 * C
     acc = tl.full((BLOCK_P, BLOCK_C), 0.0, tl.float32)
     for r0 in range(0, TAPS, ROWS):  # the phase's rows: a loop of ROWS-row steps (see the module docstring)
         for dr in tl.static_range(ROWS):  # a step's rows and each row's taps: unrolled
             i = i_first + (r0 + dr) * STRIDE
-            ho, h_ok = _reader_row(h, q_ok, i, HO, K, STRIDE, PAD_T)
+            h_ok = _reader_row(ho0, q_ok, r0 + dr, i, HO, K, STRIDE)
             for dj in tl.static_range(TAPS):
                 j = j_first + dj * STRIDE
-                wo, ok = _reader_column(w, h_ok, j, WO, K, STRIDE, PAD_L)
-                p = _pixel(b, ho, wo, HO, WO)  # (P,) the output pixel that reads q at tap (i, j)
-                wgt = tl.load(k_ptr + p * (G * K * K) + g * (K * K) + (i * K + j), mask=ok, other=0.0).to(tl.float32)
-                acc += wgt[:, None] * _tile(dy_ptr, p * C, c, ok, c_ok)  # (P, C)
+                ok = _reader_column(wo0, h_ok, dj, j, WO, K, STRIDE)
+                dp = (r0 + dr) * WO + dj  # the reading output pixel is p0 - dp
+                wgt = tl.load(k_ptr + (g * (K * K) + i * K + j - dp * (G * K * K)) + k_origin,
+                              mask=ok, other=0.0).to(tl.float32)  # (P,)
+                acc += wgt[:, None] * _tile(dy_ptr - dp * C, dy_origin, c, ok, c_ok)  # (P, C)
     _put(dx_ptr, _input_offset(q, b, h, w, H, W, C, STRIDE), c, q_ok, c_ok, acc)
 
 
@@ -316,13 +359,13 @@ def _fused_kernel(x_ptr, xg_ptr, wr_ptr, br_ptr, ws_ptr, bs_ptr,
                   n_pix, H, W, C, HO, WO, CG, N_CBLK, PAD_T, PAD_L, R, o_ptr,
                   K: tl.constexpr, STRIDE: tl.constexpr, C_DIV: tl.constexpr, CG_DIV: tl.constexpr,
                   R_DIV: tl.constexpr, ROWS: tl.constexpr, DOT_PRECISION: tl.constexpr,
-                  FROM_HIDDEN: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_R: tl.constexpr,
-                  BLOCK_CIN: tl.constexpr):
+                  FROM_HIDDEN: tl.constexpr, TILE_W: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr,
+                  BLOCK_R: tl.constexpr, BLOCK_CIN: tl.constexpr):
     C = (C // C_DIV) * C_DIV  # = C, and the compiler now knows C_DIV divides it (see `divisibility`)
     CG = (CG // CG_DIV) * CG_DIV
     R = (R // R_DIV) * R_DIV
     g, c, c_ok = _channel_block(N_CBLK, CG, BLOCK_C)
-    p, p_ok, b, ho, wo = _output_pixels(n_pix, HO, WO, BLOCK_P)
+    p, p_ok, b, ho, wo = _output_pixels(n_pix, HO, WO, BLOCK_P, TILE_W)
     G = C // CG
     GKK = G * K * K
 
@@ -346,21 +389,22 @@ def _fused_kernel(x_ptr, xg_ptr, wr_ptr, br_ptr, ws_ptr, bs_ptr,
         hidden = tl.maximum(hidden + tl.load(br_ptr + r, mask=r_ok, other=0.0)[None, :], 0.0)
 
     # 2. Each tap's weight from the bottleneck, then the aggregation.
+    x_origin = _window_origin(b, ho, wo, H, W, STRIDE, PAD_T, PAD_L) * C  # (P,)
     acc = tl.full((BLOCK_P, BLOCK_C), 0.0, tl.float32)
     for i0 in range(0, K, ROWS):  # the rows: a loop of ROWS-row steps (see the module docstring)
         for di in tl.static_range(ROWS):  # a step's rows and each row's taps: unrolled
             i = i0 + di
-            hi, h_ok = _window_row(ho, p_ok, i, H, STRIDE, PAD_T)
+            h_ok = _window_row(ho, p_ok, i, H, STRIDE, PAD_T)
             for j in tl.static_range(K):
-                wi, ok = _window_column(wo, h_ok, j, W, STRIDE, PAD_L)
+                ok = _window_column(wo, h_ok, j, W, STRIDE, PAD_L)
                 wgt = _generated_weight(hidden, ws_ptr, bs_ptr, r, r_ok, g * (K * K) + i * K + j, GKK)  # (P,)
-                acc += wgt[:, None] * _tile(x_ptr, _pixel(b, hi, wi, H, W) * C, c, ok, c_ok)  # (P, C)
+                acc += wgt[:, None] * _tile(x_ptr + (i * W + j) * C, x_origin, c, ok, c_ok)  # (P, C)
     _put(o_ptr, p.to(tl.int64) * C, c, p_ok, c_ok, acc)
 
 
 def _dgen_kernel(x_ptr, dy_ptr, h_ptr, ws_ptr, n_pix, H, W, C, HO, WO, CG, PAD_T, PAD_L, R, dh_ptr, dws_ptr,
                  dbs_ptr, K: tl.constexpr, STRIDE: tl.constexpr, C_DIV: tl.constexpr, CG_DIV: tl.constexpr,
-                 R_DIV: tl.constexpr, ROWS: tl.constexpr, BLOCK_P: tl.constexpr,
+                 R_DIV: tl.constexpr, ROWS: tl.constexpr, TILE_W: tl.constexpr, BLOCK_P: tl.constexpr,
                  BLOCK_C: tl.constexpr, BLOCK_R: tl.constexpr):
     """Backward through the generated weights, which stay on chip. One
     program per pixel tile, over every group: per tap t of group g,
@@ -374,7 +418,7 @@ def _dgen_kernel(x_ptr, dy_ptr, h_ptr, ws_ptr, n_pix, H, W, C, HO, WO, CG, PAD_T
     CG = (CG // CG_DIV) * CG_DIV
     R = (R // R_DIV) * R_DIV
     pid_p = tl.program_id(0)
-    p, p_ok, b, ho, wo = _output_pixels(n_pix, HO, WO, BLOCK_P)
+    p, p_ok, b, ho, wo = _output_pixels(n_pix, HO, WO, BLOCK_P, TILE_W)
     G = C // CG
     GKK = G * K * K
     r = tl.arange(0, BLOCK_R)
@@ -383,20 +427,21 @@ def _dgen_kernel(x_ptr, dy_ptr, h_ptr, ws_ptr, n_pix, H, W, C, HO, WO, CG, PAD_T
     hidden = _tile(h_ptr, h_row, r, p_ok, r_ok)  # (P, R)
     d_hidden = tl.full((BLOCK_P, BLOCK_R), 0.0, tl.float32)
     dy_row = p.to(tl.int64) * C
+    x_origin = _window_origin(b, ho, wo, H, W, STRIDE, PAD_T, PAD_L) * C  # (P,)
     for g in range(G):
         for i0 in range(0, K, ROWS):  # the rows: a loop of ROWS-row steps (see the module docstring)
             for di in tl.static_range(ROWS):  # a step's rows and each row's taps: unrolled
                 i = i0 + di
-                hi, h_ok = _window_row(ho, p_ok, i, H, STRIDE, PAD_T)
+                h_ok = _window_row(ho, p_ok, i, H, STRIDE, PAD_T)
                 for j in tl.static_range(K):
-                    wi, ok = _window_column(wo, h_ok, j, W, STRIDE, PAD_L)
-                    x_row = _pixel(b, hi, wi, H, W) * C
+                    ok = _window_column(wo, h_ok, j, W, STRIDE, PAD_L)
+                    x_tap = x_ptr + (i * W + j) * C
                     d_w = tl.full((BLOCK_P,), 0.0, tl.float32)
                     for c0 in range(0, CG, BLOCK_C):
                         cc = c0 + tl.arange(0, BLOCK_C)
                         c = g * CG + cc
                         c_ok = cc < CG
-                        d_w += tl.reduce(_tile(dy_ptr, dy_row, c, p_ok, c_ok) * _tile(x_ptr, x_row, c, ok, c_ok),
+                        d_w += tl.reduce(_tile(dy_ptr, dy_row, c, p_ok, c_ok) * _tile(x_tap, x_origin, c, ok, c_ok),
                                          1, _sum)  # (P,)
                     t = g * (K * K) + i * K + j
                     ws = tl.load(ws_ptr + r * GKK + t, mask=r_ok, other=0.0)  # (R,)
@@ -418,26 +463,30 @@ def _dx_gen_kernel(h_ptr, ws_ptr, bs_ptr, dy_ptr, n_pix, H, W, C, HO, WO, CG, N_
     R = (R // R_DIV) * R_DIV
     g, c, c_ok = _channel_block(N_CBLK, CG, BLOCK_C)
     q, q_ok, b, h, w, i_first, j_first = _input_pixels(n_pix, H, W, PAD_T, PAD_L, STRIDE, BLOCK_P)
+    ho0, wo0, p0 = _reader_origin(b, h, w, i_first, j_first, HO, WO, STRIDE, PAD_T, PAD_L)  # (P,) each
     TAPS: tl.constexpr = (K + STRIDE - 1) // STRIDE  # rows (columns) of the window a phase uses
     G = C // CG
     GKK = G * K * K
+    h_origin = p0 * R
+    dy_origin = p0 * C
     r = tl.arange(0, BLOCK_R)
     r_ok = r < R
     acc = tl.full((BLOCK_P, BLOCK_C), 0.0, tl.float32)
     for r0 in range(0, TAPS, ROWS):  # the phase's rows: a loop of ROWS-row steps (see the module docstring)
         for dr in tl.static_range(ROWS):  # a step's rows and each row's taps: unrolled
             i = i_first + (r0 + dr) * STRIDE
-            ho, h_ok = _reader_row(h, q_ok, i, HO, K, STRIDE, PAD_T)
+            h_ok = _reader_row(ho0, q_ok, r0 + dr, i, HO, K, STRIDE)
             for dj in tl.static_range(TAPS):
                 j = j_first + dj * STRIDE
-                wo, ok = _reader_column(w, h_ok, j, WO, K, STRIDE, PAD_L)
-                p = _pixel(b, ho, wo, HO, WO)  # (P,) the output pixel that reads q at tap (i, j)
+                ok = _reader_column(wo0, h_ok, dj, j, WO, K, STRIDE)
+                dp = (r0 + dr) * WO + dj  # the reading output pixel is p0 - dp
                 t = g * (K * K) + i * K + j
                 if STRIDE > 1:  # a phase's last tap can fall outside the window (masked by `ok`): its
                     # weight is read at a tap inside, a finite number that multiplies zeros
                     t = g * (K * K) + tl.minimum(i, K - 1) * K + tl.minimum(j, K - 1)
-                wgt = _generated_weight(_tile(h_ptr, p * R, r, ok, r_ok), ws_ptr, bs_ptr, r, r_ok, t, GKK)  # (P,)
-                acc += wgt[:, None] * _tile(dy_ptr, p * C, c, ok, c_ok)  # (P, C)
+                hp = _tile(h_ptr - dp * R, h_origin, r, ok, r_ok)  # (P, R) the reading pixels' bottleneck
+                wgt = _generated_weight(hp, ws_ptr, bs_ptr, r, r_ok, t, GKK)  # (P,)
+                acc += wgt[:, None] * _tile(dy_ptr - dp * C, dy_origin, c, ok, c_ok)  # (P, C)
     _put(dx_ptr, _input_offset(q, b, h, w, H, W, C, STRIDE), c, q_ok, c_ok, acc)
 
 
@@ -486,9 +535,11 @@ class Kernels(NamedTuple):
 
 
 AGGREGATION = ("forward", "kernel_grad", "input_grad")  # `triton`'s; the others are `triton_fused`'s
-_SOURCES = Kernels(_fwd_kernel, _dk_kernel, _dx_kernel, _fused_kernel, _dgen_kernel, _dx_gen_kernel)
+SOURCES = Kernels(_fwd_kernel, _dk_kernel, _dx_kernel, _fused_kernel, _dgen_kernel, _dx_gen_kernel)
 # The kernels whose launch grid runs once per stride phase (see `_dx_kernel`).
 _BY_PHASE = (_dx_kernel, _dx_gen_kernel)
+# The kernels over output pixels, which take TILE_W (see `tile_width`).
+_TILED = (_fwd_kernel, _dk_kernel, _fused_kernel, _dgen_kernel)
 # Extra autotuning keys: the fused kernels compile apart for each R and mode.
 _EXTRA_KEYS = {"_fused_kernel": ["R", "FROM_HIDDEN"], "_dx_gen_kernel": ["R"]}
 
@@ -500,9 +551,9 @@ def compiled(interpret: bool) -> Kernels:
     backward through the generation is never autotuned: its per-tile partial
     sums are sized by BLOCK_P."""
     if interpret:
-        return Kernels(*(InterpretedFunction(kernel) for kernel in _SOURCES))
+        return Kernels(*(InterpretedFunction(kernel) for kernel in SOURCES))
     built = []
-    for kernel in _SOURCES:
+    for kernel in SOURCES:
         jit = triton.jit(kernel, do_not_specialize=_shape_args(kernel))
         if _autotune() and kernel is not _dgen_kernel:
             key = _KEY + _EXTRA_KEYS.get(kernel.__name__, [])
@@ -523,6 +574,26 @@ def _source(kernel):
     return kernel
 
 
+def tile_width() -> int:
+    """The width of the output-pixel kernels' tiles (`_TILED`), TILE_W: 0,
+    the default, for BLOCK_P consecutive flat pixels (at 56 px a tile is one
+    image row or a part of one, and a window's K rows are read by K different
+    programs); INVOLUTION_TILE_WIDTH=N for 2-D tiles BLOCK_P / N rows high and
+    N pixels wide, whose programs read fewer input rows per output pixel (an
+    8 x 8 tile at K = 7 reads 14 x 14 input pixels, a 64-pixel row segment
+    7 x 70), so that a GPU session can time both from one commit. A kernel
+    argument: the two compile apart."""
+    value = os.environ.get("INVOLUTION_TILE_WIDTH", "0")
+    if value not in _TILE_WIDTHS:
+        raise ValueError("INVOLUTION_TILE_WIDTH sets the Triton kernels' tile width: 0 (flat tiles) or a power of "
+                         f"two up to {_TILE_WIDTHS[-1]}. Received: INVOLUTION_TILE_WIDTH={value!r}")
+    return int(value)
+
+
+# Up to the smallest BLOCK_P the autotuner tries, so every tile is at least one row high.
+_TILE_WIDTHS = tuple(str(n) for n in (0, 1, 2, 4, 8, 16, min(config.kwargs["BLOCK_P"] for config in _CONFIGS)))
+
+
 def phases(kernel, geo: Geometry) -> int:
     """How many tile grids of `pixels` the kernel's launch holds: one per
     stride phase (s^2) for the input-gradient kernels, which take the pixels
@@ -530,20 +601,31 @@ def phases(kernel, geo: Geometry) -> int:
     return geo.stride**2 if _source(kernel) in _BY_PHASE else 1
 
 
+def tiles(kernel, geo: Geometry, pixels: int, block_p: int) -> int:
+    """Programs along the launch grid's axis 0: tiles of `block_p` of the
+    `pixels`, times the stride phases (`phases`); the 2-D tiles of
+    `tile_width` for the output-pixel kernels when it is set."""
+    width = tile_width() if _source(kernel) in _TILED else 0
+    if width:
+        return geo.batch * triton.cdiv(geo.out_height, block_p // width) * triton.cdiv(geo.out_width, width)
+    return phases(kernel, geo) * triton.cdiv(pixels, block_p)
+
+
 def grid(kernel, geo: Geometry, pixels: int, programs: int):
     """The launch grid over (pixel tiles, `programs`): from the autotuner's
-    BLOCK_P when it tunes the kernel, else from the geometry's; times the
-    stride phases for the input-gradient kernels."""
-    n = phases(kernel, geo)
+    BLOCK_P when it tunes the kernel, else from the geometry's (`tiles`)."""
     if autotuned(kernel):
-        return lambda meta: (n * triton.cdiv(pixels, meta["BLOCK_P"]), programs)
-    return (n * triton.cdiv(pixels, geo.block_p), programs)
+        return lambda meta: (tiles(kernel, geo, pixels, meta["BLOCK_P"]), programs)
+    return (tiles(kernel, geo, pixels, geo.block_p), programs)
 
 
 def constants(kernel, geo: Geometry) -> dict:
     """The tile constants the caller passes: BLOCK_C always, BLOCK_P unless
-    the autotuner picks it."""
-    return {"BLOCK_C": geo.block_c} if autotuned(kernel) else {"BLOCK_P": geo.block_p, "BLOCK_C": geo.block_c}
+    the autotuner picks it, TILE_W to the output-pixel kernels."""
+    chosen = {"BLOCK_C": geo.block_c} if autotuned(kernel) else {"BLOCK_P": geo.block_p, "BLOCK_C": geo.block_c}
+    if _source(kernel) in _TILED:
+        chosen["TILE_W"] = tile_width()
+    return chosen
 
 
 def launch(kernel, geo: Geometry, pixels: int, programs: int, **arguments) -> None:
@@ -586,6 +668,16 @@ def bottleneck(reduced: int, hints: bool = False) -> dict:
     """The arguments of the generating kernels that the bottleneck's width
     R (C / reduction ratio) sets (`hints`: as in `sizes`)."""
     return dict(R=reduced, R_DIV=_hint(reduced, hints), BLOCK_R=bottleneck_block(reduced))
+
+
+def kernel_grad_in_float32(geo: Geometry) -> bool:
+    """Whether the caller gives `_dk_kernel` a float32 kernel gradient to
+    write, and casts it to the kernel's dtype after: when the group's
+    channels take more than one block, whose partial sums the kernel adds in
+    memory. Written in bfloat16, each block's partial sum would be rounded,
+    and partial sums that cancel lose the result's accuracy (a 4% error was
+    seen in a test); in float32 the gradient is rounded once."""
+    return geo.channel_blocks > 1
 
 
 def check_size(implementation: str, *shapes: tuple[int, ...]) -> None:

@@ -21,7 +21,6 @@ the kernels run in Triton's interpreter, in float32 NumPy.
 from __future__ import annotations
 
 import torch
-import triton
 
 from layers.aggregation import triton_kernels as tk
 from layers.aggregation._common import Generation, Geometry, folded_generation, input_channel_block
@@ -57,9 +56,10 @@ class InvolutionAggregation(torch.autograd.Function):
         kernels = _kernels(x)
         dx = dk = None
         if ctx.needs_input_grad[1]:
-            dk = torch.empty_like(kernel)
+            dk = torch.empty_like(kernel, dtype=torch.float32 if tk.kernel_grad_in_float32(geo) else kernel.dtype)
             tk.launch(kernels.kernel_grad, geo, geo.out_pixels, geo.groups,
                       x_ptr=x, dy_ptr=dy, dk_ptr=dk, n_pix=geo.out_pixels, **tk.sizes(geo))
+            dk = dk.to(kernel.dtype)
         if ctx.needs_input_grad[0]:
             dx = torch.empty_like(x)
             tk.launch(kernels.input_grad, geo, geo.phase_pixels, geo.groups * geo.channel_blocks,
@@ -116,7 +116,7 @@ class HiddenAggregation(torch.autograd.Function):
         reduced = hidden.shape[-1]
         dx = d_hidden = d_w_span = d_b_span = None
         if any(ctx.needs_input_grad[1:4]):
-            tiles = triton.cdiv(geo.out_pixels, geo.block_p)
+            tiles = tk.tiles(kernels.generation_grad, geo, geo.out_pixels, geo.block_p)
             d_hidden = torch.empty_like(hidden)
             d_w_parts = torch.empty((tiles, reduced, geo.generated_channels), device=x.device, dtype=torch.float32)
             d_b_parts = torch.empty((tiles, geo.generated_channels), device=x.device, dtype=torch.float32)

@@ -115,7 +115,7 @@ def test_every_triton_kernel_lowers_through_jax_triton(implementation, mode, dty
     assert row["triton_calls"] == len(row["calls"]) == len(KERNELS[implementation][mode])
     geo = Geometry.of((1, case.resolution, case.resolution, case.channels), case.kernel_size, case.stride, 4)
     values = {**tk.sizes(geo), "N_CBLK": geo.channel_blocks, "R": case.channels // case.reduction_ratio}
-    sources = dict(zip(tk.Kernels._fields, tk._SOURCES, strict=True))
+    sources = dict(zip(tk.Kernels._fields, tk.SOURCES, strict=True))
     for call in row["calls"]:
         source = next(fn for fn in sources.values() if fn.__name__ == call.kernel)
         params = [p for p in source.__code__.co_varnames[: source.__code__.co_argcount]

@@ -122,6 +122,26 @@ def test_gradients_match_numpy(name, geometry):
     assert _rel_err(dk, dk_ref) < 1e-5
 
 
+@pytest.mark.skipif("triton" not in IMPLEMENTATIONS, reason=tb.NO_FUSED_KERNELS)
+def test_kernel_gradient_of_a_wide_group_is_rounded_once_in_bfloat16():
+    """The Triton kernel gradient of a group of more than 64 channels is
+    summed over channel blocks in memory; in bfloat16 that sum is kept in
+    float32 and rounded once, so it equals the float32 gradient of the same
+    (bfloat16-exact) inputs rounded to bfloat16, element for element."""
+    from keras import ops
+
+    geometry = GEOMETRIES[15]  # an 80-channel group: two channel blocks
+    b, h, w, c, k, s, g = geometry
+    fn = aggregation.get("triton").function()
+    x, kernel, dy = (tb.to_numpy(ops.cast(tb.tensor(a, "bfloat16"), "float32"))
+                     for a in _random_case(geometry, "wide bfloat16"))
+    _, dk32 = tb.grads(lambda a, kk: fn(a, kk, k, s, g), [x, kernel], dy)
+    _, dk16 = tb.grads(lambda a, kk: fn(ops.cast(a, "bfloat16"), ops.cast(kk, "bfloat16"), k, s, g),
+                       [x, kernel], dy)
+    expected = tb.to_numpy(ops.cast(ops.cast(tb.tensor(dk32), "bfloat16"), "float32"))
+    np.testing.assert_array_equal(dk16, expected)
+
+
 @pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
 @pytest.mark.parametrize("name", IMPLEMENTATIONS)
 def test_half_precision_close_to_float64(name, dtype):
@@ -250,3 +270,45 @@ def test_the_whole_window_unrolled_matches_numpy(name, monkeypatch):
     got = tb.grads(lambda *a: fn(*a, k, s, g), inputs, dy)
     for actual, want in zip([out, *got], expected, strict=True):
         assert _rel_err(actual, want) < 1e-5
+
+
+TRITON = [name for name in ("triton", "triton_fused") if name in aggregation.names()]
+
+
+@pytest.mark.skipif(not TRITON, reason=tb.NO_FUSED_KERNELS)
+@pytest.mark.parametrize("width", [4, 32])
+@pytest.mark.parametrize("name", TRITON)
+def test_two_dimensional_tiles_match_numpy(name, width, monkeypatch):
+    """INVOLUTION_TILE_WIDTH=N (2-D pixel tiles, kept for timing against the
+    flat ones on a GPU) computes the same thing, forward and gradients. The
+    interpreter's tiles are 128 pixels: 4 wide cuts the 6-pixel-wide output
+    into two tiles across, 32 wide (4 high) its 5 rows into two tiles down."""
+    monkeypatch.setenv("INVOLUTION_TILE_WIDTH", str(width))
+    if name in HIDDEN:
+        geometry = (2, 9, 11, 6, 5, 2, 2, 2)
+        k, s, g = geometry[4:7]
+        x, hidden, w_span, b_span, dy = _hidden_case(geometry, name, "tiles")
+        fn = aggregation.get(name).hidden_function()
+        inputs = [x, hidden, w_span, b_span]
+        expected = _hidden_reference(x, hidden, w_span, b_span, dy, k, s, g)
+    else:
+        geometry = (2, 9, 11, 6, 5, 2, 2)
+        k, s, g = geometry[4:]
+        x, kernel, dy = _random_case(geometry, name, "tiles")
+        fn = aggregation.get(name).function()
+        inputs = [x, kernel]
+        expected = (npref.aggregate(x, kernel, k, s, g), *npref.aggregate_grads(x, kernel, dy, k, s, g))
+    out = tb.call(lambda *a: fn(*a, k, s, g), *inputs)
+    got = tb.grads(lambda *a: fn(*a, k, s, g), inputs, dy)
+    for actual, want in zip([out, *got], expected, strict=True):
+        assert _rel_err(actual, want) < 1e-5
+
+
+@pytest.mark.skipif(not TRITON, reason=tb.NO_FUSED_KERNELS)
+@pytest.mark.parametrize("value", ["3", "64", "wide"])
+def test_a_bad_tile_width_is_refused_in_one_line(value, monkeypatch):
+    from layers.aggregation import triton_kernels
+
+    monkeypatch.setenv("INVOLUTION_TILE_WIDTH", value)
+    with pytest.raises(ValueError, match=rf"^INVOLUTION_TILE_WIDTH .* Received: INVOLUTION_TILE_WIDTH='{value}'$"):
+        triton_kernels.tile_width()
