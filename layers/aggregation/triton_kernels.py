@@ -164,13 +164,34 @@ def _pixel(b, h, w, H, W):
 
 
 @_DeviceFunction
-def _input_pixels(n_pix, H, W, PAD_T, PAD_L, STRIDE: tl.constexpr, BLOCK_P: tl.constexpr):
+def _input_pixels(n_pix, H, W, PAD_T, PAD_L, STRIDE: tl.constexpr, BLOCK_P: tl.constexpr, TILE_W: tl.constexpr):
     """The program's BLOCK_P input pixels, for the input-gradient kernels,
     which run by stride phase (see `_dx_kernel`): n_pix counts one phase's
     pixels (B * ceil(H/s) * ceil(W/s)) and program_id(0) counts tiles
-    phase-major. Returns the index q within the phase, b, h, w, whether the
-    pixel exists, and the phase's first tap row and column."""
-    if STRIDE == 1:  # one phase: the flat pixel index, and the binaries of the kernels without phases
+    phase-major, BLOCK_P consecutive pixels of the phase (TILE_W = 0) or 2-D
+    tiles of its pixels TILE_W wide (see `tile_width`). Returns the index q
+    within the phase, whether the pixel exists, b, h, w, and the phase's first
+    tap row and column."""
+    if TILE_W > 0:
+        HP = (H + STRIDE - 1) // STRIDE  # the phase's rows and columns (the largest phase's)
+        WP = (W + STRIDE - 1) // STRIDE
+        TILE_H: tl.constexpr = BLOCK_P // TILE_W
+        tiles_w = (WP + TILE_W - 1) // TILE_W
+        tiles_h = (HP + TILE_H - 1) // TILE_H
+        tiles = (n_pix // (HP * WP)) * tiles_h * tiles_w  # a phase's
+        phase = tl.program_id(0) // tiles
+        tile = tl.program_id(0) % tiles
+        lp = tl.arange(0, BLOCK_P)  # (P,) pixel within the tile, row-major
+        wp = (tile % tiles_w) * TILE_W + lp % TILE_W
+        hp = ((tile // tiles_w) % tiles_h) * TILE_H + lp // TILE_W
+        b = tile // (tiles_w * tiles_h)
+        w = (phase % STRIDE) + wp * STRIDE
+        h = (phase // STRIDE) + hp * STRIDE
+        q = (b * HP + hp) * WP + wp  # at stride 1 the flat pixel index, as `_input_offset` takes it
+        q_ok = (hp < HP) & (wp < WP) & (h < H) & (w < W)
+        i_first = (phase // STRIDE + PAD_T) % STRIDE
+        j_first = (phase % STRIDE + PAD_L) % STRIDE
+    elif STRIDE == 1:  # one phase: the flat pixel index, and the binaries of the kernels without phases
         q = tl.program_id(0) * BLOCK_P + tl.arange(0, BLOCK_P)  # (P,)
         w = q % W
         h = (q // W) % H
@@ -324,7 +345,7 @@ def _dk_kernel(x_ptr, dy_ptr, n_pix, H, W, C, HO, WO, CG, PAD_T, PAD_L, dk_ptr, 
 
 def _dx_kernel(k_ptr, dy_ptr, n_pix, H, W, C, HO, WO, CG, N_CBLK, PAD_T, PAD_L, dx_ptr,
                K: tl.constexpr, STRIDE: tl.constexpr, C_DIV: tl.constexpr, CG_DIV: tl.constexpr, ROWS: tl.constexpr,
-               BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr):
+               TILE_W: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr):
     """d_x[q, c] = sum over the taps t and output pixels p whose window_t(p)
     is q of kernel[p, g, t] * dy[p, c]: a gather, so no atomics. Split by
     stride phase (see `Geometry.phase_pixels`): an input pixel is read by the taps
@@ -334,7 +355,7 @@ def _dx_kernel(k_ptr, dy_ptr, n_pix, H, W, C, HO, WO, CG, N_CBLK, PAD_T, PAD_L, 
     C = (C // C_DIV) * C_DIV  # = C, and the compiler now knows C_DIV divides it (see `divisibility`)
     CG = (CG // CG_DIV) * CG_DIV
     g, c, c_ok = _channel_block(N_CBLK, CG, BLOCK_C)
-    q, q_ok, b, h, w, i_first, j_first = _input_pixels(n_pix, H, W, PAD_T, PAD_L, STRIDE, BLOCK_P)
+    q, q_ok, b, h, w, i_first, j_first = _input_pixels(n_pix, H, W, PAD_T, PAD_L, STRIDE, BLOCK_P, TILE_W)
     ho0, wo0, p0 = _reader_origin(b, h, w, i_first, j_first, HO, WO, STRIDE, PAD_T, PAD_L)  # (P,) each
     TAPS: tl.constexpr = (K + STRIDE - 1) // STRIDE  # rows (columns) of the window a phase uses
     G = C // CG
@@ -454,7 +475,7 @@ def _dgen_kernel(x_ptr, dy_ptr, h_ptr, ws_ptr, n_pix, H, W, C, HO, WO, CG, PAD_T
 
 def _dx_gen_kernel(h_ptr, ws_ptr, bs_ptr, dy_ptr, n_pix, H, W, C, HO, WO, CG, N_CBLK, PAD_T, PAD_L, R, dx_ptr,
                    K: tl.constexpr, STRIDE: tl.constexpr, C_DIV: tl.constexpr, CG_DIV: tl.constexpr,
-                   R_DIV: tl.constexpr, ROWS: tl.constexpr, BLOCK_P: tl.constexpr,
+                   R_DIV: tl.constexpr, ROWS: tl.constexpr, TILE_W: tl.constexpr, BLOCK_P: tl.constexpr,
                    BLOCK_C: tl.constexpr, BLOCK_R: tl.constexpr):
     """d_x as `_dx_kernel` (by stride phase), each weight generated again
     from the hidden tensor of the output pixel that reads this input pixel."""
@@ -462,7 +483,7 @@ def _dx_gen_kernel(h_ptr, ws_ptr, bs_ptr, dy_ptr, n_pix, H, W, C, HO, WO, CG, N_
     CG = (CG // CG_DIV) * CG_DIV
     R = (R // R_DIV) * R_DIV
     g, c, c_ok = _channel_block(N_CBLK, CG, BLOCK_C)
-    q, q_ok, b, h, w, i_first, j_first = _input_pixels(n_pix, H, W, PAD_T, PAD_L, STRIDE, BLOCK_P)
+    q, q_ok, b, h, w, i_first, j_first = _input_pixels(n_pix, H, W, PAD_T, PAD_L, STRIDE, BLOCK_P, TILE_W)
     ho0, wo0, p0 = _reader_origin(b, h, w, i_first, j_first, HO, WO, STRIDE, PAD_T, PAD_L)  # (P,) each
     TAPS: tl.constexpr = (K + STRIDE - 1) // STRIDE  # rows (columns) of the window a phase uses
     G = C // CG
@@ -538,8 +559,6 @@ AGGREGATION = ("forward", "kernel_grad", "input_grad")  # `triton`'s; the others
 SOURCES = Kernels(_fwd_kernel, _dk_kernel, _dx_kernel, _fused_kernel, _dgen_kernel, _dx_gen_kernel)
 # The kernels whose launch grid runs once per stride phase (see `_dx_kernel`).
 _BY_PHASE = (_dx_kernel, _dx_gen_kernel)
-# The kernels over output pixels, which take TILE_W (see `tile_width`).
-_TILED = (_fwd_kernel, _dk_kernel, _fused_kernel, _dgen_kernel)
 # Extra autotuning keys: the fused kernels compile apart for each R and mode.
 _EXTRA_KEYS = {"_fused_kernel": ["R", "FROM_HIDDEN"], "_dx_gen_kernel": ["R"]}
 
@@ -575,14 +594,15 @@ def _source(kernel):
 
 
 def tile_width() -> int:
-    """The width of the output-pixel kernels' tiles (`_TILED`), TILE_W: 0,
-    the default, for BLOCK_P consecutive flat pixels (at 56 px a tile is one
-    image row or a part of one, and a window's K rows are read by K different
-    programs); INVOLUTION_TILE_WIDTH=N for 2-D tiles BLOCK_P / N rows high and
-    N pixels wide, whose programs read fewer input rows per output pixel (an
-    8 x 8 tile at K = 7 reads 14 x 14 input pixels, a 64-pixel row segment
-    7 x 70), so that a GPU session can time both from one commit. A kernel
-    argument: the two compile apart."""
+    """The width of every kernel's pixel tiles, TILE_W: 0, the default, for
+    BLOCK_P consecutive flat pixels (at 56 px a tile is one image row or a
+    part of one, and a window's K rows are read by K different programs);
+    INVOLUTION_TILE_WIDTH=N for 2-D tiles BLOCK_P / N rows high and N pixels
+    wide (of one stride phase's pixels for the input gradients), whose
+    programs read fewer input rows per pixel (an 8 x 8 tile at K = 7 reads
+    14 x 14 input pixels, a 64-pixel row segment 7 x 70), so that a GPU
+    session can time both from one commit. A kernel argument: the two
+    compile apart."""
     value = os.environ.get("INVOLUTION_TILE_WIDTH", "0")
     if value not in _TILE_WIDTHS:
         raise ValueError("INVOLUTION_TILE_WIDTH sets the Triton kernels' tile width: 0 (flat tiles) or a power of "
@@ -603,12 +623,16 @@ def phases(kernel, geo: Geometry) -> int:
 
 def tiles(kernel, geo: Geometry, pixels: int, block_p: int) -> int:
     """Programs along the launch grid's axis 0: tiles of `block_p` of the
-    `pixels`, times the stride phases (`phases`); the 2-D tiles of
-    `tile_width` for the output-pixel kernels when it is set."""
-    width = tile_width() if _source(kernel) in _TILED else 0
-    if width:
-        return geo.batch * triton.cdiv(geo.out_height, block_p // width) * triton.cdiv(geo.out_width, width)
-    return phases(kernel, geo) * triton.cdiv(pixels, block_p)
+    `pixels` (flat, or the 2-D tiles of `tile_width` over the output image or
+    one phase's pixels of the input), times the stride phases (`phases`)."""
+    width = tile_width()
+    if not width:
+        return phases(kernel, geo) * triton.cdiv(pixels, block_p)
+    if _source(kernel) in _BY_PHASE:
+        rows, columns = -(-geo.height // geo.stride), -(-geo.width // geo.stride)
+    else:
+        rows, columns = geo.out_height, geo.out_width
+    return phases(kernel, geo) * geo.batch * triton.cdiv(rows, block_p // width) * triton.cdiv(columns, width)
 
 
 def grid(kernel, geo: Geometry, pixels: int, programs: int):
@@ -620,12 +644,10 @@ def grid(kernel, geo: Geometry, pixels: int, programs: int):
 
 
 def constants(kernel, geo: Geometry) -> dict:
-    """The tile constants the caller passes: BLOCK_C always, BLOCK_P unless
-    the autotuner picks it, TILE_W to the output-pixel kernels."""
-    chosen = {"BLOCK_C": geo.block_c} if autotuned(kernel) else {"BLOCK_P": geo.block_p, "BLOCK_C": geo.block_c}
-    if _source(kernel) in _TILED:
-        chosen["TILE_W"] = tile_width()
-    return chosen
+    """The tile constants the caller passes: TILE_W and BLOCK_C always,
+    BLOCK_P unless the autotuner picks it."""
+    chosen = {"TILE_W": tile_width(), "BLOCK_C": geo.block_c}
+    return chosen if autotuned(kernel) else {**chosen, "BLOCK_P": geo.block_p}
 
 
 def launch(kernel, geo: Geometry, pixels: int, programs: int, **arguments) -> None:

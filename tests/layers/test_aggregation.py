@@ -276,23 +276,25 @@ TRITON = [name for name in ("triton", "triton_fused") if name in aggregation.nam
 
 
 @pytest.mark.skipif(not TRITON, reason=tb.NO_FUSED_KERNELS)
-@pytest.mark.parametrize("width", [4, 32])
+@pytest.mark.parametrize("width, stride", [(4, 2), (32, 2), (8, 1)])
 @pytest.mark.parametrize("name", TRITON)
-def test_two_dimensional_tiles_match_numpy(name, width, monkeypatch):
+def test_two_dimensional_tiles_match_numpy(name, width, stride, monkeypatch):
     """INVOLUTION_TILE_WIDTH=N (2-D pixel tiles, kept for timing against the
     flat ones on a GPU) computes the same thing, forward and gradients. The
-    interpreter's tiles are 128 pixels: 4 wide cuts the 6-pixel-wide output
-    into two tiles across, 32 wide (4 high) its 5 rows into two tiles down."""
+    interpreter's tiles are 128 pixels: at stride 2, 4 wide cuts the output's
+    6 columns (and each phase's 6 input columns) into two tiles across, 32
+    wide (4 high) its 5 rows into two tiles down; at stride 1, 8 wide cuts
+    the 11 columns into two."""
     monkeypatch.setenv("INVOLUTION_TILE_WIDTH", str(width))
     if name in HIDDEN:
-        geometry = (2, 9, 11, 6, 5, 2, 2, 2)
+        geometry = (2, 9, 11, 4, 3, stride, 1, 2)
         k, s, g = geometry[4:7]
         x, hidden, w_span, b_span, dy = _hidden_case(geometry, name, "tiles")
         fn = aggregation.get(name).hidden_function()
         inputs = [x, hidden, w_span, b_span]
         expected = _hidden_reference(x, hidden, w_span, b_span, dy, k, s, g)
     else:
-        geometry = (2, 9, 11, 6, 5, 2, 2)
+        geometry = (2, 9, 11, 4, 3, stride, 1)
         k, s, g = geometry[4:]
         x, kernel, dy = _random_case(geometry, name, "tiles")
         fn = aggregation.get(name).function()
