@@ -333,6 +333,10 @@ def main(argv: list[str] | None = None) -> int:
     if not fused or backend == "tensorflow":
         parser.error("the fused kernels run on the jax and torch backends; set KERAS_BACKEND=jax or "
                      f"KERAS_BACKEND=torch. Received: KERAS_BACKEND={backend}")
+    try:
+        _kernel_variant()  # a bad INVOLUTION_TILE_WIDTH: one line now, not a traceback at the first case
+    except ValueError as error:
+        parser.error(str(error))
     impls = args.impls.split(",") if args.impls else [*fused, *portable_implementations(backend)]
     for impl in impls:
         if impl not in aggregation.names(backend):

@@ -107,6 +107,17 @@ def test_tiny_run_writes_rows_and_table(tmp_path, capsys):
     # bytes from layers.counting: input + generated kernel + output, float32
     assert aggregation["bytes"] == 4 * (36 * 4 + 36 * 2 * 49 + 36 * 4)
     assert "aggregation float32 forward" in capsys.readouterr().out
+    assert set(frame.rows_per_step) == {1} and set(frame.tile_width) == {0}  # the kernels' defaults
+
+
+@pytest.mark.skipif(tb.NAME == "tensorflow", reason="the fused kernels are JAX and PyTorch code")
+def test_a_bad_tile_width_is_refused_before_any_case(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("INVOLUTION_TILE_WIDTH", "6")
+    with pytest.raises(SystemExit) as exit_info:
+        targets.main(["--out", str(tmp_path)])
+    assert exit_info.value.code == 2
+    assert "Received: INVOLUTION_TILE_WIDTH='6'" in capsys.readouterr().err
+    assert not list(tmp_path.iterdir())
 
 
 @pytest.mark.skipif(tb.NAME != "tensorflow", reason="checks the refusal on TensorFlow")
