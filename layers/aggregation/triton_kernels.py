@@ -595,8 +595,8 @@ def _source(kernel):
 
 def tile_width() -> int:
     """The width of every kernel's pixel tiles, TILE_W: 0, the default, for
-    BLOCK_P consecutive flat pixels (at 56 px a tile is one image row or a
-    part of one, and a window's K rows are read by K different programs);
+    BLOCK_P consecutive flat pixels (one or a few image rows, so each input
+    row is read again by the programs of the output rows around it);
     INVOLUTION_TILE_WIDTH=N for 2-D tiles BLOCK_P / N rows high and N pixels
     wide (of one stride phase's pixels for the input gradients), whose
     programs read fewer input rows per pixel (an 8 x 8 tile at K = 7 reads
