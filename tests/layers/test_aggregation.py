@@ -246,23 +246,19 @@ def test_generation_from_the_bottleneck_in_bfloat16(name):
 FUSED = [name for name in IMPLEMENTATIONS if aggregation.get(name).fused]
 
 
-@pytest.mark.skipif(not FUSED, reason=tb.NO_FUSED_KERNELS)
-@pytest.mark.parametrize("name", FUSED + HIDDEN)
-def test_the_whole_window_unrolled_matches_numpy(name, monkeypatch):
-    """INVOLUTION_UNROLL_WINDOW=1 (every tap unrolled, as up to version v4,
-    kept for timing against the row loop on a GPU) computes the same thing."""
-    monkeypatch.setenv("INVOLUTION_UNROLL_WINDOW", "1")
+def _check_forward_and_gradients(name, geometry, salt):
+    """Output and gradients of implementation `name` against float64 NumPy:
+    the aggregation of a given kernel, or for an implementation generating
+    from the bottleneck (`HIDDEN`, geometry with its width R) the whole path
+    from the hidden tensor."""
+    k, s, g = geometry[4:7]
     if name in HIDDEN:
-        geometry = HIDDEN_GEOMETRIES[0]  # the cheapest in the interpreter
-        k, s, g = geometry[4:7]
-        x, hidden, w_span, b_span, dy = _hidden_case(geometry, name, "window")
+        x, hidden, w_span, b_span, dy = _hidden_case(geometry, name, salt)
         fn = aggregation.get(name).hidden_function()
         inputs = [x, hidden, w_span, b_span]
         expected = _hidden_reference(x, hidden, w_span, b_span, dy, k, s, g)
     else:
-        geometry = (1, 9, 9, 6, 5, 2, 2)
-        k, s, g = geometry[4:]
-        x, kernel, dy = _random_case(geometry, name, "window")
+        x, kernel, dy = _random_case(geometry, name, salt)
         fn = aggregation.get(name).function()
         inputs = [x, kernel]
         expected = (npref.aggregate(x, kernel, k, s, g), *npref.aggregate_grads(x, kernel, dy, k, s, g))
@@ -270,6 +266,18 @@ def test_the_whole_window_unrolled_matches_numpy(name, monkeypatch):
     got = tb.grads(lambda *a: fn(*a, k, s, g), inputs, dy)
     for actual, want in zip([out, *got], expected, strict=True):
         assert _rel_err(actual, want) < 1e-5
+
+
+@pytest.mark.skipif(not FUSED, reason=tb.NO_FUSED_KERNELS)
+@pytest.mark.parametrize("name", FUSED + HIDDEN)
+def test_the_whole_window_unrolled_matches_numpy(name, monkeypatch):
+    """INVOLUTION_UNROLL_WINDOW=1 (every tap unrolled, as up to version v4,
+    kept for timing against the row loop on a GPU) computes the same thing."""
+    monkeypatch.setenv("INVOLUTION_UNROLL_WINDOW", "1")
+    if name in HIDDEN:
+        _check_forward_and_gradients(name, HIDDEN_GEOMETRIES[0], "window")  # the cheapest in the interpreter
+    else:
+        _check_forward_and_gradients(name, (1, 9, 9, 6, 5, 2, 2), "window")
 
 
 TRITON = [name for name in ("triton", "triton_fused") if name in aggregation.names()]
@@ -286,24 +294,8 @@ def test_two_dimensional_tiles_match_numpy(name, width, stride, monkeypatch):
     wide (4 high) its 5 rows into two tiles down; at stride 1, 8 wide cuts
     the 11 columns into two."""
     monkeypatch.setenv("INVOLUTION_TILE_WIDTH", str(width))
-    if name in HIDDEN:
-        geometry = (2, 9, 11, 4, 3, stride, 1, 2)
-        k, s, g = geometry[4:7]
-        x, hidden, w_span, b_span, dy = _hidden_case(geometry, name, "tiles")
-        fn = aggregation.get(name).hidden_function()
-        inputs = [x, hidden, w_span, b_span]
-        expected = _hidden_reference(x, hidden, w_span, b_span, dy, k, s, g)
-    else:
-        geometry = (2, 9, 11, 4, 3, stride, 1)
-        k, s, g = geometry[4:]
-        x, kernel, dy = _random_case(geometry, name, "tiles")
-        fn = aggregation.get(name).function()
-        inputs = [x, kernel]
-        expected = (npref.aggregate(x, kernel, k, s, g), *npref.aggregate_grads(x, kernel, dy, k, s, g))
-    out = tb.call(lambda *a: fn(*a, k, s, g), *inputs)
-    got = tb.grads(lambda *a: fn(*a, k, s, g), inputs, dy)
-    for actual, want in zip([out, *got], expected, strict=True):
-        assert _rel_err(actual, want) < 1e-5
+    geometry = (2, 9, 11, 4, 3, stride, 1)
+    _check_forward_and_gradients(name, geometry + (2,) if name in HIDDEN else geometry, "tiles")
 
 
 @pytest.mark.skipif(not TRITON, reason=tb.NO_FUSED_KERNELS)
