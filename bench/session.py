@@ -23,8 +23,8 @@ import numpy as np
 
 from bench import backends, machine, nvml, provenance, rundir, sweeps, timing
 from bench.cases import Case, drop_reason
-from bench.options import UsageError, parse_shard, pattern, positive, resumable, same_backend, same_commit
-from layers import counting, registry
+from bench.options import UsageError, parse_shard, pattern, positive, resumable, same_backend, same_commit, same_kernels
+from layers import aggregation, counting, registry
 from layers.aggregation import auto
 
 MAX_STORED_ROUNDS = 1000  # per series in results.jsonl (thinned evenly beyond): what compare tests
@@ -81,6 +81,10 @@ class BenchSession:
         self.device = self.runner.device_kind()
         self.device_name = self.runner.device_name()
         self.precision = self.runner.configure(options.tf32)
+        try:  # read once: a bad switch ends the run here, in one line, not at each fused case
+            self.kernel_switches = aggregation.kernel_switches(self.backend)
+        except ValueError as error:
+            raise UsageError(str(error)) from None
         self.shard = parse_shard(options.shard)
 
         if options.resume:
@@ -89,6 +93,7 @@ class BenchSession:
             same_backend(previous, self.backend)
             if not options.allow_other_commit:
                 same_commit(previous, self.provenance.get("git_commit"), options.resume)
+            same_kernels(previous, self.kernel_switches, options.resume)
             sweep_name = options.sweep or previous.get("sweep_source") or previous.get("sweep")
             self.shard = self.shard or (tuple(previous["shard"]) if previous.get("shard") else None)
         else:
@@ -192,6 +197,7 @@ class BenchSession:
             "pass": self.pass_index,
             "compile_cache": self.compile_cache,
             "precompile": self.options.precompile,
+            "kernel_switches": self.kernel_switches,
             **self.provenance,
             **self.threads,
             "machine": self.machine,

@@ -51,21 +51,16 @@ def portable_implementations(backend: str) -> list[str]:
             if backend in impl.backends and not impl.fused and not impl.materialises_patches]
 
 
-def _kernel_variant() -> dict:
+def _kernel_variant(backend: str) -> dict:
     """How the fused kernels were built, by the switches a GPU session times
-    against each other: `rows_per_step` (1: rows a loop, the default; K:
-    INVOLUTION_UNROLL_WINDOW=1, every tap unrolled) and the Triton kernels'
-    `tile_width` (0: flat tiles, the default; N: INVOLUTION_TILE_WIDTH=N;
-    None where Triton is not installed)."""
-    from layers.aggregation._common import rows_per_step
+    against each other (`aggregation.kernel_switches`): `rows_per_step` (1:
+    rows a loop, the default; K: INVOLUTION_UNROLL_WINDOW=1, every tap
+    unrolled) and the Triton kernels' `tile_width` (0: flat tiles, the
+    default; N: INVOLUTION_TILE_WIDTH=N; None where Triton is not installed)."""
+    from layers import aggregation
 
-    try:
-        from layers.aggregation.triton_kernels import tile_width
-    except ModuleNotFoundError:
-        width = None
-    else:
-        width = tile_width()
-    return {"rows_per_step": rows_per_step(KERNEL_SIZE), "tile_width": width}
+    switches = aggregation.kernel_switches(backend)
+    return {"rows_per_step": KERNEL_SIZE if switches["unroll_window"] else 1, "tile_width": switches["tile_width"]}
 
 
 def time_step(timer, run, sync) -> dict:
@@ -97,7 +92,7 @@ def _layer_rows(runner, timer, backend: str, batch: int, stage, dtype: str, mode
                     jit).normalised()
         row = {"backend": backend, "layer": layer, "implementation": impl, "resolution": resolution,
                "channels": channels, "groups": groups, "batch": batch, "dtype": dtype, "mode": mode,
-               "jit": jit, "what": "layer", **_kernel_variant()}
+               "jit": jit, "what": "layer", **_kernel_variant(backend)}
         try:
             module, x = build_case(case)
             cotangent = np.random.default_rng(1).standard_normal(x.shape).astype("float32")
@@ -125,7 +120,7 @@ def _aggregation_rows(timer, backend: str, batch: int, stage, dtype: str, mode: 
     for impl in impls:
         row = {"backend": backend, "layer": "aggregation", "implementation": impl, "resolution": resolution,
                "channels": channels, "groups": groups, "batch": batch, "dtype": real_dtype, "mode": mode,
-               "what": "aggregation", "bytes": figures.bytes_aggregation, **_kernel_variant()}
+               "what": "aggregation", "bytes": figures.bytes_aggregation, **_kernel_variant(backend)}
         try:
             run, sync = _aggregation_step(backend, aggregation.get(impl).function(), tensors, KERNEL_SIZE, groups,
                                           mode)
@@ -334,7 +329,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("the fused kernels run on the jax and torch backends; set KERAS_BACKEND=jax or "
                      f"KERAS_BACKEND=torch. Received: KERAS_BACKEND={backend}")
     try:
-        _kernel_variant()  # a bad INVOLUTION_TILE_WIDTH: one line now, not a traceback at the first case
+        _kernel_variant(backend)  # a bad switch: one line now, not a traceback at the first case
     except ValueError as error:
         parser.error(str(error))
     impls = args.impls.split(",") if args.impls else [*fused, *portable_implementations(backend)]

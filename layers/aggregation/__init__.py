@@ -177,3 +177,21 @@ def names(backend_name: str | None = None) -> list[str]:
 
 def get(name: str) -> Implementation:
     return IMPLEMENTATIONS[name]
+
+
+def kernel_switches(backend_name: str | None = None) -> dict:
+    """How the fused kernels are built on a backend (the current one by
+    default), by the environment switches a GPU session times against each
+    other: `unroll_window` (INVOLUTION_UNROLL_WINDOW, see
+    `_common.rows_per_step`) and the Triton kernels' `tile_width`
+    (INVOLUTION_TILE_WIDTH; None where they do not run). Reading them checks
+    them: a bad value raises ValueError, one line, which a sweep and
+    `bench.targets` give before their first case."""
+    from layers.aggregation._common import unroll_window
+
+    width = None
+    if get("triton").available(backend_name):
+        from layers.aggregation.triton_kernels import tile_width
+
+        width = tile_width()
+    return {"unroll_window": unroll_window(), "tile_width": width}

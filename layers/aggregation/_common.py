@@ -74,13 +74,24 @@ def generated_kernel(pooled, w_reduce, b_reduce, w_span, b_span, dtype):
     return ops.cast(ops.matmul(hidden, w_span) + b_span, dtype)  # (B, Ho, Wo, G*K*K)
 
 
+def unroll_window() -> bool:
+    """Whether INVOLUTION_UNROLL_WINDOW=1 asks the fused kernels to unroll
+    every tap of the window (see `rows_per_step`); 0 or unset: no. Any
+    other value raises ValueError, one line."""
+    value = os.environ.get("INVOLUTION_UNROLL_WINDOW", "0")
+    if value not in ("0", "1"):
+        raise ValueError("INVOLUTION_UNROLL_WINDOW sets how the fused kernels loop over the window: 0 (rows a loop, "
+                         f"the default) or 1 (every tap unrolled). Received: INVOLUTION_UNROLL_WINDOW={value!r}")
+    return value == "1"
+
+
 def rows_per_step(kernel_size: int) -> int:
     """How many of the window's K rows one step of a fused kernel's row loop
     unrolls: 1 (the default since version v5: rows a loop, each row's K taps
     unrolled) or K with INVOLUTION_UNROLL_WINDOW=1 (all K*K taps unrolled, as
     up to v4), so that a GPU session can time both from one commit
     (docs/PERF.md, section 13). A kernel argument: the two compile apart."""
-    return kernel_size if os.environ.get("INVOLUTION_UNROLL_WINDOW", "0") == "1" else 1
+    return kernel_size if unroll_window() else 1
 
 
 def _next_power_of_2(n: int) -> int:

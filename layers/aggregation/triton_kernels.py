@@ -285,6 +285,52 @@ def _generated_weight(hidden, ws_ptr, bs_ptr, r, r_ok, t, GKK):
     return tl.reduce(hidden * ws[None, :], 1, _sum) + tl.load(bs_ptr + t)  # (P,)
 
 
+@_DeviceFunction
+def _input_gradient(k_ptr, h_ptr, ws_ptr, bs_ptr, dy_ptr, n_pix, H, W, C, HO, WO, CG, N_CBLK, PAD_T, PAD_L, R,
+                    dx_ptr, K: tl.constexpr, STRIDE: tl.constexpr, ROWS: tl.constexpr, TILE_W: tl.constexpr,
+                    BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_R: tl.constexpr, GENERATE: tl.constexpr):
+    """The input gradient's gather, for `_dx_kernel` and `_dx_gen_kernel`:
+    d_x of the program's input pixels (one stride phase's) and channels, over
+    the phase's taps. Each tap's weight is read from the generated kernel
+    (k_ptr, G*K*K per pixel), or, with GENERATE, made again from the reading
+    pixel's hidden tensor (h_ptr, R per pixel) and W_span, b_span (ws_ptr,
+    bs_ptr). The pointers of the other way are not read."""
+    g, c, c_ok = _channel_block(N_CBLK, CG, BLOCK_C)
+    q, q_ok, b, h, w, i_first, j_first = _input_pixels(n_pix, H, W, PAD_T, PAD_L, STRIDE, BLOCK_P, TILE_W)
+    ho0, wo0, p0 = _reader_origin(b, h, w, i_first, j_first, HO, WO, STRIDE, PAD_T, PAD_L)  # (P,) each
+    TAPS: tl.constexpr = (K + STRIDE - 1) // STRIDE  # rows (columns) of the window a phase uses
+    G = C // CG
+    GKK = G * K * K
+    if GENERATE:
+        h_origin = p0 * R
+        r = tl.arange(0, BLOCK_R)
+        r_ok = r < R
+    else:
+        k_origin = p0 * GKK
+    dy_origin = p0 * C
+    acc = tl.full((BLOCK_P, BLOCK_C), 0.0, tl.float32)
+    for r0 in range(0, TAPS, ROWS):  # the phase's rows: a loop of ROWS-row steps (see the module docstring)
+        for dr in tl.static_range(ROWS):  # a step's rows and each row's taps: unrolled
+            i = i_first + (r0 + dr) * STRIDE
+            h_ok = _reader_row(ho0, q_ok, r0 + dr, i, HO, K, STRIDE)
+            for dj in tl.static_range(TAPS):
+                j = j_first + dj * STRIDE
+                ok = _reader_column(wo0, h_ok, dj, j, WO, K, STRIDE)
+                dp = (r0 + dr) * WO + dj  # the reading output pixel is p0 - dp
+                if GENERATE:
+                    t = g * (K * K) + i * K + j
+                    if STRIDE > 1:  # a phase's last tap can fall outside the window (masked by `ok`): its
+                        # weight is read at a tap inside, a finite number that multiplies zeros
+                        t = g * (K * K) + tl.minimum(i, K - 1) * K + tl.minimum(j, K - 1)
+                    hp = _tile(h_ptr - dp * R, h_origin, r, ok, r_ok)  # (P, R) the reading pixels' bottleneck
+                    wgt = _generated_weight(hp, ws_ptr, bs_ptr, r, r_ok, t, GKK)  # (P,)
+                else:
+                    wgt = tl.load(k_ptr + (g * (K * K) + i * K + j - dp * GKK) + k_origin,
+                                  mask=ok, other=0.0).to(tl.float32)  # (P,)
+                acc += wgt[:, None] * _tile(dy_ptr - dp * C, dy_origin, c, ok, c_ok)  # (P, C)
+    _put(dx_ptr, _input_offset(q, b, h, w, H, W, C, STRIDE), c, q_ok, c_ok, acc)
+
+
 # --- Kernels. -------------------------------------------------------------------
 
 
@@ -351,29 +397,12 @@ def _dx_kernel(k_ptr, dy_ptr, n_pix, H, W, C, HO, WO, CG, N_CBLK, PAD_T, PAD_L, 
     stride phase (see `Geometry.phase_pixels`): an input pixel is read by the taps
     whose row i and column j are congruent to its own phase, ceil(K/s)^2 of
     the K^2, and a program's pixels share one phase, so it loops over those
-    taps only (at stride 2, K = 7: 16 of 49)."""
+    taps only (at stride 2, K = 7: 16 of 49). The loop is `_input_gradient`'s."""
     C = (C // C_DIV) * C_DIV  # = C, and the compiler now knows C_DIV divides it (see `divisibility`)
     CG = (CG // CG_DIV) * CG_DIV
-    g, c, c_ok = _channel_block(N_CBLK, CG, BLOCK_C)
-    q, q_ok, b, h, w, i_first, j_first = _input_pixels(n_pix, H, W, PAD_T, PAD_L, STRIDE, BLOCK_P, TILE_W)
-    ho0, wo0, p0 = _reader_origin(b, h, w, i_first, j_first, HO, WO, STRIDE, PAD_T, PAD_L)  # (P,) each
-    TAPS: tl.constexpr = (K + STRIDE - 1) // STRIDE  # rows (columns) of the window a phase uses
-    G = C // CG
-    k_origin = p0 * (G * K * K)
-    dy_origin = p0 * C
-    acc = tl.full((BLOCK_P, BLOCK_C), 0.0, tl.float32)
-    for r0 in range(0, TAPS, ROWS):  # the phase's rows: a loop of ROWS-row steps (see the module docstring)
-        for dr in tl.static_range(ROWS):  # a step's rows and each row's taps: unrolled
-            i = i_first + (r0 + dr) * STRIDE
-            h_ok = _reader_row(ho0, q_ok, r0 + dr, i, HO, K, STRIDE)
-            for dj in tl.static_range(TAPS):
-                j = j_first + dj * STRIDE
-                ok = _reader_column(wo0, h_ok, dj, j, WO, K, STRIDE)
-                dp = (r0 + dr) * WO + dj  # the reading output pixel is p0 - dp
-                wgt = tl.load(k_ptr + (g * (K * K) + i * K + j - dp * (G * K * K)) + k_origin,
-                              mask=ok, other=0.0).to(tl.float32)  # (P,)
-                acc += wgt[:, None] * _tile(dy_ptr - dp * C, dy_origin, c, ok, c_ok)  # (P, C)
-    _put(dx_ptr, _input_offset(q, b, h, w, H, W, C, STRIDE), c, q_ok, c_ok, acc)
+    # The generation's pointers and sizes are not read without GENERATE: the kernel's pointer stands in.
+    _input_gradient(k_ptr, k_ptr, k_ptr, k_ptr, dy_ptr, n_pix, H, W, C, HO, WO, CG, N_CBLK, PAD_T, PAD_L, 1, dx_ptr,
+                    K, STRIDE, ROWS, TILE_W, BLOCK_P, BLOCK_C, 1, False)
 
 
 def _fused_kernel(x_ptr, xg_ptr, wr_ptr, br_ptr, ws_ptr, bs_ptr,
@@ -482,33 +511,9 @@ def _dx_gen_kernel(h_ptr, ws_ptr, bs_ptr, dy_ptr, n_pix, H, W, C, HO, WO, CG, N_
     C = (C // C_DIV) * C_DIV  # = C, and the compiler now knows C_DIV divides it (see `divisibility`)
     CG = (CG // CG_DIV) * CG_DIV
     R = (R // R_DIV) * R_DIV
-    g, c, c_ok = _channel_block(N_CBLK, CG, BLOCK_C)
-    q, q_ok, b, h, w, i_first, j_first = _input_pixels(n_pix, H, W, PAD_T, PAD_L, STRIDE, BLOCK_P, TILE_W)
-    ho0, wo0, p0 = _reader_origin(b, h, w, i_first, j_first, HO, WO, STRIDE, PAD_T, PAD_L)  # (P,) each
-    TAPS: tl.constexpr = (K + STRIDE - 1) // STRIDE  # rows (columns) of the window a phase uses
-    G = C // CG
-    GKK = G * K * K
-    h_origin = p0 * R
-    dy_origin = p0 * C
-    r = tl.arange(0, BLOCK_R)
-    r_ok = r < R
-    acc = tl.full((BLOCK_P, BLOCK_C), 0.0, tl.float32)
-    for r0 in range(0, TAPS, ROWS):  # the phase's rows: a loop of ROWS-row steps (see the module docstring)
-        for dr in tl.static_range(ROWS):  # a step's rows and each row's taps: unrolled
-            i = i_first + (r0 + dr) * STRIDE
-            h_ok = _reader_row(ho0, q_ok, r0 + dr, i, HO, K, STRIDE)
-            for dj in tl.static_range(TAPS):
-                j = j_first + dj * STRIDE
-                ok = _reader_column(wo0, h_ok, dj, j, WO, K, STRIDE)
-                dp = (r0 + dr) * WO + dj  # the reading output pixel is p0 - dp
-                t = g * (K * K) + i * K + j
-                if STRIDE > 1:  # a phase's last tap can fall outside the window (masked by `ok`): its
-                    # weight is read at a tap inside, a finite number that multiplies zeros
-                    t = g * (K * K) + tl.minimum(i, K - 1) * K + tl.minimum(j, K - 1)
-                hp = _tile(h_ptr - dp * R, h_origin, r, ok, r_ok)  # (P, R) the reading pixels' bottleneck
-                wgt = _generated_weight(hp, ws_ptr, bs_ptr, r, r_ok, t, GKK)  # (P,)
-                acc += wgt[:, None] * _tile(dy_ptr - dp * C, dy_origin, c, ok, c_ok)  # (P, C)
-    _put(dx_ptr, _input_offset(q, b, h, w, H, W, C, STRIDE), c, q_ok, c_ok, acc)
+    # The kernel's pointer is not read with GENERATE: the hidden tensor's stands in.
+    _input_gradient(h_ptr, h_ptr, ws_ptr, bs_ptr, dy_ptr, n_pix, H, W, C, HO, WO, CG, N_CBLK, PAD_T, PAD_L, R, dx_ptr,
+                    K, STRIDE, ROWS, TILE_W, BLOCK_P, BLOCK_C, BLOCK_R, True)
 
 
 # Tile shapes autotuned per geometry on CUDA (the first call of a geometry

@@ -1,5 +1,5 @@
-"""BenchSession's own rules, in process: the L2 option on a CPU and the
-plausibility floor of a measured peak."""
+"""BenchSession's own rules, in process: the L2 option on a CPU, the
+kernel switches, and the plausibility floor of a measured peak."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ import pytest
 from bench.cases import Case
 from bench.options import UsageError
 from bench.session import BenchSession, Options, memory_check
+from layers import aggregation
+from tests import backend as tb
 from tests.bench.conftest import ROOT
 
 
@@ -15,6 +17,28 @@ def test_cold_l2_needs_a_gpu(tmp_path):
     with pytest.raises(UsageError, match="Received: --l2=cold"):
         BenchSession(Options(sweep="smoke", run_dir=str(tmp_path / "run"), l2="cold"), ROOT)
     assert BenchSession(Options(sweep="smoke", run_dir=str(tmp_path / "run"), l2="warm"), ROOT).l2 == "warm"
+
+
+def test_the_kernel_switches_are_read_once_and_recorded(tmp_path):
+    session = BenchSession(Options(sweep="smoke", run_dir=str(tmp_path / "run")), ROOT)
+    triton = aggregation.get("triton").available(tb.NAME)
+    assert session.kernel_switches == {"unroll_window": False, "tile_width": 0 if triton else None}
+    session.ensure_run_dir()
+    assert session.run_dir.read_meta()["kernel_switches"] == session.kernel_switches
+
+
+@pytest.mark.parametrize("variable, value", [("INVOLUTION_UNROLL_WINDOW", "on"), ("INVOLUTION_TILE_WIDTH", "6")])
+def test_a_bad_kernel_switch_ends_the_run_before_its_first_case(variable, value, tmp_path, monkeypatch):
+    """One line, before the run directory exists, not an error row per fused
+    case. The tile width is the Triton kernels': not read where they do not run."""
+    monkeypatch.setenv(variable, value)
+    options = Options(sweep="smoke", run_dir=str(tmp_path / "run"))
+    if variable == "INVOLUTION_TILE_WIDTH" and not aggregation.get("triton").available(tb.NAME):
+        assert BenchSession(options, ROOT).kernel_switches["tile_width"] is None
+        return
+    with pytest.raises(UsageError, match=rf"^{variable} .* Received: {variable}='{value}'$"):
+        BenchSession(options, ROOT)
+    assert not (tmp_path / "run" / "run.json").exists()
 
 
 def _case(**changes) -> Case:

@@ -306,3 +306,17 @@ def test_a_bad_tile_width_is_refused_in_one_line(value, monkeypatch):
     monkeypatch.setenv("INVOLUTION_TILE_WIDTH", value)
     with pytest.raises(ValueError, match=rf"^INVOLUTION_TILE_WIDTH .* Received: INVOLUTION_TILE_WIDTH='{value}'$"):
         triton_kernels.tile_width()
+
+
+@pytest.mark.parametrize("value", ["yes", "2", ""])
+def test_a_bad_unroll_switch_is_refused_in_one_line(value, monkeypatch):
+    """Only 0 and 1 are read: "yes" must not mean no silently."""
+    from layers.aggregation._common import rows_per_step
+
+    monkeypatch.setenv("INVOLUTION_UNROLL_WINDOW", value)
+    with pytest.raises(ValueError, match=rf"^INVOLUTION_UNROLL_WINDOW .* Received: \w+='{value}'$"):
+        rows_per_step(7)
+    monkeypatch.setenv("INVOLUTION_UNROLL_WINDOW", "1")
+    assert rows_per_step(7) == 7
+    monkeypatch.delenv("INVOLUTION_UNROLL_WINDOW")
+    assert rows_per_step(7) == 1
