@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import hashlib
 import re
 import subprocess
 import sys
@@ -229,6 +230,7 @@ class Build:
     instructions: int
     occupancy: float | None
     compile_s: float
+    sass_sha1: str  # of the SASS instructions: equal digests, the same machine code (a refactoring's check)
 
 
 def _specialised(launch: Launch, config) -> tuple[dict, dict, dict, dict]:
@@ -288,6 +290,7 @@ def compile_launch(launch: Launch, config, arch: int = DEFAULT_ARCH) -> Build:
     if usage is None:
         raise RuntimeError(f"cuobjdump reported no resource usage for {launch.kernel}")
     sass = _cuobjdump(cubin, "-sass")
+    instructions = re.findall(r"^.*/\*[0-9a-f]{4,}\*/ .*$", sass, flags=re.M)
     registers, stack = int(usage.group(1)), int(usage.group(2))
     warps, shared = compiled.metadata.num_warps, compiled.metadata.shared
     arguments = {**launch.arguments, **(config.kwargs if config is not None else {})}
@@ -296,8 +299,8 @@ def compile_launch(launch: Launch, config, arch: int = DEFAULT_ARCH) -> Build:
         num_stages=compiled.metadata.num_stages, registers=registers, stack_bytes=stack,
         local_loads=len(re.findall(r"\bLDL\b", sass)), local_stores=len(re.findall(r"\bSTL\b", sass)),
         global_loads=len(re.findall(r"\bLDG\b", sass)), global_stores=len(re.findall(r"\bSTG\b", sass)),
-        shared_bytes=shared, instructions=len(re.findall(r"/\*[0-9a-f]{4,}\*/ ", sass)),
-        occupancy=occupancy(registers, warps, shared, arch), compile_s=seconds)
+        shared_bytes=shared, instructions=len(instructions), occupancy=occupancy(registers, warps, shared, arch),
+        compile_s=seconds, sass_sha1=hashlib.sha1("\n".join(instructions).encode()).hexdigest()[:16])
 
 
 def _key(launch: Launch, config) -> tuple:

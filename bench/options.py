@@ -70,12 +70,9 @@ def same_commit(meta: dict, commit: str | None, path: str) -> None:
                          f"a new run, or pass --allow-other-commit. Received: --resume={path}")
 
 
-_SWITCH_NAMES = {"unroll_window": "INVOLUTION_UNROLL_WINDOW", "tile_width": "INVOLUTION_TILE_WIDTH"}
-
-
-def _switches(switches: dict) -> str:
-    return " ".join(f"{_SWITCH_NAMES.get(key, key)}={int(value)}" for key, value in switches.items()
-                    if value is not None)
+def switch_settings(switches: dict) -> str:
+    """The kernel switches of run.json as the environment settings that make them."""
+    return " ".join(f"{variable}={value}" for variable, value in switches.items()) or "no switches (no fused kernels)"
 
 
 def same_kernels(meta: dict, switches: dict, path: str) -> None:
@@ -83,9 +80,9 @@ def same_kernels(meta: dict, switches: dict, path: str) -> None:
     (`layers.aggregation.kernel_switches`, recorded in run.json)."""
     started = meta.get("kernel_switches")
     if started and started != switches:
-        raise UsageError(f"--resume: {path} was started with {_switches(started)}, this process has "
-                         f"{_switches(switches)}; resuming would mix two builds of the kernels in one run: set "
-                         f"{_switches(started)}, or start a new run. Received: --resume={path}")
+        raise UsageError(f"--resume: {path} was started with {switch_settings(started)}, this process has "
+                         f"{switch_settings(switches)}; resuming would mix two builds of the kernels in one run: set "
+                         f"{switch_settings(started)}, or start a new run. Received: --resume={path}")
 
 
 def check(config) -> None:

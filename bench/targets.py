@@ -58,9 +58,10 @@ def _kernel_variant(backend: str) -> dict:
     unrolled) and the Triton kernels' `tile_width` (0: flat tiles, the
     default; N: INVOLUTION_TILE_WIDTH=N; None where Triton is not installed)."""
     from layers import aggregation
+    from layers.aggregation._common import TILE_WIDTH, rows_per_step
 
     switches = aggregation.kernel_switches(backend)
-    return {"rows_per_step": KERNEL_SIZE if switches["unroll_window"] else 1, "tile_width": switches["tile_width"]}
+    return {"rows_per_step": rows_per_step(KERNEL_SIZE), "tile_width": switches.get(TILE_WIDTH)}
 
 
 def time_step(timer, run, sync) -> dict:

@@ -18,7 +18,7 @@ import jinja2
 import matplotlib.pyplot as plt
 import pandas as pd
 
-from bench import provenance, rundir
+from bench import options, provenance, rundir
 from reports import load, plots, tables
 
 TEMPLATES = Path(__file__).parent / "templates"
@@ -80,6 +80,8 @@ def _environment(loaded: load.Loaded) -> list[dict]:
                         + (f" — {run['thread_setting']}" if run.get("thread_setting") else "")),
             ("passes", f"{run['passes']} process(es) timed each case" if run.get("passes") else "1"),
         ]
+        if run.get("kernel_switches"):
+            items.append(("fused kernels built with", options.switch_settings(run["kernel_switches"])))
         if machine.get("gpu_name"):
             items.append(("GPU", f"{machine['gpu_name']}, driver {machine.get('gpu_driver', '?')}, "
                                  f"{machine.get('gpu_memory', '?')}"))

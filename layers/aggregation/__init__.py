@@ -179,19 +179,21 @@ def get(name: str) -> Implementation:
     return IMPLEMENTATIONS[name]
 
 
-def kernel_switches(backend_name: str | None = None) -> dict:
+def kernel_switches(backend_name: str | None = None) -> dict[str, int]:
     """How the fused kernels are built on a backend (the current one by
-    default), by the environment switches a GPU session times against each
-    other: `unroll_window` (INVOLUTION_UNROLL_WINDOW, see
-    `_common.rows_per_step`) and the Triton kernels' `tile_width`
-    (INVOLUTION_TILE_WIDTH; None where they do not run). Reading them checks
-    them: a bad value raises ValueError, one line, which a sweep and
-    `bench.targets` give before their first case."""
-    from layers.aggregation._common import unroll_window
+    default): {environment variable: value} of the switches a GPU session
+    times against each other, those that apply there: INVOLUTION_UNROLL_WINDOW
+    (`_common.rows_per_step`) where a fused kernel runs, INVOLUTION_TILE_WIDTH
+    (`triton_kernels.tile_width`) where the Triton kernels run; none on
+    TensorFlow. Reading them checks them: a bad value raises ValueError, one
+    line, which a sweep and `bench.targets` give before their first case."""
+    from layers.aggregation import _common
 
-    width = None
+    switches = {}
+    if any(impl.fused and impl.available(backend_name) for impl in IMPLEMENTATIONS.values()):
+        switches[_common.UNROLL_WINDOW] = int(_common.unroll_window())
     if get("triton").available(backend_name):
         from layers.aggregation.triton_kernels import tile_width
 
-        width = tile_width()
-    return {"unroll_window": unroll_window(), "tile_width": width}
+        switches[_common.TILE_WIDTH] = tile_width()
+    return switches

@@ -74,14 +74,21 @@ def generated_kernel(pooled, w_reduce, b_reduce, w_span, b_span, dtype):
     return ops.cast(ops.matmul(hidden, w_span) + b_span, dtype)  # (B, Ho, Wo, G*K*K)
 
 
+# The environment variables that build the fused kernels another way, for a
+# GPU session to time against the default from one commit (`rows_per_step`;
+# `triton_kernels.tile_width`); `aggregation.kernel_switches` reads both.
+UNROLL_WINDOW = "INVOLUTION_UNROLL_WINDOW"
+TILE_WIDTH = "INVOLUTION_TILE_WIDTH"
+
+
 def unroll_window() -> bool:
     """Whether INVOLUTION_UNROLL_WINDOW=1 asks the fused kernels to unroll
     every tap of the window (see `rows_per_step`); 0 or unset: no. Any
     other value raises ValueError, one line."""
-    value = os.environ.get("INVOLUTION_UNROLL_WINDOW", "0")
+    value = os.environ.get(UNROLL_WINDOW, "0")
     if value not in ("0", "1"):
-        raise ValueError("INVOLUTION_UNROLL_WINDOW sets how the fused kernels loop over the window: 0 (rows a loop, "
-                         f"the default) or 1 (every tap unrolled). Received: INVOLUTION_UNROLL_WINDOW={value!r}")
+        raise ValueError(f"{UNROLL_WINDOW} sets how the fused kernels loop over the window: 0 (rows a loop, "
+                         f"the default) or 1 (every tap unrolled). Received: {UNROLL_WINDOW}={value!r}")
     return value == "1"
 
 

@@ -51,7 +51,9 @@ Triton builtins only: library helpers such as `tl.zeros` or `tl.sum` are
 decorated when `triton.language` is imported and then work in one mode only
 (the reductions pass Triton's own sum as `tl.reduce`'s combine function, which
 both modes take: see `_sum`). The window arithmetic the kernels share is in
-device functions (`_DeviceFunction`), which both modes call.
+device functions (`_DeviceFunction`), which both modes call, and so is the
+loop a kernel shares with its twin that makes the weights on chip
+(`_window_sum`, `_input_gradient`).
 """
 
 from __future__ import annotations
@@ -66,7 +68,7 @@ import triton.language as tl
 from triton.runtime.interpreter import InterpretedFunction
 from triton.runtime.jit import JITFunction
 
-from layers.aggregation._common import Geometry, bottleneck_block, rows_per_step
+from layers.aggregation._common import TILE_WIDTH, Geometry, bottleneck_block, rows_per_step
 
 # The combine function of every tl.reduce here: Triton's own sum. It is a
 # JIT function like any other in compiled code, and the interpreter recognises
@@ -286,6 +288,32 @@ def _generated_weight(hidden, ws_ptr, bs_ptr, r, r_ok, t, GKK):
 
 
 @_DeviceFunction
+def _window_sum(x_ptr, x_origin, k_row, hidden, ws_ptr, bs_ptr, r, r_ok, g, c, c_ok, p_ok, ho, wo, H, W, C, GKK,
+                K: tl.constexpr, STRIDE: tl.constexpr, PAD_T, PAD_L, ROWS: tl.constexpr, BLOCK_P: tl.constexpr,
+                BLOCK_C: tl.constexpr, GENERATE: tl.constexpr):
+    """The aggregation of `_fwd_kernel` and `_fused_kernel`: the sum over the
+    window's taps of each output pixel's weight times the input there, a
+    (P, C) float32 tile. Each weight is read from the generated kernel
+    (k_row: each pixel's pointer to its group's K*K weights), or, with
+    GENERATE, made from the pixel's bottleneck (hidden, (P, R)) and W_span,
+    b_span (`_generated_weight`); the arguments of the other way are not
+    read (None)."""
+    acc = tl.full((BLOCK_P, BLOCK_C), 0.0, tl.float32)
+    for i0 in range(0, K, ROWS):  # the rows: a loop of ROWS-row steps (see the module docstring)
+        for di in tl.static_range(ROWS):  # a step's rows and each row's taps: unrolled
+            i = i0 + di
+            h_ok = _window_row(ho, p_ok, i, H, STRIDE, PAD_T)
+            for j in tl.static_range(K):
+                ok = _window_column(wo, h_ok, j, W, STRIDE, PAD_L)
+                if GENERATE:
+                    wgt = _generated_weight(hidden, ws_ptr, bs_ptr, r, r_ok, g * (K * K) + i * K + j, GKK)  # (P,)
+                else:
+                    wgt = tl.load(k_row + (i * K + j), mask=p_ok, other=0.0).to(tl.float32)  # (P,)
+                acc += wgt[:, None] * _tile(x_ptr + (i * W + j) * C, x_origin, c, ok, c_ok)  # (P, C)
+    return acc
+
+
+@_DeviceFunction
 def _input_gradient(k_ptr, h_ptr, ws_ptr, bs_ptr, dy_ptr, n_pix, H, W, C, HO, WO, CG, N_CBLK, PAD_T, PAD_L, R,
                     dx_ptr, K: tl.constexpr, STRIDE: tl.constexpr, ROWS: tl.constexpr, TILE_W: tl.constexpr,
                     BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_R: tl.constexpr, GENERATE: tl.constexpr):
@@ -294,7 +322,7 @@ def _input_gradient(k_ptr, h_ptr, ws_ptr, bs_ptr, dy_ptr, n_pix, H, W, C, HO, WO
     the phase's taps. Each tap's weight is read from the generated kernel
     (k_ptr, G*K*K per pixel), or, with GENERATE, made again from the reading
     pixel's hidden tensor (h_ptr, R per pixel) and W_span, b_span (ws_ptr,
-    bs_ptr). The pointers of the other way are not read."""
+    bs_ptr). The arguments of the other way are not read (None)."""
     g, c, c_ok = _channel_block(N_CBLK, CG, BLOCK_C)
     q, q_ok, b, h, w, i_first, j_first = _input_pixels(n_pix, H, W, PAD_T, PAD_L, STRIDE, BLOCK_P, TILE_W)
     ho0, wo0, p0 = _reader_origin(b, h, w, i_first, j_first, HO, WO, STRIDE, PAD_T, PAD_L)  # (P,) each
@@ -344,15 +372,8 @@ def _fwd_kernel(x_ptr, k_ptr, n_pix, H, W, C, HO, WO, CG, N_CBLK, PAD_T, PAD_L, 
     G = C // CG
     k_row = k_ptr + p.to(tl.int64) * (G * K * K) + g * (K * K)
     x_origin = _window_origin(b, ho, wo, H, W, STRIDE, PAD_T, PAD_L) * C  # (P,)
-    acc = tl.full((BLOCK_P, BLOCK_C), 0.0, tl.float32)
-    for i0 in range(0, K, ROWS):  # the rows: a loop of ROWS-row steps (see the module docstring)
-        for di in tl.static_range(ROWS):  # a step's rows and each row's taps: unrolled
-            i = i0 + di
-            h_ok = _window_row(ho, p_ok, i, H, STRIDE, PAD_T)
-            for j in tl.static_range(K):
-                ok = _window_column(wo, h_ok, j, W, STRIDE, PAD_L)
-                wgt = tl.load(k_row + (i * K + j), mask=p_ok, other=0.0).to(tl.float32)  # (P,)
-                acc += wgt[:, None] * _tile(x_ptr + (i * W + j) * C, x_origin, c, ok, c_ok)  # (P, C)
+    acc = _window_sum(x_ptr, x_origin, k_row, None, None, None, None, None, g, c, c_ok, p_ok, ho, wo, H, W, C, None,
+                      K, STRIDE, PAD_T, PAD_L, ROWS, BLOCK_P, BLOCK_C, False)  # (P, C)
     _put(o_ptr, p.to(tl.int64) * C, c, p_ok, c_ok, acc)
 
 
@@ -400,9 +421,8 @@ def _dx_kernel(k_ptr, dy_ptr, n_pix, H, W, C, HO, WO, CG, N_CBLK, PAD_T, PAD_L, 
     taps only (at stride 2, K = 7: 16 of 49). The loop is `_input_gradient`'s."""
     C = (C // C_DIV) * C_DIV  # = C, and the compiler now knows C_DIV divides it (see `divisibility`)
     CG = (CG // CG_DIV) * CG_DIV
-    # The generation's pointers and sizes are not read without GENERATE: the kernel's pointer stands in.
-    _input_gradient(k_ptr, k_ptr, k_ptr, k_ptr, dy_ptr, n_pix, H, W, C, HO, WO, CG, N_CBLK, PAD_T, PAD_L, 1, dx_ptr,
-                    K, STRIDE, ROWS, TILE_W, BLOCK_P, BLOCK_C, 1, False)
+    _input_gradient(k_ptr, None, None, None, dy_ptr, n_pix, H, W, C, HO, WO, CG, N_CBLK, PAD_T, PAD_L, None, dx_ptr,
+                    K, STRIDE, ROWS, TILE_W, BLOCK_P, BLOCK_C, None, False)
 
 
 def _fused_kernel(x_ptr, xg_ptr, wr_ptr, br_ptr, ws_ptr, bs_ptr,
@@ -440,15 +460,8 @@ def _fused_kernel(x_ptr, xg_ptr, wr_ptr, br_ptr, ws_ptr, bs_ptr,
 
     # 2. Each tap's weight from the bottleneck, then the aggregation.
     x_origin = _window_origin(b, ho, wo, H, W, STRIDE, PAD_T, PAD_L) * C  # (P,)
-    acc = tl.full((BLOCK_P, BLOCK_C), 0.0, tl.float32)
-    for i0 in range(0, K, ROWS):  # the rows: a loop of ROWS-row steps (see the module docstring)
-        for di in tl.static_range(ROWS):  # a step's rows and each row's taps: unrolled
-            i = i0 + di
-            h_ok = _window_row(ho, p_ok, i, H, STRIDE, PAD_T)
-            for j in tl.static_range(K):
-                ok = _window_column(wo, h_ok, j, W, STRIDE, PAD_L)
-                wgt = _generated_weight(hidden, ws_ptr, bs_ptr, r, r_ok, g * (K * K) + i * K + j, GKK)  # (P,)
-                acc += wgt[:, None] * _tile(x_ptr + (i * W + j) * C, x_origin, c, ok, c_ok)  # (P, C)
+    acc = _window_sum(x_ptr, x_origin, None, hidden, ws_ptr, bs_ptr, r, r_ok, g, c, c_ok, p_ok, ho, wo, H, W, C, GKK,
+                      K, STRIDE, PAD_T, PAD_L, ROWS, BLOCK_P, BLOCK_C, True)  # (P, C)
     _put(o_ptr, p.to(tl.int64) * C, c, p_ok, c_ok, acc)
 
 
@@ -511,8 +524,7 @@ def _dx_gen_kernel(h_ptr, ws_ptr, bs_ptr, dy_ptr, n_pix, H, W, C, HO, WO, CG, N_
     C = (C // C_DIV) * C_DIV  # = C, and the compiler now knows C_DIV divides it (see `divisibility`)
     CG = (CG // CG_DIV) * CG_DIV
     R = (R // R_DIV) * R_DIV
-    # The kernel's pointer is not read with GENERATE: the hidden tensor's stands in.
-    _input_gradient(h_ptr, h_ptr, ws_ptr, bs_ptr, dy_ptr, n_pix, H, W, C, HO, WO, CG, N_CBLK, PAD_T, PAD_L, R, dx_ptr,
+    _input_gradient(None, h_ptr, ws_ptr, bs_ptr, dy_ptr, n_pix, H, W, C, HO, WO, CG, N_CBLK, PAD_T, PAD_L, R, dx_ptr,
                     K, STRIDE, ROWS, TILE_W, BLOCK_P, BLOCK_C, BLOCK_R, True)
 
 
@@ -608,10 +620,10 @@ def tile_width() -> int:
     14 x 14 input pixels, a 64-pixel row segment 7 x 70), so that a GPU
     session can time both from one commit. A kernel argument: the two
     compile apart."""
-    value = os.environ.get("INVOLUTION_TILE_WIDTH", "0")
+    value = os.environ.get(TILE_WIDTH, "0")
     if value not in _TILE_WIDTHS:
-        raise ValueError("INVOLUTION_TILE_WIDTH sets the Triton kernels' tile width: 0 (flat tiles) or a power of "
-                         f"two up to {_TILE_WIDTHS[-1]}. Received: INVOLUTION_TILE_WIDTH={value!r}")
+        raise ValueError(f"{TILE_WIDTH} sets the Triton kernels' tile width: 0 (flat tiles) or a power of "
+                         f"two up to {_TILE_WIDTHS[-1]}. Received: {TILE_WIDTH}={value!r}")
     return int(value)
 
 

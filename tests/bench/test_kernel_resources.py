@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import importlib.util
+import re
 from unittest import mock
 
 import pytest
@@ -56,7 +57,7 @@ def test_specialisation_follows_tritons_rules():
 @pytest.mark.parametrize("implementation", ["triton", "triton_fused"])
 def test_every_triton_kernel_compiles_for_sm90(implementation, dtype, tmp_path, monkeypatch):
     monkeypatch.setenv("TRITON_CACHE_DIR", str(tmp_path))  # compiled here, not found in a cache
-    compiled = set()
+    compiled, digests = set(), set()
     for mode in ("inference", "training"):
         launches = kr.triton_launches(_case(implementation, 3 if implementation == "triton" else 4, dtype, mode))
         assert {launch.kernel for launch in launches} == KERNELS[implementation][mode]
@@ -70,7 +71,10 @@ def test_every_triton_kernel_compiles_for_sm90(implementation, dtype, tmp_path, 
             assert 0 < build.registers <= 255
             assert build.instructions > 100 and build.compile_s > 0
             assert 0 < build.occupancy <= 1
+            assert re.fullmatch("[0-9a-f]{16}", build.sass_sha1)
+            digests.add(build.sass_sha1)
     assert compiled == KERNELS[implementation]["training"] | KERNELS[implementation]["inference"]
+    assert len(digests) == len(compiled)  # each kernel its own machine code
 
 
 @pytest.mark.skipif(tb.NAME != "jax", reason="Pallas kernels are the JAX backend's")

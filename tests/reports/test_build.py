@@ -69,6 +69,7 @@ def test_report_of_a_gpu_run_compares_device_times_and_lists_throttled_cases(fix
     assert "conditions" in page.sections
     text = out.read_text()
     assert "CUDA events around each step (fixture)" in text and "NVML (fixture)" in text
+    assert "INVOLUTION_UNROLL_WINDOW=0 INVOLUTION_TILE_WIDTH=8" in text  # how its fused kernels were built
     assert "device time, L2 cold" in text
     # the throttled case is listed with its reason in the conditions section
     conditions = text[text.index('id="conditions"'):text.index('id="results"')]
