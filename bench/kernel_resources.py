@@ -1,6 +1,7 @@
 """The fused implementations' GPU kernels, built on any machine.
 
-    KERAS_BACKEND=torch python -m bench.kernel_resources [--sweep NAME] [--arch 90] [--tf32] [--out DIR]
+    KERAS_BACKEND=torch python -m bench.kernel_resources [--sweep NAME] [--arch 90] [--tf32] [--kernels K,...]
+                                                         [--out DIR]
     KERAS_BACKEND=jax   python -m bench.kernel_resources [--sweep NAME] [--out DIR]
 
 Triton's and Pallas' interpreters run the kernels' loops on a CPU, not their
@@ -311,8 +312,9 @@ def _key(launch: Launch, config) -> tuple:
 
 
 def triton_rows(cases: list[KernelCase], arch: int = DEFAULT_ARCH, tf32: bool = False,
-                all_configs: bool = True) -> Iterator[dict]:
-    """One row per distinct binary: every launch of every case, in every
+                all_configs: bool = True, kernels: set[str] | None = None) -> Iterator[dict]:
+    """One row per distinct binary: every launch of every case (of the
+    `kernels` named, if given), in every
     configuration its autotuner tries (`all_configs`) or its first. Launches
     that Triton compiles to the same binary (the RedNet stages differ only in
     sizes that are not specialised; `auto` runs `triton`'s kernels) share a
@@ -321,6 +323,8 @@ def triton_rows(cases: list[KernelCase], arch: int = DEFAULT_ARCH, tf32: bool = 
     seen: dict[tuple, dict] = {}
     for case in cases:
         for launch in triton_launches(case):
+            if kernels is not None and launch.kernel not in kernels:
+                continue
             if tf32 and "DOT_PRECISION" in launch.arguments:
                 arguments = {**launch.arguments, "DOT_PRECISION": "tf32"}
                 launch = Launch(launch.kernel, launch.jit, launch.configs, arguments)
@@ -533,6 +537,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tf32", action="store_true", help="compile tl.dot with TF32 (the paper sweep's --tf32)")
     parser.add_argument("--first-config", action="store_true",
                         help="only the autotuner's first tile configuration of each kernel")
+    parser.add_argument("--kernels", help="PyTorch: only these Triton kernels, by name, comma-separated (e.g. "
+                        "_dx_kernel,_dx_gen_kernel; to compare a change's binaries by their sass_sha1)")
     parser.add_argument("--out", type=Path, default=Path("."), help="directory for the CSV (default: .)")
     args = parser.parse_args(argv)
     if args.arch < 70:
@@ -549,6 +555,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: KERAS_BACKEND={name} has no Triton or Pallas kernel; set KERAS_BACKEND=torch or jax",
               file=sys.stderr)
         return 2
+    kernels = set(args.kernels.split(",")) if args.kernels else None
+    if kernels is not None:
+        from layers.aggregation.triton_kernels import SOURCES
+
+        known = [kernel.__name__ for kernel in SOURCES]
+        if name != "torch" or not kernels <= set(known):
+            print(f"error: --kernels takes some of {','.join(known)}, on KERAS_BACKEND=torch. "
+                  f"Received: --kernels={args.kernels} on {name}", file=sys.stderr)
+            return 2
     try:
         cases = sweep_cases(args.sweep, name) if args.sweep else rednet_cases(name, args.stride)
     except sweeps.SweepError as error:
@@ -557,7 +572,7 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     path = args.out / f"kernel-resources-{name}.csv"
     rows: list[dict] = []
-    produced = (triton_rows(cases, arch=args.arch, tf32=args.tf32, all_configs=not args.first_config)
+    produced = (triton_rows(cases, arch=args.arch, tf32=args.tf32, all_configs=not args.first_config, kernels=kernels)
                 if name == "torch" else map(functools.partial(jax_lowering, arch=args.arch), cases))
     for row in produced:
         rows.append(row)

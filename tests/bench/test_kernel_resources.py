@@ -169,3 +169,20 @@ def test_the_rednet_stages_at_a_stride():
     cases = kr.rednet_cases("torch", stride=2)
     assert cases and {case.stride for case in cases} == {2}
     assert {case[:5] for case in cases} == {case[:5] for case in kr.rednet_cases("torch")}
+
+
+@pytest.mark.skipif(tb.NAME == "tensorflow", reason="TensorFlow is refused before the kernels are looked at")
+def test_bad_kernel_names_are_refused_in_one_line(capsys):
+    """--kernels names Triton kernels, which only PyTorch builds here (JAX: their lowering)."""
+    assert kr.main(["--kernels", "_dx_kernel,_nope" if tb.NAME == "torch" else "_dx_kernel"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--kernels takes some of _fwd_kernel," in err
+    assert f"Received: --kernels={'_dx_kernel,_nope' if tb.NAME == 'torch' else '_dx_kernel'} on {tb.NAME}" in err
+
+
+@pytest.mark.skipif(tb.NAME != "torch", reason="the Triton binaries are built from PyTorch's launches")
+def test_only_the_kernels_named_are_built(tmp_path, monkeypatch):
+    monkeypatch.setenv("TRITON_CACHE_DIR", str(tmp_path))
+    rows = list(kr.triton_rows([_case("triton", 3, "float32", "training")], all_configs=False,
+                               kernels={"_dx_kernel"}))
+    assert [row["kernel"] for row in rows] == ["_dx_kernel"] and rows[0]["sass_sha1"]
