@@ -11,6 +11,12 @@
 #     kernels' 2-D pixel tiles, 8 pixels wide, to time against the default flat tiles
 #   docs/gpu/run.sh sweeps [NAME...] the timer's calibration, then each sweep (default: gpu, then
 #                                    paper with --tf32) on each of $BACKENDS, run directories under $OUT
+# A 30-minute lease holds about three 10-minute calls once the machine has started; one plan
+# (each call's rows come back even when it is cut off):
+#   call 1: TEST_LIMIT=60 docs/gpu/run.sh check; docs/gpu/run.sh targets   (issue 12's targets)
+#   call 2: BACKENDS=torch LIMIT_GPU=480 docs/gpu/run.sh sweeps gpu          (issue 11: 8 minutes a sweep)
+#   call 3: BACKENDS=jax LIMIT_GPU=480 docs/gpu/run.sh sweeps gpu
+# then, in a later lease, the `paper` sweeps and the window and tile variants of `targets`.
 # Everything it writes goes under $OUT (default: ./gpu-out); a sweep's rows are
 # appended to $OUT/<sweep>-<backend>/results.jsonl as each case finishes, so a
 # command cut off at its time limit keeps them (resume with --resume DIR).
