@@ -93,7 +93,7 @@ def _layer_rows(runner, timer, backend: str, batch: int, stage, dtype: str, mode
                     jit).normalised()
         row = {"backend": backend, "layer": layer, "implementation": impl, "resolution": resolution,
                "channels": channels, "groups": groups, "batch": batch, "dtype": dtype, "mode": mode,
-               "jit": jit, "what": "layer", **_kernel_variant(backend)}
+               "jit": jit, "what": "layer"}
         try:
             module, x = build_case(case)
             cotangent = np.random.default_rng(1).standard_normal(x.shape).astype("float32")
@@ -121,7 +121,7 @@ def _aggregation_rows(timer, backend: str, batch: int, stage, dtype: str, mode: 
     for impl in impls:
         row = {"backend": backend, "layer": "aggregation", "implementation": impl, "resolution": resolution,
                "channels": channels, "groups": groups, "batch": batch, "dtype": real_dtype, "mode": mode,
-               "what": "aggregation", "bytes": figures.bytes_aggregation, **_kernel_variant(backend)}
+               "what": "aggregation", "bytes": figures.bytes_aggregation}
         try:
             run, sync = _aggregation_step(backend, aggregation.get(impl).function(), tensors, KERNEL_SIZE, groups,
                                           mode)
@@ -330,7 +330,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("the fused kernels run on the jax and torch backends; set KERAS_BACKEND=jax or "
                      f"KERAS_BACKEND=torch. Received: KERAS_BACKEND={backend}")
     try:
-        _kernel_variant(backend)  # a bad switch: one line now, not a traceback at the first case
+        variant = _kernel_variant(backend)  # read once; a bad switch: one line now, not at the first case
     except ValueError as error:
         parser.error(str(error))
     impls = args.impls.split(",") if args.impls else [*fused, *portable_implementations(backend)]
@@ -354,6 +354,8 @@ def main(argv: list[str] | None = None) -> int:
         frame = pd.DataFrame(rows)
         frame["device_name"] = device_name
         frame["precision"] = precision
+        for key, value in variant.items():  # how the fused kernels were built, the same for every row
+            frame[key] = value
         frame.to_csv(csv_path, index=False)
 
     for stage in args.stages:

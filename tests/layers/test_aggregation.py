@@ -274,10 +274,8 @@ def test_the_whole_window_unrolled_matches_numpy(name, monkeypatch):
     """INVOLUTION_UNROLL_WINDOW=1 (every tap unrolled, as up to version v4,
     kept for timing against the row loop on a GPU) computes the same thing."""
     monkeypatch.setenv("INVOLUTION_UNROLL_WINDOW", "1")
-    if name in HIDDEN:
-        _check_forward_and_gradients(name, HIDDEN_GEOMETRIES[0], "window")  # the cheapest in the interpreter
-    else:
-        _check_forward_and_gradients(name, (1, 9, 9, 6, 5, 2, 2), "window")
+    # for HIDDEN, the cheapest geometry in the interpreter
+    _check_forward_and_gradients(name, HIDDEN_GEOMETRIES[0] if name in HIDDEN else (1, 9, 9, 6, 5, 2, 2), "window")
 
 
 TRITON = [name for name in ("triton", "triton_fused") if name in aggregation.names()]
