@@ -41,6 +41,7 @@ from __future__ import annotations
 import argparse
 import functools
 import hashlib
+import importlib.metadata
 import re
 import subprocess
 import sys
@@ -311,6 +312,13 @@ def _key(launch: Launch, config) -> tuple:
             tuple(sorted((k, str(v)) for k, v in attrs.items())), tuple(sorted(options.items())))
 
 
+def triton_version() -> str:
+    """The version of the Triton that builds the kernels here: the figures
+    are one compiler's, and the GPU machine's can differ (docs/PERF.md,
+    section 18), so each row carries it."""
+    return importlib.metadata.version("triton")
+
+
 def triton_rows(cases: list[KernelCase], arch: int = DEFAULT_ARCH, tf32: bool = False,
                 all_configs: bool = True, kernels: set[str] | None = None) -> Iterator[dict]:
     """One row per distinct binary: every launch of every case (of the
@@ -337,7 +345,8 @@ def triton_rows(cases: list[KernelCase], arch: int = DEFAULT_ARCH, tf32: bool = 
                 seen[key] = row = {**case._asdict(), "cases": 1, "rows_per_step": launch.arguments.get("ROWS"),
                                    "tile_width": launch.arguments.get("TILE_W"),
                                    "dot_precision": launch.arguments.get("DOT_PRECISION"),
-                                   "autotuned": bool(launch.configs), "arch": f"sm_{arch}", **vars(build)}
+                                   "autotuned": bool(launch.configs), "arch": f"sm_{arch}",
+                                   "triton_version": triton_version(), **vars(build)}
                 yield row
 
 
@@ -482,7 +491,7 @@ def jax_triton_lowering(case: KernelCase, arch: int = DEFAULT_ARCH) -> dict:
     return {**case._asdict(), "rows_per_step": rows_per_step(case.kernel_size), "platform": "cuda",
             "triton_calls": text.count("triton_kernel_call"),
             "kernel_names": ",".join(sorted({call.kernel for call in calls})), "lower_s": seconds,
-            "calls": calls}
+            "triton_version": triton_version(), "calls": calls}
 
 
 def jax_lowering(case: KernelCase, arch: int = DEFAULT_ARCH) -> dict:

@@ -16,7 +16,11 @@
 #   call 1: TEST_LIMIT=60 docs/gpu/run.sh check; docs/gpu/run.sh targets   (issue 12's targets)
 #   call 2: BACKENDS=torch LIMIT_GPU=480 docs/gpu/run.sh sweeps gpu          (issue 11: 8 minutes a sweep)
 #   call 3: BACKENDS=jax LIMIT_GPU=480 docs/gpu/run.sh sweeps gpu
-# then, in a later lease, the `paper` sweeps and the window and tile variants of `targets`.
+# then, in a later lease, the `paper` sweeps and the window and tile variants of `targets`. The
+# window variant compiles ten times longer (with Triton 3.6, the GPU machine's, its 126 binaries at
+# the RedNet stages took 1,133 s on the 2-core CPU machine against 115 s for the default: PERF.md
+# section 18), so it takes a call of its own per backend:
+#   OUT=$OUT/window INVOLUTION_UNROLL_WINDOW=1 BACKENDS=torch TARGET_LIMIT=560 docs/gpu/run.sh targets
 # Everything it writes goes under $OUT (default: ./gpu-out); a sweep's rows are
 # appended to $OUT/<sweep>-<backend>/results.jsonl as each case finishes, so a
 # command cut off at its time limit keeps them (resume with --resume DIR).

@@ -81,11 +81,22 @@ UNROLL_WINDOW = "INVOLUTION_UNROLL_WINDOW"
 TILE_WIDTH = "INVOLUTION_TILE_WIDTH"
 
 
+@functools.cache
+def switch(variable: str) -> str:
+    """A kernel switch's value in the environment ("0" when unset), read
+    once per process, like KERAS_BACKEND: every launch asks (PyTorch's for
+    each call), and a run records the value its kernels were built with
+    (`aggregation.kernel_switches`), which a later change to the
+    environment must not make untrue. A test that sets a switch clears
+    this cache (`switch.cache_clear()`)."""
+    return os.environ.get(variable, "0")
+
+
 def unroll_window() -> bool:
     """Whether INVOLUTION_UNROLL_WINDOW=1 asks the fused kernels to unroll
     every tap of the window (see `rows_per_step`); 0 or unset: no. Any
     other value raises ValueError, one line."""
-    value = os.environ.get(UNROLL_WINDOW, "0")
+    value = switch(UNROLL_WINDOW)
     if value not in ("0", "1"):
         raise ValueError(f"{UNROLL_WINDOW} sets how the fused kernels loop over the window: 0 (rows a loop, "
                          f"the default) or 1 (every tap unrolled). Received: {UNROLL_WINDOW}={value!r}")
@@ -113,8 +124,14 @@ def bottleneck_block(reduced: int) -> int:
 
 
 def input_channel_block(channels: int) -> int:
-    """Input channels one step of the fused kernels' reduce matmul reads."""
-    return max(16, min(64, _next_power_of_2(channels)))
+    """Input channels one step of the fused kernels' reduce matmul reads:
+    up to 32 (one 128-byte line of a float32 pixel), no longer 64. With 64,
+    Triton 3.6 (the GPU machine's) built the inference kernel at the 28 and
+    14 px RedNet stages with 255 registers a thread and 104 B to 2 KB of
+    spills in every tile, where 32 gives 96 to 176 registers and spills only
+    in the 32-pixels-a-warp tiles at 14 px (56 B); Triton 3.9 spills less
+    with 32 as well (docs/PERF.md, section 18)."""
+    return max(16, min(32, _next_power_of_2(channels)))
 
 
 @dataclass(frozen=True)

@@ -68,7 +68,7 @@ import triton.language as tl
 from triton.runtime.interpreter import InterpretedFunction
 from triton.runtime.jit import JITFunction
 
-from layers.aggregation._common import TILE_WIDTH, Geometry, bottleneck_block, rows_per_step
+from layers.aggregation._common import TILE_WIDTH, Geometry, bottleneck_block, rows_per_step, switch
 
 # The combine function of every tl.reduce here: Triton's own sum. It is a
 # JIT function like any other in compiled code, and the interpreter recognises
@@ -580,13 +580,30 @@ _BY_PHASE = (_dx_kernel, _dx_gen_kernel)
 _EXTRA_KEYS = {"_fused_kernel": ["R", "FROM_HIDDEN"], "_dx_gen_kernel": ["R"]}
 
 
+def check_interpreter() -> None:
+    """Refuse, in one line, the pair that cannot interpret the kernels:
+    Triton 3.6's interpreter takes a runtime integer (a loop bound such as
+    CG) as a one-element array and calls int() on it, which NumPy 2.4 made
+    an error (deprecated since 1.25); Triton 3.7 reads the element. Triton
+    3.6 is what PyTorch 2.11 brings, so `triton>=3.6` stays allowed."""
+    import numpy as np
+    from packaging.version import Version
+
+    if Version(triton.__version__) < Version("3.7") and Version(np.__version__) >= Version("2.4"):
+        raise RuntimeError(
+            f"Triton {triton.__version__}'s interpreter, which runs the Triton kernels on a CPU, fails with NumPy "
+            f"2.4 or later; install numpy<2.4 or triton>=3.7. Received: triton=={triton.__version__}, "
+            f"numpy=={np.__version__}")
+
+
 @functools.cache
 def compiled(interpret: bool) -> Kernels:
-    """The kernels wrapped by Triton's interpreter, or compiled for CUDA
-    (autotuned over _CONFIGS unless INVOLUTION_TRITON_AUTOTUNE=0). The
-    backward through the generation is never autotuned: its per-tile partial
-    sums are sized by BLOCK_P."""
+    """The kernels wrapped by Triton's interpreter (`check_interpreter`), or
+    compiled for CUDA (autotuned over _CONFIGS unless
+    INVOLUTION_TRITON_AUTOTUNE=0). The backward through the generation is
+    never autotuned: its per-tile partial sums are sized by BLOCK_P."""
     if interpret:
+        check_interpreter()
         return Kernels(*(InterpretedFunction(kernel) for kernel in SOURCES))
     built = []
     for kernel in SOURCES:
@@ -620,7 +637,7 @@ def tile_width() -> int:
     14 x 14 input pixels, a 64-pixel row segment 7 x 70), so that a GPU
     session can time both from one commit. A kernel argument: the two
     compile apart."""
-    value = os.environ.get(TILE_WIDTH, "0")
+    value = switch(TILE_WIDTH)
     if value not in _TILE_WIDTHS:
         raise ValueError(f"{TILE_WIDTH} sets the Triton kernels' tile width: 0 (flat tiles) or a power of "
                          f"two up to {_TILE_WIDTHS[-1]}. Received: {TILE_WIDTH}={value!r}")

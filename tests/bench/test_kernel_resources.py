@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import importlib.util
 import re
 from unittest import mock
@@ -117,6 +118,7 @@ def test_every_triton_kernel_lowers_through_jax_triton(implementation, mode, dty
     assert set(dtypes) == {"bfloat16" if dtype == "mixed_bfloat16" else "float32"}
     assert set(row["kernel_names"].split(",")) == KERNELS[implementation][mode]
     assert row["triton_calls"] == len(row["calls"]) == len(KERNELS[implementation][mode])
+    assert row["triton_version"] == importlib.metadata.version("triton")  # jax-triton's compiler
     geo = Geometry.of((1, case.resolution, case.resolution, case.channels), case.kernel_size, case.stride, 4)
     values = {**tk.sizes(geo), "N_CBLK": geo.channel_blocks, "R": case.channels // case.reduction_ratio}
     sources = dict(zip(tk.Kernels._fields, tk.SOURCES, strict=True))
@@ -182,7 +184,10 @@ def test_bad_kernel_names_are_refused_in_one_line(capsys):
 
 @pytest.mark.skipif(tb.NAME != "torch", reason="the Triton binaries are built from PyTorch's launches")
 def test_only_the_kernels_named_are_built(tmp_path, monkeypatch):
+    import triton
+
     monkeypatch.setenv("TRITON_CACHE_DIR", str(tmp_path))
     rows = list(kr.triton_rows([_case("triton", 3, "float32", "training")], all_configs=False,
                                kernels={"_dx_kernel"}))
     assert [row["kernel"] for row in rows] == ["_dx_kernel"] and rows[0]["sass_sha1"]
+    assert rows[0]["triton_version"] == triton.__version__  # the compiler the figures are of

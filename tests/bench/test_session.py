@@ -27,10 +27,10 @@ def test_the_kernel_switches_are_read_once_and_recorded(tmp_path):
 
 
 @pytest.mark.parametrize("variable, value", [("INVOLUTION_UNROLL_WINDOW", "on"), ("INVOLUTION_TILE_WIDTH", "6")])
-def test_a_bad_kernel_switch_ends_the_run_before_its_first_case(variable, value, tmp_path, monkeypatch):
+def test_a_bad_kernel_switch_ends_the_run_before_its_first_case(variable, value, tmp_path, set_switch):
     """One line, before the run directory exists, not an error row per fused
     case. On TensorFlow, which runs no fused kernel, neither is read."""
-    monkeypatch.setenv(variable, value)
+    set_switch(variable, value)
     options = Options(sweep="smoke", run_dir=str(tmp_path / "run"))
     if tb.NAME == "tensorflow":
         assert BenchSession(options, ROOT).kernel_switches == {}

@@ -111,8 +111,8 @@ def test_tiny_run_writes_rows_and_table(tmp_path, capsys):
 
 
 @pytest.mark.skipif(tb.NAME == "tensorflow", reason="the fused kernels are JAX and PyTorch code")
-def test_a_bad_tile_width_is_refused_before_any_case(tmp_path, capsys, monkeypatch):
-    monkeypatch.setenv("INVOLUTION_TILE_WIDTH", "6")
+def test_a_bad_tile_width_is_refused_before_any_case(tmp_path, capsys, set_switch):
+    set_switch("INVOLUTION_TILE_WIDTH", "6")
     with pytest.raises(SystemExit) as exit_info:
         targets.main(["--out", str(tmp_path)])
     assert exit_info.value.code == 2

@@ -270,10 +270,10 @@ def _check_forward_and_gradients(name, geometry, salt):
 
 @pytest.mark.skipif(not FUSED, reason=tb.NO_FUSED_KERNELS)
 @pytest.mark.parametrize("name", FUSED + HIDDEN)
-def test_the_whole_window_unrolled_matches_numpy(name, monkeypatch):
+def test_the_whole_window_unrolled_matches_numpy(name, set_switch):
     """INVOLUTION_UNROLL_WINDOW=1 (every tap unrolled, as up to version v4,
     kept for timing against the row loop on a GPU) computes the same thing."""
-    monkeypatch.setenv("INVOLUTION_UNROLL_WINDOW", "1")
+    set_switch("INVOLUTION_UNROLL_WINDOW", "1")
     # for HIDDEN, the cheapest geometry in the interpreter
     _check_forward_and_gradients(name, HIDDEN_GEOMETRIES[0] if name in HIDDEN else (1, 9, 9, 6, 5, 2, 2), "window")
 
@@ -284,37 +284,72 @@ TRITON = [name for name in ("triton", "triton_fused") if name in aggregation.nam
 @pytest.mark.skipif(not TRITON, reason=tb.NO_FUSED_KERNELS)
 @pytest.mark.parametrize("width, stride", [(4, 2), (32, 2), (8, 1)])
 @pytest.mark.parametrize("name", TRITON)
-def test_two_dimensional_tiles_match_numpy(name, width, stride, monkeypatch):
+def test_two_dimensional_tiles_match_numpy(name, width, stride, set_switch):
     """INVOLUTION_TILE_WIDTH=N (2-D pixel tiles, kept for timing against the
     flat ones on a GPU) computes the same thing, forward and gradients. The
     interpreter's tiles are 128 pixels: at stride 2, 4 wide cuts the output's
     6 columns (and each phase's 6 input columns) into two tiles across, 32
     wide (4 high) its 5 rows into two tiles down; at stride 1, 8 wide cuts
     the 11 columns into two."""
-    monkeypatch.setenv("INVOLUTION_TILE_WIDTH", str(width))
+    set_switch("INVOLUTION_TILE_WIDTH", str(width))
     geometry = (2, 9, 11, 4, 3, stride, 1)
     _check_forward_and_gradients(name, geometry + (2,) if name in HIDDEN else geometry, "tiles")
 
 
 @pytest.mark.skipif(not TRITON, reason=tb.NO_FUSED_KERNELS)
 @pytest.mark.parametrize("value", ["3", "64", "wide"])
-def test_a_bad_tile_width_is_refused_in_one_line(value, monkeypatch):
+def test_a_bad_tile_width_is_refused_in_one_line(value, set_switch):
     from layers.aggregation import triton_kernels
 
-    monkeypatch.setenv("INVOLUTION_TILE_WIDTH", value)
+    set_switch("INVOLUTION_TILE_WIDTH", value)
     with pytest.raises(ValueError, match=rf"^INVOLUTION_TILE_WIDTH .* Received: INVOLUTION_TILE_WIDTH='{value}'$"):
         triton_kernels.tile_width()
 
 
 @pytest.mark.parametrize("value", ["yes", "2", ""])
-def test_a_bad_unroll_switch_is_refused_in_one_line(value, monkeypatch):
+def test_a_bad_unroll_switch_is_refused_in_one_line(value, set_switch):
     """Only 0 and 1 are read: "yes" must not mean no silently."""
     from layers.aggregation._common import rows_per_step
 
-    monkeypatch.setenv("INVOLUTION_UNROLL_WINDOW", value)
+    set_switch("INVOLUTION_UNROLL_WINDOW", value)
     with pytest.raises(ValueError, match=rf"^INVOLUTION_UNROLL_WINDOW .* Received: \w+='{value}'$"):
         rows_per_step(7)
-    monkeypatch.setenv("INVOLUTION_UNROLL_WINDOW", "1")
+    set_switch("INVOLUTION_UNROLL_WINDOW", "1")
     assert rows_per_step(7) == 7
-    monkeypatch.delenv("INVOLUTION_UNROLL_WINDOW")
+    set_switch("INVOLUTION_UNROLL_WINDOW", None)
     assert rows_per_step(7) == 1
+
+
+def test_the_switches_are_read_once_a_process(set_switch, monkeypatch):
+    """What a run records (`aggregation.kernel_switches`) stays what its
+    kernels are built with, whatever the environment says later."""
+    from layers.aggregation._common import rows_per_step
+
+    set_switch("INVOLUTION_UNROLL_WINDOW", "1")
+    assert rows_per_step(7) == 7
+    monkeypatch.setenv("INVOLUTION_UNROLL_WINDOW", "0")
+    assert rows_per_step(7) == 7
+    assert aggregation.kernel_switches().get("INVOLUTION_UNROLL_WINDOW", 1) == 1  # TensorFlow: none
+
+
+@pytest.mark.skipif(not TRITON, reason=tb.NO_FUSED_KERNELS)
+@pytest.mark.parametrize("triton_version, numpy_version, refused", [
+    ("3.6.0", "2.4.0", True), ("3.6.0", "2.3.5", False), ("3.7.0", "2.4.6", False)])
+def test_tritons_interpreter_is_refused_with_a_numpy_it_cannot_run_with(triton_version, numpy_version, refused,
+                                                                      monkeypatch):
+    """Triton 3.6's interpreter and NumPy 2.4 fail at the first loop with a
+    runtime bound, deep in the interpreter: one line says so instead."""
+    import numpy
+    import triton
+
+    from layers.aggregation import triton_kernels
+
+    monkeypatch.setattr(triton, "__version__", triton_version)
+    monkeypatch.setattr(numpy, "__version__", numpy_version)
+    if not refused:
+        triton_kernels.check_interpreter()
+        return
+    with pytest.raises(RuntimeError, match=rf"^Triton {triton_version}'s interpreter, .* install numpy<2.4 or "
+                                           rf"triton>=3.7. Received: triton=={triton_version}, "
+                                           rf"numpy=={numpy_version}$"):
+        triton_kernels.check_interpreter()

@@ -84,7 +84,9 @@ def _fused_pair_case(name: str, salt: str):
     return x, dy, fused, unfused
 
 
-# Odd sizes, strides 1-3, groups of 1 to 64 channels, reduced widths 1 to 16
+# Odd sizes, strides 1-3, groups of 1 to 64 channels, reduced widths 1 to 24,
+# inputs read in two steps of the reduce matmul (`input_channel_block`: 32
+# channels a step), the second one full (C = 64) or partial (C = 48)
 # (b, h, w, c, k, s, g, r).
 GENERATION_GEOMETRIES = [
     (2, 9, 8, 8, 3, 1, 2, 4),
@@ -92,7 +94,7 @@ GENERATION_GEOMETRIES = [
     (2, 7, 7, 3, 3, 3, 1, 4),
     (1, 6, 7, 64, 3, 1, 1, 4),
     (1, 5, 5, 8, 3, 2, 8, 4),
-    (1, 7, 6, 32, 7, 1, 2, 2),
+    (1, 7, 6, 48, 7, 1, 2, 2),
 ]
 
 
