@@ -243,11 +243,13 @@ def _specialised(launch: Launch, config) -> tuple[dict, dict, dict, dict]:
     from triton.backends.compiler import BaseBackend
     from triton.runtime.jit import native_specialize_impl
 
+    from layers.aggregation.triton_kernels import FP_FUSION
+
     arguments = dict(launch.arguments)
-    options = {}
+    options = {"enable_fp_fusion": FP_FUSION}  # as the launchers pass it
     if config is not None:
         arguments.update(config.kwargs)
-        options = {"num_warps": config.num_warps, "num_stages": config.num_stages}
+        options |= {"num_warps": config.num_warps, "num_stages": config.num_stages}
     signature, constexprs, attrs = {}, {}, {}
     for index, param in enumerate(launch.jit.params):
         value = arguments[param.name]

@@ -12,18 +12,22 @@
 #   docs/gpu/run.sh sweeps [NAME...] the timer's calibration, then each sweep (default: gpu, then
 #                                    paper with --tf32) on each of $BACKENDS, run directories under $OUT
 # A 30-minute lease holds about three 10-minute calls once the machine has started; one plan
-# (each call's rows come back even when it is cut off):
-#   call 1: TEST_LIMIT=60 docs/gpu/run.sh check; docs/gpu/run.sh targets   (issue 12's targets)
-#   call 2: BACKENDS=torch LIMIT_GPU=480 docs/gpu/run.sh sweeps gpu          (issue 11: 8 minutes a sweep)
-#   call 3: BACKENDS=jax LIMIT_GPU=480 docs/gpu/run.sh sweeps gpu
-# then, in a later lease, the `paper` sweeps and the window and tile variants of `targets`. The
-# window variant compiles ten times longer (with Triton 3.6, the GPU machine's, its 126 binaries at
-# the RedNet stages took 1,133 s on the 2-core CPU machine against 115 s for the default: PERF.md
+# (each call's rows come back even when it is cut off; a call runs 600 s at most):
+#   call 1: TARGET_LIMIT=270 docs/gpu/run.sh targets   (issue 12's targets, PyTorch then JAX; each
+#           checks its aggregation against shiftsum's on the GPU)
+#   call 2: BACKENDS=torch LIMIT_GPU=450 docs/gpu/run.sh sweeps gpu   (issue 11: 8 minutes a sweep;
+#           the calibration before it takes up to 120 s)
+#   call 3: BACKENDS=jax LIMIT_GPU=450 docs/gpu/run.sh sweeps gpu
+# In a later lease: `check` (the kernels' tests compiled for the GPU: five pytest runs of up to
+# TEST_LIMIT s each), the `paper` sweeps, and the window and tile variants of `targets`. The window
+# variant compiles ten times longer (with Triton 3.6, the GPU machine's, its 126 binaries at the
+# RedNet stages took 1,133 s on the 2-core CPU machine against 115 s for the default: PERF.md
 # section 18), so it takes a call of its own per backend:
 #   OUT=$OUT/window INVOLUTION_UNROLL_WINDOW=1 BACKENDS=torch TARGET_LIMIT=560 docs/gpu/run.sh targets
-# Everything it writes goes under $OUT (default: ./gpu-out); a sweep's rows are
-# appended to $OUT/<sweep>-<backend>/results.jsonl as each case finishes, so a
-# command cut off at its time limit keeps them (resume with --resume DIR).
+# Everything it writes goes under $OUT (default: ./gpu-out). A sweep appends its rows to its run
+# directory's results.jsonl as each case finishes, and the directory is copied to
+# $OUT/<sweep>-<backend> every 20 s and at the end, so a command cut off at its time limit keeps
+# them (resume with --resume DIR).
 set -uo pipefail
 OUT=${OUT:-$PWD/gpu-out}
 mkdir -p "$OUT"
@@ -91,9 +95,14 @@ temperature.gpu,power.draw,power.limit --format=csv; } >> "$logfile" 2>&1
         start=(--run-dir "$dir")
         [ -f "$dir/run.json" ] && start=(--resume "$dir")
         log "sweep $sweep ${extra[*]} ${start[*]} on $backend (limit ${!limit_var:-480} s)" | tee -a "$logfile"
+        # A copy every 20 s as well, so that a call the GPU tool cuts off at its own limit (which
+        # leaves no time for the copy after the sweep) still brings back the rows finished so far.
+        ( while sleep 20; do [ -d "$dir" ] && mkdir -p "$OUT/$sweep-$backend" && cp -r "$dir/." "$OUT/$sweep-$backend/"; done ) &
+        copier=$!
         KERAS_BACKEND=$backend timeout "${!limit_var:-480}" python3 -m pytest bench --benchmark-only -q \
           -p no:cacheprovider --sweep "$sweep" "${extra[@]}" "${start[@]}" --no-report \
           --benchmark-columns=median,rounds 2>&1 | grep -v "^test_case\[" | tail -40 | tee -a "$logfile"
+        kill "$copier" 2>/dev/null; wait "$copier" 2>/dev/null
         log "end of sweep $sweep on $backend: $(wc -l < "$dir/results.jsonl") rows" | tee -a "$logfile"
         rm -rf "${OUT:?}/$sweep-$backend" && cp -r "$dir" "$OUT/$sweep-$backend"
       done

@@ -185,8 +185,9 @@ def kernel_switches(backend_name: str | None = None) -> dict[str, int]:
     times against each other, those that apply there: INVOLUTION_UNROLL_WINDOW
     (`_common.rows_per_step`) where a fused kernel runs, INVOLUTION_TILE_WIDTH
     (`triton_kernels.tile_width`) where the Triton kernels run; none on
-    TensorFlow. Reading them checks them: a bad value raises ValueError, one
-    line, which a sweep and `bench.targets` give before their first case."""
+    TensorFlow. The environment is read once per process (`_common.switch`),
+    and reading them checks them: a bad value raises ValueError, one line,
+    which a sweep and `bench.targets` give before their first case."""
     from layers.aggregation import _common
 
     switches = {}

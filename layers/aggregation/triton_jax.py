@@ -131,7 +131,7 @@ def _compiled_call(name: str, geo: Geometry, pixels: int, programs: int, inputs:
     constants = {key: value for key, value in arguments.items() if key not in order}
     result = jax_triton.triton_call(
         *positional, kernel=kernel, out_shape=list(outputs.values()), grid=tk.grid(kernel, geo, pixels, programs),
-        name=name, **tk.constants(kernel, geo), **constants)
+        name=name, enable_fp_fusion=tk.FP_FUSION, **tk.constants(kernel, geo), **constants)
     return tuple(result)
 
 

@@ -684,10 +684,19 @@ def constants(kernel, geo: Geometry) -> dict:
     return chosen if autotuned(kernel) else {**chosen, "BLOCK_P": geo.block_p}
 
 
+# Triton contracts a * b + c into one fused multiply-add unless told not to.
+# Every kernel so far was built with it (the default up to Triton 3.9, which
+# warns that 3.10 turns it off): pinned on, so that a newer Triton changes
+# neither the binaries nor their rounding without a commit that says so. The
+# launchers (`launch`, `triton_jax`) and `bench.kernel_resources` pass it.
+FP_FUSION = True
+
+
 def launch(kernel, geo: Geometry, pixels: int, programs: int, **arguments) -> None:
     """Launch with Triton's own launcher, every argument by name (tensors
-    with `data_ptr`, as Triton takes them)."""
-    kernel[grid(kernel, geo, pixels, programs)](**constants(kernel, geo), **arguments)
+    with `data_ptr`, as Triton takes them); the interpreter ignores the
+    compiler's options."""
+    kernel[grid(kernel, geo, pixels, programs)](**constants(kernel, geo), **arguments, enable_fp_fusion=FP_FUSION)
 
 
 def divisibility(n: int) -> int:
