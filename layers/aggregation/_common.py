@@ -126,11 +126,10 @@ def bottleneck_block(reduced: int) -> int:
 def input_channel_block(channels: int) -> int:
     """Input channels one step of the fused kernels' reduce matmul reads:
     up to 32 (one 128-byte line of a float32 pixel), no longer 64. With 64,
-    Triton 3.6 (the GPU machine's) built the inference kernel at the 28 and
-    14 px RedNet stages with 255 registers a thread and 104 B to 2 KB of
-    spills in every tile, where 32 gives 96 to 176 registers and spills only
-    in the 32-pixels-a-warp tiles at 14 px (56 B); Triton 3.9 spills less
-    with 32 as well (docs/PERF.md, section 18)."""
+    Triton 3.6 (the GPU machine's) spilled up to 2 KB a thread in the
+    inference kernel at the 14 px RedNet stage (every tile) and at 28 px (32
+    pixels a warp); with 32, 56 B at most, and Triton 3.9 spills less too
+    (docs/PERF.md, section 18)."""
     return max(16, min(32, _next_power_of_2(channels)))
 
 
