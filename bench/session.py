@@ -298,10 +298,12 @@ class BenchSession:
             cotangent = rng.standard_normal(tuple(out_shape)).astype("float32")
             compute_dtype = keras.DTypePolicy(case.dtype).compute_dtype
             cache_before = self._cache_counts()
+            tiles_before, _ = self.runner.autotuner_choices()
             step = self.runner.prepare(case, module, x, cotangent, compute_dtype if case.kind == "layer" else "float32")
             if self.overhead_per_round is None:
                 self.overhead_per_round = timing.harness_overhead(step.sync)
             warm = timing.warm_up(step.round)
+            row.update(tiles_tuned(tiles_before, *self.runner.autotuner_choices()))  # tuned in the warm-up
             if self.inject and self.inject.search(case.id):
                 raise RuntimeError("failure injected by --bench-inject-failure (a test of the harness)")
             if benchmark.enabled:
@@ -506,6 +508,17 @@ def memory_check(case: Case, out_shape, row: dict) -> dict:
             f"{'output and gradients' if case.mode == 'training' else 'output'} take: the measurement "
             f"({row.get('peak_memory_source')}) missed the step's memory"))
     return fields
+
+
+def tiles_tuned(before: dict | None, after: dict | None, source: str) -> dict:
+    """The autotuner's choices this case made, those not made before it:
+    "kernel tile" pairs, sorted ("" when it tuned nothing, e.g. a geometry
+    an earlier case tuned); None, with the reason, where none can be read.
+    Over a run, every choice appears once."""
+    if after is None:
+        return {"triton_tiles_tuned": None, "triton_tiles_source": source}
+    made = sorted(f"{kernel} {tile}" for (kernel, key), tile in after.items() if (kernel, key) not in (before or {}))
+    return {"triton_tiles_tuned": ", ".join(made), "triton_tiles_source": source}
 
 
 def record_rounds(benchmark, seconds) -> None:

@@ -86,6 +86,13 @@ class Runner:
         """A `Flush` writing at least twice the L2 (GPUs only)."""
         return None
 
+    def autotuner_choices(self) -> tuple[dict | None, str]:
+        """The tiles the fused kernels' autotuner has chosen so far in this
+        process ({(kernel, key): tile}, `triton_kernels.autotuner_choices`)
+        and where they come from; None with the reason where none can be
+        read."""
+        return None, "none: no autotuned kernels on this backend"
+
     def prepare(self, case: Case, module, x: np.ndarray, cotangent: np.ndarray, dtype: str) -> Step:
         """x: float32 input, cast to `dtype` on the device; cotangent: the
         output gradient of a training step."""

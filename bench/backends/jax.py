@@ -55,6 +55,10 @@ class JaxRunner(Runner):
         return timing.BackToBackTiming(jax.block_until_ready,
                                        source="n jitted steps dispatched back to back per round, round time / n"), ""
 
+    def autotuner_choices(self):
+        return None, ("none: jax-triton hands every tile to XLA, which picks one at the first run "
+                      "without reporting it")
+
     def l2_flush(self) -> timing.Flush | None:
         if self.device_kind() != "gpu":
             return None

@@ -75,6 +75,13 @@ class TorchRunner(Runner):
         buffer = torch.empty(nbytes, dtype=torch.uint8, device="cuda")
         return timing.Flush(run=buffer.zero_, nbytes=nbytes, l2_bytes=l2)
 
+    def autotuner_choices(self):
+        if self.device_kind() != "gpu":
+            return None, "none: a CPU run (Triton's interpreter runs the kernels, untuned)"
+        from layers.aggregation import triton_kernels
+
+        return triton_kernels.autotuner_choices(), "Triton's autotuner, in this process"
+
     def prepare(self, case: Case, module, x: np.ndarray, cotangent: np.ndarray, dtype: str) -> Step:
         device = get_device()
         xt = torch.tensor(x, device=device).to(getattr(torch, dtype))

@@ -620,6 +620,16 @@ def autotuned(kernel) -> bool:
     return isinstance(kernel, triton.runtime.Autotuner)
 
 
+def autotuner_choices() -> dict[tuple[str, tuple], str]:
+    """Every tile Triton's autotuner has chosen in this process: {(kernel
+    name, autotuning key): "BLOCK_P x warps"}, e.g. "64x4". Empty until a
+    launch on CUDA has been tuned (the interpreter does not tune). A sweep
+    records each choice with the case that made it, so that a GPU run says
+    which tiles ever win, the evidence for pruning the others."""
+    return {(_source(kernel).__name__, key): f"{config.kwargs['BLOCK_P']}x{config.num_warps}"
+            for kernel in compiled(False) if autotuned(kernel) for key, config in kernel.cache.items()}
+
+
 def _source(kernel):
     """The Python function under an Autotuner, JITFunction or InterpretedFunction."""
     while hasattr(kernel, "fn"):

@@ -82,6 +82,7 @@ def test_every_field_present_and_plausible(smoke_run):
         assert all(row[f] is None for f in ("gpu_sm_clock_mhz", "gpu_temperature_c", "gpu_power_w", "throttled",
                                             "throttle_reasons"))
         assert row["gpu_conditions_source"].startswith("none: a CPU run")
+        assert row["triton_tiles_tuned"] is None and row["triton_tiles_source"].startswith("none: ")
         assert row["stopped_by"] in ("precision", "time", "rounds")
 
 

@@ -7,7 +7,7 @@ import pytest
 
 from bench.cases import Case
 from bench.options import UsageError
-from bench.session import BenchSession, Options, memory_check
+from bench.session import BenchSession, Options, memory_check, tiles_tuned
 from tests import backend as tb
 from tests.bench.conftest import ROOT
 
@@ -121,3 +121,16 @@ def test_auto_gets_the_figures_of_the_implementation_it_ran(tmp_path):
     figures = counting.layer_figures("involution", resolved, batch=2, resolution=8, channels=8, kernel_size=3,
                                      stride=1, groups=2, reduction_ratio=2, mode="training")
     assert row["largest_intermediate_bytes"] == figures.largest_intermediate_bytes
+
+
+def test_a_case_records_the_tiles_its_autotuning_chose():
+    """Only the choices the case made: a geometry tuned by an earlier case
+    is not its choice, so over a run each choice appears once."""
+    before = {("_fwd_kernel", (3136, 64)): "64x4"}
+    after = {**before, ("_dx_kernel", (3136, 64)): "128x8", ("_dk_kernel", (3136, 64)): "32x2"}
+    source = "Triton's autotuner, in this process"
+    assert tiles_tuned(before, after, source) == {"triton_tiles_tuned": "_dk_kernel 32x2, _dx_kernel 128x8",
+                                                  "triton_tiles_source": source}
+    assert tiles_tuned(before, before, source)["triton_tiles_tuned"] == ""  # nothing new
+    assert tiles_tuned(None, None, "none: a CPU run") == {"triton_tiles_tuned": None,
+                                                          "triton_tiles_source": "none: a CPU run"}

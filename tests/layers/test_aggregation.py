@@ -353,3 +353,22 @@ def test_tritons_interpreter_is_refused_with_a_numpy_it_cannot_run_with(triton_v
                                            rf"triton>=3.7. Received: triton=={triton_version}, "
                                            rf"numpy=={numpy_version}$"):
         triton_kernels.check_interpreter()
+
+
+@pytest.mark.skipif(not TRITON, reason=tb.NO_FUSED_KERNELS)
+def test_the_autotuners_choices_are_read_by_kernel_and_key():
+    """What a sweep records per case (`bench.session.tiles_tuned`): the
+    compiled kernels' Autotuners exist without a GPU; a choice is put in one
+    as Triton's autotuner stores it."""
+    from layers.aggregation import triton_kernels
+
+    forward = triton_kernels.compiled(False).forward
+    key = (3136, 64, 16, 7, 1, "torch.float32")
+    forward.cache[key] = triton_kernels._CONFIGS[1]
+    try:
+        config = triton_kernels._CONFIGS[1]
+        assert triton_kernels.autotuner_choices()[("_fwd_kernel", key)] == \
+            f"{config.kwargs['BLOCK_P']}x{config.num_warps}"
+    finally:
+        del forward.cache[key]
+    assert ("_fwd_kernel", key) not in triton_kernels.autotuner_choices()
