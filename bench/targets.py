@@ -83,7 +83,7 @@ def _layer_rows(runner, timer, backend: str, batch: int, stage, dtype: str, mode
     import keras
 
     from bench.cases import Case
-    from bench.session import build_case
+    from bench.session import build_case, tiles_tuned
 
     resolution, channels, groups = stage
     rows = []
@@ -98,8 +98,10 @@ def _layer_rows(runner, timer, backend: str, batch: int, stage, dtype: str, mode
             module, x = build_case(case)
             cotangent = np.random.default_rng(1).standard_normal(x.shape).astype("float32")
             compute = keras.DTypePolicy(dtype).compute_dtype
+            tiles_before, _ = runner.autotuner_choices()
             step = runner.prepare(case, module, x, cotangent, compute)
             row.update(time_step(timer, step.run, step.sync), status="ok")
+            row.update(tiles_tuned(tiles_before, *runner.autotuner_choices()))  # which tiles won, for pruning
         except Exception as error:  # one failing variant must not hide the others
             row.update(status=runner.classify(error), error=f"{type(error).__name__}: {error}"[:500])
         rows.append(row)

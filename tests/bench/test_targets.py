@@ -108,6 +108,8 @@ def test_tiny_run_writes_rows_and_table(tmp_path, capsys):
     assert aggregation["bytes"] == 4 * (36 * 4 + 36 * 2 * 49 + 36 * 4)
     assert "aggregation float32 forward" in capsys.readouterr().out
     assert set(frame.rows_per_step) == {1} and set(frame.tile_width) == {0}  # the kernels' defaults
+    layers = frame[frame.what == "layer"]
+    assert layers.triton_tiles_tuned.isna().all() and layers.triton_tiles_source.str.startswith("none: ").all()
 
 
 @pytest.mark.skipif(tb.NAME == "tensorflow", reason="the fused kernels are JAX and PyTorch code")
