@@ -314,6 +314,7 @@ def _key(launch: Launch, config) -> tuple:
             tuple(sorted((k, str(v)) for k, v in attrs.items())), tuple(sorted(options.items())))
 
 
+@functools.cache
 def triton_version() -> str:
     """The version of the Triton that builds the kernels here: the figures
     are one compiler's, and the GPU machine's can differ (docs/PERF.md,

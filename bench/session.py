@@ -514,7 +514,8 @@ def tiles_tuned(before: dict | None, after: dict | None, source: str) -> dict:
     """The autotuner's choices this case made, those not made before it:
     "kernel tile" pairs, sorted ("" when it tuned nothing, e.g. a geometry
     an earlier case tuned); None, with the reason, where none can be read.
-    Over a run, every choice appears once."""
+    Each choice appears once per process: once per pass, and again after
+    a crash's restart (the autotuner's cache lives in the process)."""
     if after is None:
         return {"triton_tiles_tuned": None, "triton_tiles_source": source}
     made = sorted(f"{kernel} {tile}" for (kernel, key), tile in after.items() if (kernel, key) not in (before or {}))

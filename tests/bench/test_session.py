@@ -125,7 +125,7 @@ def test_auto_gets_the_figures_of_the_implementation_it_ran(tmp_path):
 
 def test_a_case_records_the_tiles_its_autotuning_chose():
     """Only the choices the case made: a geometry tuned by an earlier case
-    is not its choice, so over a run each choice appears once."""
+    is not its choice, so each choice appears once per process."""
     before = {("_fwd_kernel", (3136, 64)): "64x4"}
     after = {**before, ("_dx_kernel", (3136, 64)): "128x8", ("_dk_kernel", (3136, 64)): "32x2"}
     source = "Triton's autotuner, in this process"
