@@ -15,6 +15,8 @@ import argparse
 import json
 import sys
 
+from bench import keras_backend
+
 
 def _copy_step(backend: str, nbytes: int):
     """run(): one copy of nbytes on the device (asynchronous where the device is)."""
@@ -48,6 +50,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.mib < 1 or args.time <= 0:
         parser.error(f"--mib and --time must be positive. Received: --mib={args.mib} --time={args.time}")
+    if keras_backend.problem():
+        parser.error(keras_backend.problem())
 
     from bench import backends, machine, timing
 

@@ -467,14 +467,36 @@ def _lowered(case: KernelCase) -> tuple[str, float]:
     return text, time.perf_counter() - start
 
 
-def pallas_lowering(case: KernelCase) -> dict:
+@contextmanager
+def _abstract_gpu(arch: int) -> Iterator[None]:
+    """Pallas' Triton lowering for a GPU of compute capability `arch`, on any
+    machine. JAX 0.11 asks the mesh's device for the capability and, with no
+    GPU, refuses unless an abstract GPU stands in; JAX 0.10 takes 9.0 itself."""
+    try:
+        from jax._src.pallas.triton import gpu_info
+    except ImportError:  # JAX 0.10: no device needed
+        yield
+        return
+    import jax
+
+    # JAX's own table of GPUs and their capabilities (jax/_src/pallas/triton/gpu_info.py)
+    kinds = [str(v) for v in gpu_info.GpuVersion if gpu_info.get_gpu_info_from_version(v).compute_capability == arch]
+    if not kinds:
+        raise ValueError(f"--arch: JAX knows no GPU of compute capability {arch}. Received: --arch={arch}")
+    device = jax.sharding.AbstractDevice(device_kind=kinds[0], num_cores=None, platform="gpu")
+    with jax.sharding.use_abstract_mesh(jax.sharding.AbstractMesh((), (), abstract_device=device)):
+        yield
+
+
+def pallas_lowering(case: KernelCase, arch: int = DEFAULT_ARCH) -> dict:
     """Lower one Involution layer call (JAX) for CUDA with its Pallas kernels
     compiled, not interpreted: Pallas' Triton lowering runs here, on any
     machine. Returns the row: how many Triton kernels the program calls."""
     from layers.aggregation import pallas_kernels
     from layers.aggregation._common import rows_per_step
 
-    with mock.patch.object(pallas_kernels, "_interpret", lambda: False):  # every Pallas call goes through it
+    # every Pallas call goes through _interpret
+    with mock.patch.object(pallas_kernels, "_interpret", lambda: False), _abstract_gpu(arch):
         text, seconds = _lowered(case)
     names = re.findall(r'name = \\?"(\w+)', text)  # the Pallas kernels' names in the calls' configs
     return {**case._asdict(), "rows_per_step": rows_per_step(case.kernel_size), "platform": "cuda",
@@ -501,7 +523,7 @@ def jax_lowering(case: KernelCase, arch: int = DEFAULT_ARCH) -> dict:
     """The row of one JAX case: Pallas' lowering, or jax-triton's (the
     kernels it called, in a count, for the CSV)."""
     if case.implementation.startswith("pallas"):
-        return pallas_lowering(case)
+        return pallas_lowering(case, arch)
     row = jax_triton_lowering(case, arch)
     calls = row.pop("calls")
     return {**row, "autotuned_configs": sum(call.configs for call in calls),
@@ -535,9 +557,8 @@ def summary(rows: list[dict], backend: str) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     import pandas as pd
-    from keras import backend
 
-    from bench import sweeps
+    from bench import keras_backend, sweeps
 
     parser = argparse.ArgumentParser(prog="python -m bench.kernel_resources", description=__doc__.split("\n\n")[0])
     parser.add_argument("--sweep", help="build the kernels of this sweep's involution layer cases (a built-in "
@@ -562,6 +583,11 @@ def main(argv: list[str] | None = None) -> int:
               f"Received: --stride={args.stride}" + (f" with --sweep={args.sweep}" if args.sweep else ""),
               file=sys.stderr)
         return 2
+    if keras_backend.problem():
+        print(f"error: {keras_backend.problem()}", file=sys.stderr)
+        return 2
+    from keras import backend
+
     name = backend.backend()
     if name not in ("torch", "jax"):
         print(f"error: KERAS_BACKEND={name} has no Triton or Pallas kernel; set KERAS_BACKEND=torch or jax",

@@ -12,7 +12,7 @@ import os
 import re
 from pathlib import Path
 
-from bench import sweeps
+from bench import keras_backend, sweeps
 from bench.rundir import RunDir
 
 
@@ -87,6 +87,9 @@ def same_kernels(meta: dict, switches: dict, path: str) -> None:
 
 def check(config) -> None:
     """Everything about the options that needs no framework (raises UsageError)."""
+    message = keras_backend.problem()  # a backend Keras cannot load fails deep inside `import keras`
+    if message:
+        raise UsageError(message)
     get = config.getoption
     parse_shard(get("--shard"))
     positive("--bench-time", get("--bench-time"))

@@ -35,7 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench import datasets, rundir
+from bench import datasets, keras_backend, rundir
 
 BATCH = 256
 SHUFFLE_BUFFER = 256
@@ -197,6 +197,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.limit is not None and args.limit < 1:
         print(f"error: --limit must be at least 1. Received: --limit={args.limit}", file=sys.stderr)
+        return 2
+    if keras_backend.problem():
+        print(f"error: {keras_backend.problem()}", file=sys.stderr)
         return 2
     try:
         data, folder = datasets.load(args.dataset, args.data, download=args.download)

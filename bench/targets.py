@@ -29,6 +29,8 @@ from pathlib import Path
 
 import numpy as np
 
+from bench import keras_backend
+
 STAGES = ((56, 64, 4), (28, 128, 8), (14, 256, 16))  # (resolution, channels, groups)
 KERNEL_SIZE = 7
 REDUCTION = 4
@@ -317,6 +319,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.batch < 1 or args.min_rounds < 1 or args.time <= 0:
         parser.error(f"--batch, --min-rounds and --time must be positive. Received: --batch={args.batch} "
                      f"--min-rounds={args.min_rounds} --time={args.time}")
+    if keras_backend.problem():
+        parser.error(keras_backend.problem())
 
     import keras
     import pandas as pd

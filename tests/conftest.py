@@ -7,6 +7,14 @@ from collections.abc import Callable, Iterator
 import pytest
 
 
+def pytest_configure(config):
+    from bench import keras_backend
+
+    message = keras_backend.problem()  # one line instead of a traceback from deep inside `import keras`
+    if message:
+        raise pytest.UsageError(message)
+
+
 @pytest.fixture
 def set_switch(monkeypatch) -> Iterator[Callable[[str, str | None], None]]:
     """set_switch(variable, value) sets a kernel switch (INVOLUTION_UNROLL_WINDOW,

@@ -19,7 +19,7 @@ from typing import Any
 import keras
 import numpy as np
 
-from bench import machine
+from bench import keras_backend, machine
 from bench.cases import Case
 from bench.timing import DeviceTiming, Flush
 
@@ -140,7 +140,7 @@ class Runner:
         return "error"
 
 
-_MODULES = {"tensorflow": "bench.backends.tensorflow", "jax": "bench.backends.jax", "torch": "bench.backends.torch"}
+_MODULES = {name: f"bench.backends.{name}" for name in keras_backend.SUPPORTED}
 _current: Runner | None = None
 
 
