@@ -179,7 +179,7 @@ def precompile(cases: list, workers: int, cache_dir: str | Path, run_dir: Path, 
     if failed:
         line += f"; {failed} failed (the sweep compiles those itself, see {LOG_FILE.format(index='*')})"
     if stopped:
-        line += f"; {stopped} process(es) stopped after {timeout_s:.0f} s"
+        line += f"; {stopped} process(es) stopped after {timeout_s:g} s"
     return line
 
 

@@ -69,6 +69,9 @@ def pytest_addoption(parser):
                     help="JAX, PyTorch: first compile the cases still to run in N processes into the "
                          "compilers' persistent caches (XLA; Triton, TorchInductor), then time them with "
                          "code loaded from there (default 0: off)")
+    group.addoption("--precompile-time", type=float, metavar="SECONDS",
+                    help="with --precompile: stop the workers after SECONDS and start timing; the sweep "
+                         "compiles the cases they did not reach (default: the case timeout)")
     group.addoption("--compile-cache", metavar="DIR",
                     help="JAX, PyTorch: compile through persistent caches under DIR (default with "
                          f"--precompile: {compile_cache.DEFAULT_DIR})")
@@ -143,6 +146,7 @@ def _configure(config, BenchSession, Options, UsageError):  # noqa: N803 (classe
         case_timeout=config.getoption("--case-timeout"), thread_policy=config.stash.get(_POLICY, None),
         allow_other_commit=config.getoption("--allow-other-commit"), passes=config.getoption("--passes"),
         precompile=config.getoption("--precompile"), compile_cache=config.getoption("--compile-cache"),
+        precompile_time=config.getoption("--precompile-time"),
     )
     try:
         session = BenchSession(options, config.rootpath)

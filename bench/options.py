@@ -94,6 +94,7 @@ def check(config) -> None:
     parse_shard(get("--shard"))
     positive("--bench-time", get("--bench-time"))
     positive("--case-timeout", get("--case-timeout"))
+    positive("--precompile-time", get("--precompile-time"))
     if get("--passes") is not None and get("--passes") < 1:
         raise UsageError(f"--passes takes a count of 1 or more. Received: --passes={get('--passes')}")
     if get("--threads") is not None and get("--threads") < 1:

@@ -57,6 +57,7 @@ class Options:
     passes: int | None = None
     precompile: int = 0  # worker processes compiling the cases ahead (JAX, PyTorch)
     compile_cache: str | None = None  # the compilers' persistent caches (default with precompile)
+    precompile_time: float | None = None  # seconds the workers may take (default: the case timeout)
 
 
 @dataclass
@@ -161,7 +162,8 @@ class BenchSession:
         cases = [case for case, reason in self.cases
                  if reason is None and case.id not in self.finished and self.runner.compiles(case)]
         line = compile_cache.precompile(cases, self.options.precompile, self.compile_cache_dir, self.run_dir.path,
-                                        timeout_s=self.case_timeout, tf32=self.options.tf32)
+                                        timeout_s=self.options.precompile_time or self.case_timeout,
+                                        tf32=self.options.tf32)
         self.notes.append(line)
 
     # -- run directory -----------------------------------------------------
@@ -197,6 +199,7 @@ class BenchSession:
             "pass": self.pass_index,
             "compile_cache": self.compile_cache,
             "precompile": self.options.precompile,
+            "precompile_time": self.options.precompile_time,
             "kernel_switches": self.kernel_switches,
             **self.provenance,
             **self.threads,

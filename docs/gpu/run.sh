@@ -88,9 +88,11 @@ temperature.gpu,power.draw,power.limit --format=csv; } >> "$logfile" 2>&1
       for sweep in ${sweeps[@]}; do
         extra=()
         [ "$sweep" = paper ] && extra=(--tf32)
-        # Compile the cases in parallel on the host's cores before timing them (bench.compile_cache)
-        [ "${PRECOMPILE:-12}" != 0 ] && extra+=(--precompile "${PRECOMPILE:-12}")
         limit_var="LIMIT_${sweep^^}"
+        # Compile the cases in parallel on the host's cores before timing them (bench.compile_cache),
+        # for half the sweep's limit at most, so that a slow compilation cannot leave a call without rows
+        [ "${PRECOMPILE:-12}" != 0 ] && extra+=(--precompile "${PRECOMPILE:-12}" \
+          --precompile-time "${PRECOMPILE_TIME:-$(( ${!limit_var:-480} / 2 ))}")
         dir="$RUNS/$sweep-$backend"
         start=(--run-dir "$dir")
         [ -f "$dir/run.json" ] && start=(--resume "$dir")

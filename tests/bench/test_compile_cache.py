@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import time
 
 import pytest
 
-from bench import compile_cache
+from bench import compile_cache, sweeps
 from tests import backend as tb
 from tests.bench.conftest import TINY, run_bench
 
@@ -40,6 +41,19 @@ def test_precompiled_cases_load_their_executables_from_the_cache(tmp_path):
     from reports.load import load_runs
 
     assert set(tables.all_results(load_runs([run]).table)["compile cache"]) == {"hit"}
+
+
+@pytest.mark.skipif(tb.NAME != "jax", reason="the workers' deadline does not depend on the backend")
+def test_precompile_stops_its_workers_at_its_time(tmp_path):
+    """--precompile-time: the workers still compiling are stopped, so that a
+    sweep run under an outside time limit starts timing (it then compiles the
+    cases the workers did not reach)."""
+    cases = sweeps.load(str(TINY)).cases(tb.NAME, "cpu")[:2]
+    started = time.perf_counter()
+    line = compile_cache.precompile(cases, 2, tmp_path / "cache", tmp_path, timeout_s=0.5, tf32=False)
+    assert time.perf_counter() - started < 30
+    assert line.startswith("precompile: 0 of 2 cases compiled into the cache by 2 processes in ")
+    assert line.endswith("; 2 process(es) stopped after 0.5 s")
 
 
 @pytest.mark.skipif(tb.NAME == "tensorflow", reason="JAX's and TorchInductor's persistent caches")

@@ -138,6 +138,7 @@ def test_shards_collect_disjoint_slices_of_the_sweep():
     (["--bench-time", "-1"], "Received: --bench-time=-1"),
     (["--case-timeout", "0"], "Received: --case-timeout=0"),
     (["--precompile", "-1"], "Received: --precompile=-1"),
+    (["--precompile-time", "0"], "Received: --precompile-time=0"),
     (["--bench-inject-crash", "("], "Received: --bench-inject-crash=("),
 ])
 def test_bad_options_are_one_clear_line(args, message):
