@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# A rehearsal of docs/gpu/run.sh on a CPU machine, before a GPU is lent: the same commands, with the
+# GPU machine's Python and packages (docs/PERF.md section 7: Python 3.12, PyTorch 2.11 and its Triton
+# 3.6, JAX 0.11.2) and the wheels of .whl/ installed the way run.sh installs them. Without a GPU the
+# fused kernels run in Triton's and Pallas' interpreters and the sweeps time the CPU: nothing it
+# prints is a GPU figure. What it checks is that every call of the GPU plan starts, runs and writes
+# its rows with those versions (docs/PERF.md section 19 has what it found the first time).
+#   docs/gpu/rehearse.sh [tests] [targets] [sweeps]      (default: all three)
+# PYTHON312: a Python 3.12 (default: python3.12 on PATH, else pyenv's newest 3.12). The environment
+# is built once in $VENV (default ~/.cache/involution-bench/gpu-rehearsal, about 5 GB: PyTorch's
+# CUDA build and its CUDA libraries, as on the GPU machine). Output under $OUT (default
+# /tmp/gpu-rehearsal-out).
+set -uo pipefail
+cd "$(git rev-parse --show-toplevel)" || exit 1
+# The GPU machine's versions of what it has (../shared/gpu/README.md; rich, h5py and absl-py come
+# with it too: Keras needs them); .whl/ brings the rest (docs/gpu/wheels.sh).
+GPU_MACHINE=(torch==2.11.0 triton==3.6.0 jax==0.11.2 jaxlib==0.11.2 "numpy<2.4" pandas matplotlib seaborn
+  jinja2 pytest pytest-benchmark tensorboard rich h5py absl-py)
+VENV=${VENV:-$HOME/.cache/involution-bench/gpu-rehearsal}
+OUT=${OUT:-/tmp/gpu-rehearsal-out}
+log() { echo "== $(date -u +%H:%M:%S) $*"; }
+
+if [ ! -x "$VENV/bin/python3" ]; then
+  python=${PYTHON312:-$(command -v python3.12 || ls -d "$(pyenv root 2>/dev/null)"/versions/3.12*/bin/python3.12 2>/dev/null | tail -1)}
+  [ -x "$python" ] || { echo "rehearse.sh: no Python 3.12; set PYTHON312. Received: PYTHON312=${PYTHON312:-}" >&2; exit 2; }
+  log "building $VENV with $python"
+  "$python" -m venv "$VENV" && "$VENV/bin/pip" install -q --no-compile "${GPU_MACHINE[@]}" || exit 1
+fi
+ls .whl/*.whl >/dev/null 2>&1 || docs/gpu/wheels.sh >/dev/null || exit 1
+export PATH=$VENV/bin:$PATH   # run.sh calls python3
+mkdir -p "$OUT"
+steps=("$@")
+[ ${#steps[@]} -gt 0 ] || steps=(tests targets sweeps)
+for step in "${steps[@]}"; do
+  case $step in
+    tests)    # run.sh's `check`: the fused kernels' tests (here in the interpreters)
+      TEST_LIMIT=${TEST_LIMIT:-900} OUT=$OUT docs/gpu/run.sh check 2>&1 | grep -v "nvidia-smi" | tee "$OUT/check.log" ;;
+    targets)  # run.sh's `targets` on one small stage: the interpreters are slow
+      OUT=$OUT docs/gpu/run.sh targets --stages 8:32:2 --batch 2 --time 0.05 --min-rounds 3 >/dev/null 2>&1
+      for backend in torch jax; do
+        echo "targets on $backend: $(($(wc -l < "$OUT/targets-$backend.csv") - 1)) rows in $OUT/targets-$backend.csv"
+      done ;;
+    sweeps)   # run.sh's `sweeps gpu` on each backend, each cut at LIMIT_GPU as a GPU call would be
+      rm -rf "$OUT/runs"
+      RUNS=$OUT/runs OUT=$OUT LIMIT_GPU=${LIMIT_GPU:-240} PRECOMPILE=${PRECOMPILE:-2} SKIP_CALIBRATION=1 \
+        docs/gpu/run.sh sweeps gpu 2>&1 | grep "^== .*sweep" ;;
+    *) echo "rehearse.sh: steps are tests, targets and sweeps. Received: $step" >&2; exit 2 ;;
+  esac
+done
