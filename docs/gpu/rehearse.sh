@@ -21,8 +21,11 @@ OUT=${OUT:-/tmp/gpu-rehearsal-out}
 log() { echo "== $(date -u +%H:%M:%S) $*"; }
 
 if [ ! -x "$VENV/bin/python3" ]; then
-  python=${PYTHON312:-$(command -v python3.12 || ls -d "$(pyenv root 2>/dev/null)"/versions/3.12*/bin/python3.12 2>/dev/null | tail -1)}
-  [ -x "$python" ] || { echo "rehearse.sh: no Python 3.12; set PYTHON312. Received: PYTHON312=${PYTHON312:-}" >&2; exit 2; }
+  python=
+  for candidate in ${PYTHON312:-python3.12 "$(pyenv root 2>/dev/null)"/versions/3.12*/bin/python3.12}; do
+    "$candidate" -c 'import sys; assert sys.version_info[:2] == (3, 12)' 2>/dev/null && { python=$candidate; break; }
+  done
+  [ -n "$python" ] || { echo "rehearse.sh: no Python 3.12 found; set PYTHON312 to one. Received: PYTHON312=${PYTHON312:-}" >&2; exit 2; }
   log "building $VENV with $python"
   "$python" -m venv "$VENV" && "$VENV/bin/pip" install -q --no-compile "${GPU_MACHINE[@]}" || exit 1
 fi
