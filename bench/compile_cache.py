@@ -45,6 +45,7 @@ DEFAULT_DIR = Path("~/.cache/involution-bench/compilation").expanduser()
 BACKENDS = ("jax", "torch")  # the backends whose compilers keep a persistent cache the suite fills
 CASES_FILE = "precompile-cases.json"  # in the run directory
 LOG_FILE = "precompile-{index}.log"
+SUMMARY_FILE = "precompile.txt"  # the summary line of each session that precompiled
 _JAX_EVENTS = {"/jax/compilation_cache/cache_hits": "hits", "/jax/compilation_cache/cache_misses": "misses"}
 # torch._dynamo's counters of TorchInductor's caches; a bypass compiled the graph.
 _INDUCTOR_COUNTERS = {("inductor", "fxgraph_cache_hit"): "hits", ("inductor", "fxgraph_cache_miss"): "misses",
@@ -180,6 +181,8 @@ def precompile(cases: list, workers: int, cache_dir: str | Path, run_dir: Path, 
         line += f"; {failed} failed (the sweep compiles those itself, see {LOG_FILE.format(index='*')})"
     if stopped:
         line += f"; {stopped} process(es) stopped after {timeout_s:g} s"
+    with open(run_dir / SUMMARY_FILE, "a") as summary:  # kept even when the sweep is cut off before its end
+        summary.write(line + "\n")
     return line
 
 

@@ -322,6 +322,13 @@ def triton_version() -> str:
     return importlib.metadata.version("triton")
 
 
+@functools.cache
+def jax_version() -> str:
+    """The JAX that lowers the JAX rows: 0.11 lowers Pallas through an abstract
+    GPU, 0.10 by itself (`_abstract_gpu`), so each JAX row carries it."""
+    return importlib.metadata.version("jax")
+
+
 def triton_rows(cases: list[KernelCase], arch: int = DEFAULT_ARCH, tf32: bool = False,
                 all_configs: bool = True, kernels: set[str] | None = None) -> Iterator[dict]:
     """One row per distinct binary: every launch of every case (of the
@@ -501,7 +508,7 @@ def pallas_lowering(case: KernelCase, arch: int = DEFAULT_ARCH) -> dict:
     names = re.findall(r'name = \\?"(\w+)', text)  # the Pallas kernels' names in the calls' configs
     return {**case._asdict(), "rows_per_step": rows_per_step(case.kernel_size), "platform": "cuda",
             "triton_calls": text.count("__gpu$xla.gpu.triton"),
-            "kernel_names": ",".join(sorted(set(names))), "lower_s": seconds}
+            "kernel_names": ",".join(sorted(set(names))), "lower_s": seconds, "jax_version": jax_version()}
 
 
 def jax_triton_lowering(case: KernelCase, arch: int = DEFAULT_ARCH) -> dict:
@@ -516,7 +523,7 @@ def jax_triton_lowering(case: KernelCase, arch: int = DEFAULT_ARCH) -> dict:
     return {**case._asdict(), "rows_per_step": rows_per_step(case.kernel_size), "platform": "cuda",
             "triton_calls": text.count("triton_kernel_call"),
             "kernel_names": ",".join(sorted({call.kernel for call in calls})), "lower_s": seconds,
-            "triton_version": triton_version(), "calls": calls}
+            "triton_version": triton_version(), "jax_version": jax_version(), "calls": calls}
 
 
 def jax_lowering(case: KernelCase, arch: int = DEFAULT_ARCH) -> dict:

@@ -11,6 +11,8 @@
       benchmark.json  pytest-benchmark's own format (`pytest-benchmark compare`),
                       written when the session ends (merged across --resume)
       traces/         profiler traces (--profile)
+      precompile*     --precompile: its cases, each worker's log, and each session's
+                      summary line (bench.compile_cache names them)
       report.html     the report (reports/)
 
 This module is the one home of the run format — the schema version, the file

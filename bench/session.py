@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import statistics
+import sys
 import time
 import traceback
 import zlib
@@ -165,6 +166,7 @@ class BenchSession:
                                         timeout_s=self.options.precompile_time or self.case_timeout,
                                         tf32=self.options.tf32)
         self.notes.append(line)
+        print(f"involution-bench: {line}", file=sys.stderr, flush=True)  # now: -q hides the header's notes
 
     # -- run directory -----------------------------------------------------
     def ensure_run_dir(self) -> None:

@@ -24,6 +24,7 @@
 # RedNet stages took 1,133 s on the 2-core CPU machine against 115 s for the default: PERF.md
 # section 18), so it takes a call of its own per backend:
 #   OUT=$OUT/window INVOLUTION_UNROLL_WINDOW=1 BACKENDS=torch TARGET_LIMIT=560 docs/gpu/run.sh targets
+# docs/gpu/rehearse.sh runs these calls on a CPU machine with the GPU machine's versions first.
 # Everything it writes goes under $OUT (default: ./gpu-out). A sweep appends its rows to its run
 # directory's results.jsonl as each case finishes, and the directory is copied to
 # $OUT/<sweep>-<backend> every 20 s and at the end, so a command cut off at its time limit keeps

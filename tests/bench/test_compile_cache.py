@@ -54,6 +54,7 @@ def test_precompile_stops_its_workers_at_its_time(tmp_path):
     assert time.perf_counter() - started < 30
     assert line.startswith("precompile: 0 of 2 cases compiled into the cache by 2 processes in ")
     assert line.endswith("; 2 process(es) stopped after 0.5 s")
+    assert (tmp_path / compile_cache.SUMMARY_FILE).read_text() == line + "\n"
 
 
 @pytest.mark.skipif(tb.NAME == "tensorflow", reason="JAX's and TorchInductor's persistent caches")

@@ -87,6 +87,7 @@ def test_every_pallas_kernel_lowers_for_cuda(implementation, mode, dtype):
     row = kr.pallas_lowering(_case(implementation, 4, dtype, mode))
     assert set(row["kernel_names"].split(",")) == KERNELS[implementation][mode]
     assert row["triton_calls"] == len(KERNELS[implementation][mode])
+    assert row["jax_version"] == importlib.metadata.version("jax")  # 0.10 and 0.11 reach the lowering differently
 
 
 @pytest.mark.skipif(tb.NAME != "jax", reason="jax-triton calls Triton kernels from JAX")
@@ -120,6 +121,7 @@ def test_every_triton_kernel_lowers_through_jax_triton(implementation, mode, dty
     assert set(row["kernel_names"].split(",")) == KERNELS[implementation][mode]
     assert row["triton_calls"] == len(row["calls"]) == len(KERNELS[implementation][mode])
     assert row["triton_version"] == importlib.metadata.version("triton")  # jax-triton's compiler
+    assert row["jax_version"] == importlib.metadata.version("jax")
     geo = Geometry.of((1, case.resolution, case.resolution, case.channels), case.kernel_size, case.stride, 4)
     values = {**tk.sizes(geo), "N_CBLK": geo.channel_blocks, "R": case.channels // case.reduction_ratio}
     sources = dict(zip(tk.Kernels._fields, tk.SOURCES, strict=True))
