@@ -50,8 +50,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.mib < 1 or args.time <= 0:
         parser.error(f"--mib and --time must be positive. Received: --mib={args.mib} --time={args.time}")
-    if keras_backend.problem():
-        parser.error(keras_backend.problem())
+    if message := keras_backend.problem():
+        parser.error(message)
 
     from bench import backends, machine, timing
 

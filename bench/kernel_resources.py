@@ -481,7 +481,10 @@ def _abstract_gpu(arch: int) -> Iterator[None]:
     GPU, refuses unless an abstract GPU stands in; JAX 0.10 takes 9.0 itself."""
     try:
         from jax._src.pallas.triton import gpu_info
-    except ImportError:  # JAX 0.10: no device needed
+    except ImportError:  # JAX 0.10: no device needed, and 9.0 whatever the row would say
+        if arch != DEFAULT_ARCH:
+            raise ValueError(f"--arch: without a GPU, JAX 0.10 lowers Pallas for compute capability 90 only; "
+                             f"JAX 0.11 and later lower for others. Received: --arch={arch}") from None
         yield
         return
     import jax
@@ -489,7 +492,9 @@ def _abstract_gpu(arch: int) -> Iterator[None]:
     # JAX's own table of GPUs and their capabilities (jax/_src/pallas/triton/gpu_info.py)
     kinds = [str(v) for v in gpu_info.GpuVersion if gpu_info.get_gpu_info_from_version(v).compute_capability == arch]
     if not kinds:
-        raise ValueError(f"--arch: JAX knows no GPU of compute capability {arch}. Received: --arch={arch}")
+        known = sorted({gpu_info.get_gpu_info_from_version(v).compute_capability for v in gpu_info.GpuVersion})
+        raise ValueError(f"--arch: JAX {jax.__version__} lowers Pallas for the compute capabilities of the GPUs it "
+                         f"knows ({', '.join(map(str, known))}). Received: --arch={arch}")
     device = jax.sharding.AbstractDevice(device_kind=kinds[0], num_cores=None, platform="gpu")
     with jax.sharding.use_abstract_mesh(jax.sharding.AbstractMesh((), (), abstract_device=device)):
         yield
@@ -590,8 +595,8 @@ def main(argv: list[str] | None = None) -> int:
               f"Received: --stride={args.stride}" + (f" with --sweep={args.sweep}" if args.sweep else ""),
               file=sys.stderr)
         return 2
-    if keras_backend.problem():
-        print(f"error: {keras_backend.problem()}", file=sys.stderr)
+    if message := keras_backend.problem():
+        print(f"error: {message}", file=sys.stderr)
         return 2
     from keras import backend
 
@@ -600,6 +605,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: KERAS_BACKEND={name} has no Triton or Pallas kernel; set KERAS_BACKEND=torch or jax",
               file=sys.stderr)
         return 2
+    if name == "jax":
+        try:
+            with _abstract_gpu(args.arch):  # a capability JAX's table lacks: one line now, not at the first case
+                pass
+        except ValueError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 2
     kernels = set(args.kernels.split(",")) if args.kernels else None
     if kernels is not None:
         from layers.aggregation.triton_kernels import SOURCES

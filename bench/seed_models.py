@@ -198,8 +198,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.limit is not None and args.limit < 1:
         print(f"error: --limit must be at least 1. Received: --limit={args.limit}", file=sys.stderr)
         return 2
-    if keras_backend.problem():
-        print(f"error: {keras_backend.problem()}", file=sys.stderr)
+    if message := keras_backend.problem():
+        print(f"error: {message}", file=sys.stderr)
         return 2
     try:
         data, folder = datasets.load(args.dataset, args.data, download=args.download)

@@ -319,8 +319,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.batch < 1 or args.min_rounds < 1 or args.time <= 0:
         parser.error(f"--batch, --min-rounds and --time must be positive. Received: --batch={args.batch} "
                      f"--min-rounds={args.min_rounds} --time={args.time}")
-    if keras_backend.problem():
-        parser.error(keras_backend.problem())
+    if message := keras_backend.problem():
+        parser.error(message)
 
     import keras
     import pandas as pd

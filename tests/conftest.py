@@ -8,6 +8,8 @@ import pytest
 
 
 def pytest_configure(config):
+    if config.option.help:
+        return
     from bench import keras_backend
 
     message = keras_backend.problem()  # one line instead of a traceback from deep inside `import keras`

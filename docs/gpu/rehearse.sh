@@ -5,7 +5,10 @@
 # fused kernels run in Triton's and Pallas' interpreters and the sweeps time the CPU: nothing it
 # prints is a GPU figure. What it checks is that every call of the GPU plan starts, runs and writes
 # its rows with those versions (docs/PERF.md section 19 has what it found the first time).
-#   docs/gpu/rehearse.sh [tests] [targets] [sweeps]      (default: all three)
+#   docs/gpu/rehearse.sh [tests] [targets] [sweeps] [bindings]   (default: the first three)
+# bindings: jax-triton's kernel calls built by jaxlib's real CUDA Triton bindings (the jax-cuda13
+# plugin of the same JAX, in an environment layered over $VENV), only the device query stood in for
+# (docs/gpu/jax_triton_bindings.py).
 # PYTHON312: a Python 3.12 (default: python3.12 on PATH, else pyenv's newest 3.12). The environment
 # is built once in $VENV (default ~/.cache/involution-bench/gpu-rehearsal, about 5 GB: PyTorch's
 # CUDA build and its CUDA libraries, as on the GPU machine). Output under $OUT (default
@@ -47,6 +50,18 @@ for step in "${steps[@]}"; do
       rm -rf "$OUT/runs"
       RUNS=$OUT/runs OUT=$OUT LIMIT_GPU=${LIMIT_GPU:-240} PRECOMPILE=${PRECOMPILE:-2} SKIP_CALIBRATION=1 \
         docs/gpu/run.sh sweeps gpu 2>&1 | grep "^== .*sweep" ;;
-    *) echo "rehearse.sh: steps are tests, targets and sweeps. Received: $step" >&2; exit 2 ;;
+    bindings)
+      plugin=$VENV-plugin
+      if [ ! -x "$plugin/bin/python3" ]; then
+        "$VENV/bin/python3" -m venv "$plugin" || exit 1
+        "$VENV/bin/python3" -c 'import site; print(site.getsitepackages()[0])' \
+          > "$("$plugin/bin/python3" -c 'import site; print(site.getsitepackages()[0])')/zz-rehearsal.pth"
+        "$plugin/bin/pip" install -q --no-deps --no-compile \
+          "jax-cuda13-plugin==$("$VENV/bin/python3" -c 'import jax; print(jax.__version__)')" || exit 1
+      fi
+      python3 -m pip install -q --no-index --no-deps --no-compile --upgrade --target /tmp/site .whl/*.whl
+      PYTHONPATH=/tmp/site:$PWD KERAS_BACKEND=jax "$plugin/bin/python3" docs/gpu/jax_triton_bindings.py 2>&1 \
+        | grep -v "^WARNING\|^[EW]0000" | tee "$OUT/bindings.log" ;;
+    *) echo "rehearse.sh: steps are tests, targets, sweeps and bindings. Received: $step" >&2; exit 2 ;;
   esac
 done

@@ -90,6 +90,19 @@ def test_every_pallas_kernel_lowers_for_cuda(implementation, mode, dtype):
     assert row["jax_version"] == importlib.metadata.version("jax")  # 0.10 and 0.11 reach the lowering differently
 
 
+@pytest.mark.skipif(tb.NAME != "jax", reason="Pallas kernels are the JAX backend's")
+def test_pallas_lowers_for_a_named_capability_only(capsys):
+    """JAX 0.11 lowers for an abstract GPU of --arch, taken from JAX's table of
+    GPUs; JAX 0.10 for 9.0 only. A capability neither can is one line."""
+    with kr._abstract_gpu(kr.DEFAULT_ARCH):
+        pass
+    with pytest.raises(ValueError, match="Received: --arch=71$"), kr._abstract_gpu(71):
+        pass
+    assert kr.main(["--arch", "71", "--out", "/nonexistent"]) == 2
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and error.startswith("error: --arch: ") and "Received: --arch=71" in error
+
+
 @pytest.mark.skipif(tb.NAME != "jax", reason="jax-triton calls Triton kernels from JAX")
 @pytest.mark.skipif(importlib.util.find_spec("jax_triton") is None, reason="jax-triton is not installed")
 # Every kernel in one dtype or the other (the PyTorch run compiles each in both):
