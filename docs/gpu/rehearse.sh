@@ -15,8 +15,8 @@
 # /tmp/gpu-rehearsal-out).
 set -uo pipefail
 cd "$(git rev-parse --show-toplevel)" || exit 1
-# The GPU machine's versions of what it has (../shared/gpu/README.md; rich, h5py and absl-py come
-# with it too: Keras needs them); .whl/ brings the rest (docs/gpu/wheels.sh).
+# The GPU machine's versions of what it has (docs/PERF.md sections 7 and 19); .whl/ brings the rest
+# (docs/gpu/wheels.sh).
 GPU_MACHINE=(torch==2.11.0 triton==3.6.0 jax==0.11.2 jaxlib==0.11.2 "numpy<2.4" pandas matplotlib seaborn
   jinja2 pytest pytest-benchmark tensorboard rich h5py absl-py)
 VENV=${VENV:-$HOME/.cache/involution-bench/gpu-rehearsal}
