@@ -41,7 +41,6 @@ from __future__ import annotations
 import argparse
 import functools
 import hashlib
-import importlib.metadata
 import re
 import subprocess
 import sys
@@ -315,18 +314,14 @@ def _key(launch: Launch, config) -> tuple:
 
 
 @functools.cache
-def triton_version() -> str:
-    """The version of the Triton that builds the kernels here: the figures
-    are one compiler's, and the GPU machine's can differ (docs/PERF.md,
-    section 18), so each row carries it."""
-    return importlib.metadata.version("triton")
+def versions() -> dict[str, str]:
+    """The packages' versions (`bench.provenance`), read once. Each row names
+    its compilers: Triton's figures differ between versions (docs/PERF.md,
+    section 18), and JAX 0.11 lowers Pallas through an abstract GPU where
+    0.10 does it by itself (`_abstract_gpu`)."""
+    from bench import provenance
 
-
-@functools.cache
-def jax_version() -> str:
-    """The JAX that lowers the JAX rows: 0.11 lowers Pallas through an abstract
-    GPU, 0.10 by itself (`_abstract_gpu`), so each JAX row carries it."""
-    return importlib.metadata.version("jax")
+    return provenance.versions()
 
 
 def triton_rows(cases: list[KernelCase], arch: int = DEFAULT_ARCH, tf32: bool = False,
@@ -356,7 +351,7 @@ def triton_rows(cases: list[KernelCase], arch: int = DEFAULT_ARCH, tf32: bool = 
                                    "tile_width": launch.arguments.get("TILE_W"),
                                    "dot_precision": launch.arguments.get("DOT_PRECISION"),
                                    "autotuned": bool(launch.configs), "arch": f"sm_{arch}",
-                                   "triton_version": triton_version(), **vars(build)}
+                                   "triton_version": versions()["triton"], **vars(build)}
                 yield row
 
 
@@ -513,7 +508,7 @@ def pallas_lowering(case: KernelCase, arch: int = DEFAULT_ARCH) -> dict:
     names = re.findall(r'name = \\?"(\w+)', text)  # the Pallas kernels' names in the calls' configs
     return {**case._asdict(), "rows_per_step": rows_per_step(case.kernel_size), "platform": "cuda",
             "triton_calls": text.count("__gpu$xla.gpu.triton"),
-            "kernel_names": ",".join(sorted(set(names))), "lower_s": seconds, "jax_version": jax_version()}
+            "kernel_names": ",".join(sorted(set(names))), "lower_s": seconds, "jax_version": versions()["jax"]}
 
 
 def jax_triton_lowering(case: KernelCase, arch: int = DEFAULT_ARCH) -> dict:
@@ -528,7 +523,7 @@ def jax_triton_lowering(case: KernelCase, arch: int = DEFAULT_ARCH) -> dict:
     return {**case._asdict(), "rows_per_step": rows_per_step(case.kernel_size), "platform": "cuda",
             "triton_calls": text.count("triton_kernel_call"),
             "kernel_names": ",".join(sorted({call.kernel for call in calls})), "lower_s": seconds,
-            "triton_version": triton_version(), "jax_version": jax_version(), "calls": calls}
+            "triton_version": versions()["triton"], "jax_version": versions()["jax"], "calls": calls}
 
 
 def jax_lowering(case: KernelCase, arch: int = DEFAULT_ARCH) -> dict:
