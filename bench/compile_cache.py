@@ -145,6 +145,8 @@ def precompile(cases: list, workers: int, cache_dir: str | Path, run_dir: Path, 
     if not cases:
         return "precompile: no case left to compile"
     started = time.perf_counter()
+    # The workers run from the repository's root: a relative folder would be another one there.
+    cache_dir, run_dir = Path(cache_dir).expanduser().resolve(), Path(run_dir).resolve()
     cases_file = run_dir / CASES_FILE
     cases_file.write_text(json.dumps([dataclasses.asdict(case) for case in cases]))
     env = dict(os.environ)
@@ -178,7 +180,7 @@ def precompile(cases: list, workers: int, cache_dir: str | Path, run_dir: Path, 
     line = (f"precompile: {compiled} of {len(cases)} cases compiled into the cache by {workers} processes in "
             f"{time.perf_counter() - started:.1f} s")
     if failed:
-        line += f"; {failed} failed (the sweep compiles those itself, see {LOG_FILE.format(index='*')})"
+        line += f"; {failed} failed (compiled again where they are timed; see {LOG_FILE.format(index='*')})"
     if stopped:
         line += f"; {stopped} process(es) stopped after {timeout_s:g} s"
     with open(run_dir / SUMMARY_FILE, "a") as summary:  # kept even when the sweep is cut off before its end

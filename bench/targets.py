@@ -81,28 +81,41 @@ def time_step(timer, run, sync) -> dict:
             "steps_per_round": fields["device_steps_per_round"]}
 
 
-def _layer_rows(runner, timer, backend: str, batch: int, stage, dtype: str, mode: str, impls, jit: bool) -> list[dict]:
+def layer_cases(batch: int, stage, dtype: str, mode: str, impls, jit: bool) -> list:
+    """The layer cases timed at one stage, dtype and mode: the involution
+    implementations, then Conv2D(C, 7) and DepthwiseConv2D(7), as the sweep's
+    `Case`s (what `--precompile` hands its workers)."""
+    from bench.cases import Case
+
+    resolution, channels, groups = stage
+    variants = [("involution", impl) for impl in impls] + [("conv2d", "keras"), ("depthwise", "keras")]
+    return [Case(layer, impl, KERNEL_SIZE, 1, groups, REDUCTION, resolution, channels, batch, dtype, mode,
+                 jit).normalised() for layer, impl in variants]
+
+
+def _layer_rows(runner, timer, backend: str, batch: int, stage, dtype: str, mode: str, impls, jit: bool,
+                cached: bool = False) -> list[dict]:
     import keras
 
-    from bench.cases import Case
+    from bench import compile_cache
     from bench.session import build_case, tiles_tuned
 
     resolution, channels, groups = stage
     rows = []
-    variants = [("involution", impl) for impl in impls] + [("conv2d", "keras"), ("depthwise", "keras")]
-    for layer, impl in variants:
-        case = Case(layer, impl, KERNEL_SIZE, 1, groups, REDUCTION, resolution, channels, batch, dtype, mode,
-                    jit).normalised()
-        row = {"backend": backend, "layer": layer, "implementation": impl, "resolution": resolution,
-               "channels": channels, "groups": groups, "batch": batch, "dtype": dtype, "mode": mode,
-               "jit": jit, "what": "layer"}
+    for case in layer_cases(batch, stage, dtype, mode, impls, jit):
+        row = {"backend": backend, "layer": case.layer, "implementation": case.implementation,
+               "resolution": resolution, "channels": channels, "groups": groups, "batch": batch, "dtype": dtype,
+               "mode": mode, "jit": jit, "what": "layer"}
         try:
             module, x = build_case(case)
             cotangent = np.random.default_rng(1).standard_normal(x.shape).astype("float32")
             compute = keras.DTypePolicy(dtype).compute_dtype
             tiles_before, _ = runner.autotuner_choices()
+            compiled_before = compile_cache.counts()
             step = runner.prepare(case, module, x, cotangent, compute)
             row.update(time_step(timer, step.run, step.sync), status="ok")
+            if cached:  # where the warm-up's compiled code came from (the workers' caches, or compiled here)
+                row["compile_cache"] = compile_cache.verdict(compiled_before, compile_cache.counts())
             row.update(tiles_tuned(tiles_before, *runner.autotuner_choices()))  # which tiles won, for pruning
         except Exception as error:  # one failing variant must not hide the others
             row.update(status=runner.classify(error), error=f"{type(error).__name__}: {error}"[:500])
@@ -300,6 +313,24 @@ def _stages(text: str):
     return stages
 
 
+def _precompile(cases: list, workers: int, cache_dir: Path, seconds: float) -> str:
+    """`bench.compile_cache.precompile` for the layer cases (TF32 allowed, as
+    every case here), its case list and worker logs in a folder of their own
+    that is removed afterwards: the output folder keeps three files a
+    backend, which the GPU tool brings back (eight at most). The summary line,
+    followed by the cases a worker could not compile (the timing compiles
+    those itself and records their error)."""
+    import tempfile
+
+    from bench import compile_cache
+
+    with tempfile.TemporaryDirectory(prefix="targets-precompile-") as folder:
+        line = compile_cache.precompile(cases, workers, cache_dir, Path(folder), timeout_s=seconds, tf32=True)
+        failed = [text for log in sorted(Path(folder).glob(compile_cache.LOG_FILE.format(index="*")))
+                  for text in log.read_text(errors="replace").splitlines() if text.startswith("failed ")]
+    return "\n".join([line.replace(f"see {compile_cache.LOG_FILE.format(index='*')}", "listed below"), *failed])
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.targets", description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=Path("targets-out"), help="folder for targets-<backend>.csv/.md")
@@ -315,10 +346,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--impls", default=None, help="involution implementations (default: fused + portable)")
     parser.add_argument("--jit", choices=("default", "on", "off"), default="default",
                         help="compile the layer steps (default: as Keras does: jax.jit, eager PyTorch)")
+    parser.add_argument("--precompile", type=int, default=0, metavar="N",
+                        help="first compile the layer cases in N processes into the compilers' persistent "
+                             "caches (XLA and jax-triton's; Triton's), then time them with code loaded from "
+                             "there (default 0: off)")
+    parser.add_argument("--precompile-time", type=float, default=300.0, metavar="SECONDS",
+                        help="with --precompile: stop the workers after SECONDS and start timing (default 300)")
+    parser.add_argument("--compile-cache", type=Path, default=None, metavar="DIR",
+                        help="compile through persistent caches under DIR (default with --precompile: "
+                             "~/.cache/involution-bench/compilation)")
     args = parser.parse_args(argv)
     if args.batch < 1 or args.min_rounds < 1 or args.time <= 0:
         parser.error(f"--batch, --min-rounds and --time must be positive. Received: --batch={args.batch} "
                      f"--min-rounds={args.min_rounds} --time={args.time}")
+    if args.precompile < 0 or args.precompile_time <= 0:
+        parser.error(f"--precompile takes a number of processes (0: off) and --precompile-time a positive number "
+                     f"of seconds. Received: --precompile={args.precompile} --precompile-time={args.precompile_time}")
     if message := keras_backend.problem():
         parser.error(message)
 
@@ -347,6 +390,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.l2 == "cold" and runner.device_kind() != "gpu":
         args.l2 = "warm"  # nothing to flush without a GPU (tests, interpreters)
     jit = DEFAULT_JIT[backend] if args.jit == "default" else args.jit == "on"
+    cached = bool(args.precompile or args.compile_cache)
+    if cached:  # before anything compiles
+        from bench import compile_cache
+
+        cache_dir = args.compile_cache or compile_cache.DEFAULT_DIR
+        print(f"bench.targets: {compile_cache.enable(cache_dir, backend)}", flush=True)
     precision = runner.configure(tf32=True)
     device_name = runner.device_name()
     timer = timing.for_runner(runner, args.l2, args.time, min_rounds=args.min_rounds)
@@ -354,6 +403,10 @@ def main(argv: list[str] | None = None) -> int:
           f"{precision}, layer steps {'compiled' if jit else 'eager'}; {timer.source()}", flush=True)
     rows: list[dict] = []
     args.out.mkdir(parents=True, exist_ok=True)
+    if args.precompile:
+        cases = [case for stage in args.stages for dtype in args.dtypes.split(",") for mode in args.modes.split(",")
+                 for case in layer_cases(args.batch, stage, dtype, mode, impls, jit) if runner.compiles(case)]
+        print(f"bench.targets: {_precompile(cases, args.precompile, cache_dir, args.precompile_time)}", flush=True)
     csv_path = args.out / f"targets-{backend}.csv"
 
     def save():  # after every group of rows: a killed run keeps what it measured
@@ -368,7 +421,7 @@ def main(argv: list[str] | None = None) -> int:
         resolution, channels, groups = stage
         for dtype in args.dtypes.split(","):
             for mode in args.modes.split(","):
-                layer_rows = _layer_rows(runner, timer, backend, args.batch, stage, dtype, mode, impls, jit)
+                layer_rows = _layer_rows(runner, timer, backend, args.batch, stage, dtype, mode, impls, jit, cached)
                 for row in layer_rows:
                     if row["layer"] == "involution":
                         row["bytes_min"] = counting.layer_figures(

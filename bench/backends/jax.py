@@ -94,14 +94,18 @@ class JaxRunner(Runner):
         if case.mode == "inference":
             def fn(tv, x, ntv):
                 return apply(tv, x, ntv, False)
+
+            args = (trainable, xj, non_trainable)
         else:
-            def loss(tv, x, ntv):
+            def loss(tv, x, ntv, g):
                 y = apply(tv, x, ntv, True)
-                return jnp.sum(y.astype(jnp.float32) * gj)
+                return jnp.sum(y.astype(jnp.float32) * g)
 
             fn = jax.grad(loss, argnums=(0, 1) if case.kind == "layer" else 0)
-
-        args = (trainable, xj, non_trainable)
+            # The cotangent is an argument, not a constant of the program: the
+            # executable (and its persistent-cache key) must not depend on its
+            # values, or a precompiling worker's would not serve the sweep.
+            args = (trainable, xj, non_trainable, gj)
         jitted = jax.jit(fn)
         info = {"jitted": jitted, "args": args}
         if case.jit:

@@ -112,6 +112,33 @@ def test_tiny_run_writes_rows_and_table(tmp_path, capsys):
     assert layers.triton_tiles_tuned.isna().all() and layers.triton_tiles_source.str.startswith("none: ").all()
 
 
+@pytest.mark.skipif(tb.NAME != "jax", reason="JAX's persistent compilation cache (PyTorch's eager layers compile "
+                    "nothing on a CPU)")
+def test_precompiled_layer_steps_load_from_the_cache(tmp_path, monkeypatch, capsys):
+    """--precompile: the workers compile every layer case (both modes) into
+    the cache, a relative --compile-cache included (they run from the
+    repository's root), and each timed row says its code came from there;
+    the output folder holds the CSV and the table only."""
+    monkeypatch.chdir(tmp_path)
+    code = targets.main(["--out", "out", "--batch", "1", "--stages", "6:4:2", "--time", "0.01", "--min-rounds", "2",
+                         "--dtypes", "float32", "--modes", "inference,training", "--impls", "shiftsum",
+                         "--precompile", "2", "--compile-cache", "cache"])
+    assert code == 0
+    assert "precompile: 6 of 6 cases compiled into the cache by 2 processes" in capsys.readouterr().out
+    frame = pd.read_csv(tmp_path / "out" / "targets-jax.csv")
+    layers = frame[frame.what == "layer"]
+    assert len(layers) == 6 and set(layers.compile_cache) == {"hit"}, layers[["layer", "mode", "compile_cache"]]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["targets-jax.csv", "targets-jax.md"]
+    assert any((tmp_path / "cache" / "jax").iterdir())
+
+
+def test_bad_precompile_options_are_one_line(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        targets.main(["--out", "unused", "--precompile", "-1"])
+    assert exit_info.value.code == 2
+    assert "Received: --precompile=-1 --precompile-time=300.0" in capsys.readouterr().err
+
+
 @pytest.mark.skipif(tb.NAME == "tensorflow", reason="the fused kernels are JAX and PyTorch code")
 def test_a_bad_tile_width_is_refused_before_any_case(tmp_path, capsys, set_switch):
     set_switch("INVOLUTION_TILE_WIDTH", "6")
