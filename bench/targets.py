@@ -95,19 +95,33 @@ def layer_cases(batch: int, stage, dtype: str, mode: str, impls, jit: bool) -> l
 
 def _layer_rows(runner, timer, backend: str, batch: int, stage, dtype: str, mode: str, impls, jit: bool,
                 cached: bool = False) -> list[dict]:
+    """Time each layer case. The first portable involution implementation
+    is the reference: every other involution layer runs on its weights and
+    input, and its row records the relative error of its outputs (inference)
+    or gradients (training) against the reference's (`rel_err_vs_<name>`): a
+    fused kernel is checked as the GPU compiled it, at the size it is timed."""
     import keras
 
     from bench import compile_cache
     from bench.session import build_case, tiles_tuned
 
     resolution, channels, groups = stage
+    portable = portable_implementations(backend)
+    reference = None  # (name, weights, input, outputs) of the reference layer
     rows = []
-    for case in layer_cases(batch, stage, dtype, mode, impls, jit):
+    cases = layer_cases(batch, stage, dtype, mode, impls, jit)
+    cases.sort(key=lambda case: case.layer == "involution" and case.implementation not in portable)  # stable
+    for case in cases:
         row = {"backend": backend, "layer": case.layer, "implementation": case.implementation,
                "resolution": resolution, "channels": channels, "groups": groups, "batch": batch, "dtype": dtype,
                "mode": mode, "jit": jit, "what": "layer"}
         try:
             module, x = build_case(case)
+            checked = case.layer == "involution" and reference is not None
+            if checked:  # the reference's weights and input (before any step updates a moving statistic)
+                module.set_weights(reference[1])
+                x = reference[2]
+            weights = module.get_weights() if case.layer == "involution" and reference is None else None
             cotangent = np.random.default_rng(1).standard_normal(x.shape).astype("float32")
             compute = keras.DTypePolicy(dtype).compute_dtype
             tiles_before, _ = runner.autotuner_choices()
@@ -117,11 +131,28 @@ def _layer_rows(runner, timer, backend: str, batch: int, stage, dtype: str, mode
             if cached:  # where the warm-up's compiled code came from (the workers' caches, or compiled here)
                 row["compile_cache"] = compile_cache.verdict(compiled_before, compile_cache.counts())
             row.update(tiles_tuned(tiles_before, *runner.autotuner_choices()))  # which tiles won, for pruning
+            if checked:
+                row["rel_err_vs_" + reference[0]] = relative_error(_to_numpy(step.run()), reference[3])
+            elif weights is not None and case.implementation in portable:
+                reference = (case.implementation, weights, x, _to_numpy(step.run()))
         except Exception as error:  # one failing variant must not hide the others
             row.update(status=runner.classify(error), error=f"{type(error).__name__}: {error}"[:500])
         rows.append(row)
         print(_line(row), flush=True)
     return rows
+
+
+def relative_error(outputs: list, reference: list) -> float:
+    """The largest ||a - b|| / max(||b||, 1e-3 ||B||) over the outputs or
+    gradients, B being all of the reference's together: a gradient that is
+    zero in exact arithmetic (the reduce 1x1's bias, which training-mode
+    batch norm cancels) is rounding noise in both, and is measured against
+    the whole gradient instead of against itself."""
+    if len(outputs) != len(reference):
+        raise ValueError(f"{len(outputs)} outputs against the reference's {len(reference)}")
+    whole = float(np.sqrt(sum(np.sum(np.square(b)) for b in reference)))
+    return max(float(np.linalg.norm(a - b) / max(np.linalg.norm(b), 1e-3 * whole, 1e-30))
+               for a, b in zip(outputs, reference, strict=True))
 
 
 def _aggregation_rows(timer, backend: str, batch: int, stage, dtype: str, mode: str, impls) -> list[dict]:
@@ -148,9 +179,7 @@ def _aggregation_rows(timer, backend: str, batch: int, stage, dtype: str, mode: 
             outputs = _to_numpy(run())
             if reference is None:
                 reference = outputs
-            row["rel_err_vs_" + impls[0]] = max(
-                float(np.linalg.norm(a - b) / max(np.linalg.norm(b), 1e-30)) for a, b in zip(outputs, reference,
-                                                                                            strict=True))
+            row["rel_err_vs_" + impls[0]] = relative_error(outputs, reference)
         except Exception as error:
             row.update(status="error", error=f"{type(error).__name__}: {error}"[:500])
         rows.append(row)
@@ -158,10 +187,16 @@ def _aggregation_rows(timer, backend: str, batch: int, stage, dtype: str, mode: 
     return rows
 
 
+def _leaves(outputs) -> list:
+    """The arrays of a step's result: one output, or nested gradients."""
+    if isinstance(outputs, (tuple, list)):
+        return [leaf for item in outputs for leaf in _leaves(item)]
+    return [outputs]
+
+
 def _to_numpy(outputs) -> list:
-    outputs = outputs if isinstance(outputs, (tuple, list)) else [outputs]
     result = []
-    for out in outputs:
+    for out in _leaves(outputs):
         if hasattr(out, "detach"):
             out = out.detach().float().cpu().numpy()
         result.append(np.asarray(out, np.float64))
@@ -238,6 +273,18 @@ RATIO_TARGETS = (
 # (aggregation dtype, fraction of the bandwidth it must reach)
 BANDWIDTH_TARGETS = (("float32", 0.65), ("bfloat16", 0.50))
 FLOOR_TARGET = 0.40  # the fused float32 inference layer: its floor over its time
+# A fused layer whose outputs (gradients in training) differ from the
+# reference layer's by more than this (relative norm) is wrong, and meets no
+# target. TF32 is allowed in both (rounding ~1e-3); a wrong kernel is off by O(1).
+WITHIN = {"float32": 1e-2, "mixed_bfloat16": 5e-2}
+
+
+def wrong(row: dict | None) -> str | None:
+    """Why a layer row's outputs are wrong, or None (also when unchecked)."""
+    for key, value in (row or {}).items():
+        if key.startswith("rel_err_vs_") and value is not None and not value <= WITHIN[row["dtype"]]:
+            return f"wrong: {key} {value:.1e} > {WITHIN[row['dtype']]:g}"
+    return None
 
 
 def target_table(rows: list[dict], fused: list[str], bandwidth: float | None) -> list[dict]:
@@ -266,11 +313,12 @@ def target_table(rows: list[dict], fused: list[str], bandwidth: float | None) ->
                               "holds": holds, "detail": detail})
 
             for label, dtype, mode, baseline, limit in RATIO_TARGETS:
-                mine = step(find("layer", "involution", impl, dtype, mode, stage))
-                theirs = step(find("layer", baseline, "keras", dtype, mode, stage))
+                mine_row = find("layer", "involution", impl, dtype, mode, stage)
+                mine, theirs = step(mine_row), step(find("layer", baseline, "keras", dtype, mode, stage))
                 ratio = mine / theirs if mine and theirs else None
-                line(f"{label} <= {limit}", ratio, ratio is not None and ratio <= limit,
-                     f"{_ms(mine)} vs {_ms(theirs)} ms")
+                problem = wrong(mine_row)
+                line(f"{label} <= {limit}", ratio, ratio is not None and ratio <= limit and not problem,
+                     f"{_ms(mine)} vs {_ms(theirs)} ms" + (f" ({problem})" if problem else ""))
             aggregator = aggregation.get(impl).trains_as or impl
             for dtype, limit in BANDWIDTH_TARGETS:
                 agg = find("aggregation", "aggregation", aggregator, dtype, "inference", stage)
@@ -282,9 +330,11 @@ def target_table(rows: list[dict], fused: list[str], bandwidth: float | None) ->
             layer = find("layer", "involution", impl, "float32", "inference", stage)
             floor = layer["bytes_min"] / bandwidth if layer and layer.get("bytes_min") and bandwidth else None
             fraction = floor / layer["step_s"] if floor else None
+            problem = wrong(layer)
             line(f"fused float32 forward layer >= {FLOOR_TARGET:.0%} of its floor", fraction,
-                 fraction is not None and fraction >= FLOOR_TARGET,
-                 f"floor {_ms(floor)} ms (input and output once) vs {_ms(step(layer))} ms")
+                 fraction is not None and fraction >= FLOOR_TARGET and not problem,
+                 f"floor {_ms(floor)} ms (input and output once) vs {_ms(step(layer))} ms"
+                 + (f" ({problem})" if problem else ""))
     return lines
 
 

@@ -43,6 +43,32 @@ def test_target_table_ratios_and_verdicts():
         list(lines.values()))
 
 
+def test_a_fused_layer_with_wrong_outputs_meets_no_target():
+    rows = [
+        _row("layer", "involution", "triton", "float32", "inference", 0.1e-3, bytes_min=100e6,
+             rel_err_vs_shiftsum=0.7),
+        _row("layer", "conv2d", "keras", "float32", "inference", 0.8e-3),
+        _row("layer", "involution", "triton", "float32", "training", 1.0e-3, rel_err_vs_shiftsum=3e-3),
+        _row("layer", "conv2d", "keras", "float32", "training", 2.0e-3),
+    ]
+    lines = {line["target"]: line for line in targets.target_table(rows, ["triton"], 3.35e12)}
+    conv = lines["float32 forward / Conv2D (TF32) <= 0.33"]
+    assert conv["measured"] == pytest.approx(0.125) and not conv["holds"]
+    assert conv["detail"].endswith("(wrong: rel_err_vs_shiftsum 7.0e-01 > 0.01)")
+    assert not lines["fused float32 forward layer >= 40% of its floor"]["holds"]
+    assert lines["float32 fwd+bwd / Conv2D (TF32) <= 0.7"]["holds"]  # 3e-3: TF32's rounding, not a fault
+
+
+def test_relative_error_measures_a_zero_gradient_against_the_whole():
+    import numpy as np
+
+    x_grad, bias_grad = np.ones(100), np.array([1e-9, -2e-9])  # the bias: zero but for rounding
+    assert targets.relative_error([x_grad, bias_grad * -1], [x_grad, bias_grad]) < 1e-6
+    assert targets.relative_error([1.5 * x_grad, bias_grad], [x_grad, bias_grad]) == pytest.approx(0.5)
+    with pytest.raises(ValueError, match="1 outputs against the reference's 2"):
+        targets.relative_error([x_grad], [x_grad, bias_grad])
+
+
 def test_fused_and_portable_implementations_come_from_the_registry():
     assert targets.fused_implementations("torch") == ["triton", "triton_fused"]
     assert targets.fused_implementations("jax") == ["pallas", "pallas_fused", "triton", "triton_fused"]
@@ -137,6 +163,24 @@ def test_bad_precompile_options_are_one_line(capsys):
         targets.main(["--out", "unused", "--precompile", "-1"])
     assert exit_info.value.code == 2
     assert "Received: --precompile=-1 --precompile-time=300.0" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(tb.NAME == "tensorflow", reason="the fused kernels are JAX and PyTorch code")
+def test_each_involution_layer_is_checked_against_the_portable_one(tmp_path):
+    """The fused layer (here in its interpreter) runs on the reference
+    layer's weights and input; its row carries the relative error of its
+    outputs, or of its gradients in training."""
+    fused = {"jax": "pallas_fused", "torch": "triton_fused"}[tb.NAME]
+    code = targets.main(["--out", str(tmp_path), "--batch", "2", "--stages", "5:8:2", "--time", "0.01",
+                         "--min-rounds", "2", "--dtypes", "float32", "--impls", f"{fused},reference,shiftsum"])
+    assert code == 0
+    frame = pd.read_csv(tmp_path / f"targets-{tb.NAME}.csv")
+    layers = frame[(frame.what == "layer") & (frame.layer == "involution")]
+    assert set(layers.status) == {"ok"}
+    checked = layers[layers.implementation != "shiftsum"]
+    assert len(checked) == 4 and checked.rel_err_vs_shiftsum.notna().all()
+    assert (checked.rel_err_vs_shiftsum < 1e-4).all(), checked[["implementation", "mode", "rel_err_vs_shiftsum"]]
+    assert layers[layers.implementation == "shiftsum"].rel_err_vs_shiftsum.isna().all()
 
 
 @pytest.mark.skipif(tb.NAME == "tensorflow", reason="the fused kernels are JAX and PyTorch code")
