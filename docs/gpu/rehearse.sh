@@ -17,8 +17,11 @@ set -uo pipefail
 cd "$(git rev-parse --show-toplevel)" || exit 1
 # The GPU machine's versions of what it has (docs/PERF.md sections 7 and 19); .whl/ brings the rest
 # (docs/gpu/wheels.sh).
-GPU_MACHINE=(torch==2.11.0 triton==3.6.0 jax==0.11.2 jaxlib==0.11.2 "numpy<2.4" pandas matplotlib seaborn
-  jinja2 pytest pytest-benchmark tensorboard rich h5py absl-py)
+# NumPy 2.5.2 as the GPU machine has it (the device tool's list of its packages, 2026-11-17), with
+# which Triton 3.6's interpreter fails: the steps that run the kernels in it (tests, targets) put
+# NumPy 2.3.5 ahead of it ($VENV-interpreter); on the GPU the kernels are compiled, not interpreted.
+GPU_MACHINE=(torch==2.11.0 triton==3.6.0 jax==0.11.2 jaxlib==0.11.2 numpy==2.5.2 pandas matplotlib seaborn
+  jinja2 pytest pytest-benchmark tensorboard rich h5py absl-py scipy scikit-image psutil nvidia-ml-py)
 VENV=${VENV:-$HOME/.cache/involution-bench/gpu-rehearsal}
 OUT=${OUT:-/tmp/gpu-rehearsal-out}
 log() { echo "== $(date -u +%H:%M:%S) $*"; }
@@ -33,6 +36,9 @@ if [ ! -x "$VENV/bin/python3" ]; then
   "$python" -m venv "$VENV" && "$VENV/bin/pip" install -q --no-compile "${GPU_MACHINE[@]}" || exit 1
 fi
 ls .whl/*.whl >/dev/null 2>&1 || docs/gpu/wheels.sh >/dev/null || exit 1
+interpreter=$VENV-interpreter
+[ -d "$interpreter/numpy" ] || "$VENV/bin/pip" install -q --no-deps --no-compile --target "$interpreter" numpy==2.3.5 \
+  || exit 1
 export PATH=$VENV/bin:$PATH   # run.sh calls python3
 mkdir -p "$OUT"
 steps=("$@")
@@ -40,16 +46,19 @@ steps=("$@")
 for step in "${steps[@]}"; do
   case $step in
     tests)    # run.sh's `check`: the fused kernels' tests (here in the interpreters)
-      TEST_LIMIT=${TEST_LIMIT:-900} OUT=$OUT docs/gpu/run.sh check 2>&1 | grep -v "nvidia-smi" | tee "$OUT/check.log" ;;
+      mkdir -p "$OUT/tests"
+      PYTHONPATH=$interpreter TEST_LIMIT=${TEST_LIMIT:-900} OUT=$OUT/tests docs/gpu/run.sh check 2>&1 | grep -v "nvidia-smi" \
+        | tee "$OUT/check.log" ;;
     targets)  # run.sh's `targets` on one small stage: the interpreters are slow
-      OUT=$OUT docs/gpu/run.sh targets --stages 8:32:2 --batch 2 --time 0.05 --min-rounds 3 >/dev/null 2>&1
+      PYTHONPATH=$interpreter OUT=$OUT/targets PRECOMPILE=2 docs/gpu/run.sh targets --stages 8:32:2 --batch 2 \
+        --time 0.05 --min-rounds 3 2>&1 | grep "^== .OUT\|WARNING: the GPU tool\|precompile:"
       for backend in torch jax; do
-        echo "targets on $backend: $(($(wc -l < "$OUT/targets-$backend.csv") - 1)) rows in $OUT/targets-$backend.csv"
+        echo "targets on $backend: $(($(wc -l < "$OUT/targets/targets-$backend.csv") - 1)) rows in $OUT/targets/targets-$backend.csv"
       done ;;
     sweeps)   # run.sh's `sweeps gpu` on each backend, each cut at LIMIT_GPU as a GPU call would be
-      rm -rf "$OUT/runs"
-      RUNS=$OUT/runs OUT=$OUT LIMIT_GPU=${LIMIT_GPU:-240} PRECOMPILE=${PRECOMPILE:-2} SKIP_CALIBRATION=1 \
-        docs/gpu/run.sh sweeps gpu 2>&1 | grep "^== .*sweep" ;;
+      rm -rf "$OUT/runs" "$OUT/sweeps"; mkdir -p "$OUT/sweeps"
+      RUNS=$OUT/runs OUT=$OUT/sweeps LIMIT_GPU=${LIMIT_GPU:-240} PRECOMPILE=${PRECOMPILE:-2} SKIP_CALIBRATION=1 \
+        docs/gpu/run.sh sweeps gpu 2>&1 | grep "^== .*sweep\|^== .OUT\|WARNING: the GPU tool" ;;
     bindings)
       plugin=$VENV-plugin
       if [ ! -x "$plugin/bin/python3" ]; then

@@ -4,38 +4,59 @@
 # carried along (docs/gpu/wheels.sh fetches them).
 #   docs/gpu/run.sh check            environment, then the fused kernels' tests on the GPU (Pallas and
 #                                    Triton on JAX, Triton on PyTorch)
-#   docs/gpu/run.sh targets          python -m bench.targets on JAX and PyTorch
+#   docs/gpu/run.sh targets          python -m bench.targets on each of $BACKENDS (default: torch, then jax),
+#                                    the layer cases compiled first by $PRECOMPILE (12) worker processes
 #     OUT=$OUT/window INVOLUTION_UNROLL_WINDOW=1 docs/gpu/run.sh targets: the same with every tap
 #     unrolled (the loops of kernel versions up to v4), to time against the default row loop
 #     OUT=$OUT/tiles INVOLUTION_TILE_WIDTH=8 docs/gpu/run.sh targets: the same with the Triton
 #     kernels' 2-D pixel tiles, 8 pixels wide, to time against the default flat tiles
 #   docs/gpu/run.sh sweeps [NAME...] the timer's calibration, then each sweep (default: gpu, then
-#                                    paper with --tf32) on each of $BACKENDS, run directories under $OUT
-# A 30-minute lease holds about three 10-minute calls once the machine has started; one plan
-# (each call's rows come back even when it is cut off; a call runs 600 s at most):
-#   call 1: TARGET_LIMIT=270 docs/gpu/run.sh targets   (issue 12's targets, PyTorch then JAX; each
-#           checks its aggregation against shiftsum's on the GPU)
-#   call 2: BACKENDS=torch LIMIT_GPU=450 docs/gpu/run.sh sweeps gpu   (issue 11: 8 minutes a sweep;
-#           the calibration before it takes up to 120 s)
-#   call 3: BACKENDS=jax LIMIT_GPU=450 docs/gpu/run.sh sweeps gpu
-# In a later lease: `check` (the kernels' tests compiled for the GPU: five pytest runs of up to
-# TEST_LIMIT s each), the `paper` sweeps, and the window and tile variants of `targets`. The window
-# variant compiles ten times longer (with Triton 3.6, the GPU machine's, its 126 binaries at the
-# RedNet stages took 1,133 s on the 2-core CPU machine against 115 s for the default: PERF.md
-# section 18), so it takes a call of its own per backend:
-#   OUT=$OUT/window INVOLUTION_UNROLL_WINDOW=1 BACKENDS=torch TARGET_LIMIT=560 docs/gpu/run.sh targets
+#                                    paper with --tf32) on each of $BACKENDS
+#
+# The GPU tool's limits (2026-12): 15 minutes of device time a session, the machine's start (a minute
+# or two) included; 10 minutes a call; at most 8 files come back from $OUT, no more than 2 folders
+# down. So each sweep's run directory comes back as one archive, $OUT/<sweep>-<backend>.tar.gz
+# (rebuilt every 20 s while the sweep runs, so that a call cut off at its limit still brings back the
+# rows finished so far; resume with --resume after unpacking it), and a call's files are listed at
+# its end with a warning where they exceed what comes back. One call of about 9.5 minutes a session
+# (timeout_s 570), each a step of its own, in this order (each session takes the first not yet done):
+#   1. TARGET_LIMIT=270 docs/gpu/run.sh targets          issue 12: the v3-v9 kernels' first timing, both
+#      backends (6 files: targets-<backend>.csv/.md/.log); every fused layer checked against shiftsum's
+#      outputs and gradients on the GPU (rel_err_vs_shiftsum; a wrong one meets no target)
+#   2. BACKENDS=torch LIMIT_GPU=480 docs/gpu/run.sh sweeps gpu     issue 11: a >= 300-case sweep in 8 minutes
+#   3. BACKENDS=jax   LIMIT_GPU=480 docs/gpu/run.sh sweeps gpu
+#   4. LIMIT_PAPER=260 docs/gpu/run.sh sweeps paper                both backends' paper sweeps, TF32 allowed
+#   5. the window and tile variants of `targets` (OUT=$OUT/window ..., one backend a call: the window
+#      variant compiles ten times longer, PERF.md section 18), and `check` (TEST_LIMIT=100: five pytest
+#      runs of the kernels compiled for the GPU)
+# With minutes left after a call (the machine stays warm 30 s), `check` with TEST_LIMIT=30 fits.
 # docs/gpu/rehearse.sh runs these calls on a CPU machine with the GPU machine's versions first.
-# Everything it writes goes under $OUT (default: ./gpu-out). A sweep appends its rows to its run
-# directory's results.jsonl as each case finishes, and the directory is copied to
-# $OUT/<sweep>-<backend> every 20 s and at the end, so a command cut off at its time limit keeps
-# them (resume with --resume DIR).
+# Everything it writes goes under $OUT (default: ./gpu-out).
 set -uo pipefail
 OUT=${OUT:-$PWD/gpu-out}
 mkdir -p "$OUT"
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
   --target /tmp/site .whl/*.whl || exit 1
-export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1
+export PYTHONPATH=/tmp/site:$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
 log() { echo "== $(date -u +%H:%M:%S) $*"; }
+# pack DIR: DIR as one archive, $OUT/<name of DIR>.tar.gz, replaced whole (what comes back is a
+# complete archive, or the previous one and a .partial beside it)
+pack() {
+  local name partial; name=$(basename "$1"); partial="$OUT/$name.tar.gz.partial$BASHPID"
+  # GNU tar exits 1 when a file changed while it read it (a row appended): the archive is still whole
+  tar -czf "$partial" -C "$(dirname "$1")" "$name" 2>/dev/null
+  if [ $? -le 1 ]; then mv -f "$partial" "$OUT/$name.tar.gz"; else rm -f "$partial"; fi
+}
+# What the call leaves under $OUT, and whether the GPU tool brings it all back.
+out_check() {
+  local files deep
+  files=$(find "$OUT" -type f | wc -l)
+  deep=$(find "$OUT" -mindepth 4 -type f | wc -l)
+  echo "== \$OUT holds $files file(s): $(cd "$OUT" && find . -type f | sed 's|^\./||' | sort | tr '\n' ' ')"
+  [ "$files" -le 8 ] && [ "$deep" -eq 0 ] \
+    || echo "== WARNING: the GPU tool brings back at most 8 files, no more than 2 folders down: some of these stay behind"
+}
+trap out_check EXIT
 
 case "${1:-check}" in
   check)
@@ -63,21 +84,30 @@ case "${1:-check}" in
     ;;
   targets)
     shift
+    # The layer cases are compiled first in worker processes (on the host's 16 cores), for a third of
+    # the limit at most; the timing then loads their code from the caches (rows: compile_cache).
+    precompile=()
+    [ "${PRECOMPILE:-12}" != 0 ] && precompile=(--precompile "${PRECOMPILE:-12}" \
+      --precompile-time "${PRECOMPILE_TIME:-$(( ${TARGET_LIMIT:-240} / 3 ))}")
     for backend in ${BACKENDS:-torch jax}; do
       log "targets on $backend"
-      KERAS_BACKEND=$backend timeout "${TARGET_LIMIT:-240}" python3 -m bench.targets --out "$OUT" "$@" \
-        2>&1 | grep -v "^WARNING\|oneDNN\|cuda_" | tee "$OUT/targets-$backend.log" | tail -45
+      KERAS_BACKEND=$backend timeout "${TARGET_LIMIT:-240}" python3 -m bench.targets --out "$OUT" \
+        "${precompile[@]}" "$@" 2>&1 | grep -v "^WARNING\|oneDNN\|cuda_" | tee "$OUT/targets-$backend.log" | tail -45
     done
     ;;
   sweeps)
     # Run directories live in $RUNS (kept while the machine stays warm; a cold
-    # machine gets them from .gpu-runs/, carried along) and are copied to $OUT
-    # after each sweep, so a sweep cut off by its limit is resumed by the next call.
+    # machine gets them from .gpu-runs/, carried along: the archives an earlier
+    # call brought back, or run directories) and come back as archives, so a
+    # sweep cut off by its limit is resumed by the next call.
     shift
     sweeps=("${@:-gpu paper}")
     RUNS=${RUNS:-/tmp/runs}
     mkdir -p "$RUNS"
-    [ -d .gpu-runs ] && cp -rn .gpu-runs/. "$RUNS"/
+    if [ -d .gpu-runs ]; then
+      for archive in .gpu-runs/*.tar.gz; do [ -f "$archive" ] && tar -xzf "$archive" -C "$RUNS"; done
+      find .gpu-runs -mindepth 1 -maxdepth 1 -type d -exec cp -rn {} "$RUNS"/ \;
+    fi
     for backend in ${BACKENDS:-torch jax}; do
       logfile="$OUT/log-$backend.txt"
       { log "machine"; nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.max.sm,clocks.mem,\
@@ -98,16 +128,16 @@ temperature.gpu,power.draw,power.limit --format=csv; } >> "$logfile" 2>&1
         start=(--run-dir "$dir")
         [ -f "$dir/run.json" ] && start=(--resume "$dir")
         log "sweep $sweep ${extra[*]} ${start[*]} on $backend (limit ${!limit_var:-480} s)" | tee -a "$logfile"
-        # A copy every 20 s as well, so that a call the GPU tool cuts off at its own limit (which
-        # leaves no time for the copy after the sweep) still brings back the rows finished so far.
-        ( while sleep 20; do [ -d "$dir" ] && mkdir -p "$OUT/$sweep-$backend" && cp -r "$dir/." "$OUT/$sweep-$backend/"; done ) &
+        # An archive every 20 s as well, so that a call the GPU tool cuts off at its own limit (which
+        # leaves no time for packing after the sweep) still brings back the rows finished so far.
+        ( while sleep 20; do [ -d "$dir" ] && pack "$dir"; done ) &
         copier=$!
         KERAS_BACKEND=$backend timeout "${!limit_var:-480}" python3 -m pytest bench --benchmark-only -q \
           -p no:cacheprovider --sweep "$sweep" "${extra[@]}" "${start[@]}" --no-report \
           --benchmark-columns=median,rounds 2>&1 | grep -v "^test_case\[" | tail -40 | tee -a "$logfile"
         kill "$copier" 2>/dev/null; wait "$copier" 2>/dev/null
         log "end of sweep $sweep on $backend: $(wc -l < "$dir/results.jsonl") rows" | tee -a "$logfile"
-        rm -rf "${OUT:?}/$sweep-$backend" && cp -r "$dir" "$OUT/$sweep-$backend"
+        pack "$dir"
       done
     done
     ;;
