@@ -43,24 +43,6 @@ def test_precompiled_cases_load_their_executables_from_the_cache(tmp_path):
     assert set(tables.all_results(load_runs([run]).table)["compile cache"]) == {"hit"}
 
 
-@pytest.mark.skipif(tb.NAME != "jax", reason="JAX's persistent compilation cache")
-def test_a_training_step_compiled_by_a_worker_serves_the_sweep(tmp_path):
-    """The worker's cotangent (zeros) and the sweep's (random) differ: the
-    step takes it as an argument, so that one executable serves both (as a
-    constant of the program it made every training case a miss)."""
-    defaults = (TINY.read_text().split("[defaults]")[1].split("[[grid]]")[0]
-                .replace('mode = "inference"', 'mode = "training"'))
-    sweep = tmp_path / "training.toml"
-    sweep.write_text('description = "Two training cases"\ntime_per_case = 0.02\nmin_rounds = 3\n\n[defaults]'
-                     + defaults + '[[grid]]\nlayer = ["involution", "conv2d"]\n')
-    run = tmp_path / "run"
-    result = run_bench("--sweep", str(sweep), "--precompile", "2", "--compile-cache", str(tmp_path / "cache"),
-                       "--run-dir", str(run), "--no-report")
-    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
-    rows = [json.loads(line) for line in (run / "results.jsonl").read_text().splitlines()]
-    assert [(row["mode"], row["status"], row["compile_cache"]) for row in rows] == [("training", "ok", "hit")] * 2
-
-
 @pytest.mark.skipif(tb.NAME != "jax", reason="the workers' deadline does not depend on the backend")
 def test_precompile_stops_its_workers_at_its_time(tmp_path):
     """--precompile-time: the workers still compiling are stopped, so that a

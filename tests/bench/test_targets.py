@@ -144,7 +144,9 @@ def test_precompiled_layer_steps_load_from_the_cache(tmp_path, monkeypatch, caps
     """--precompile: the workers compile every layer case (both modes) into
     the cache, a relative --compile-cache included (they run from the
     repository's root), and each timed row says its code came from there;
-    the output folder holds the CSV and the table only."""
+    the output folder holds the CSV and the table only. The training steps
+    too: the workers' cotangent (zeros) differs from the timed one (random),
+    and as a constant of the program it made each of them a miss."""
     monkeypatch.chdir(tmp_path)
     code = targets.main(["--out", "out", "--batch", "1", "--stages", "6:4:2", "--time", "0.01", "--min-rounds", "2",
                          "--dtypes", "float32", "--modes", "inference,training", "--impls", "shiftsum",
