@@ -174,13 +174,13 @@ def test_each_involution_layer_is_checked_against_the_portable_one(tmp_path):
     outputs, or of its gradients in training."""
     fused = {"jax": "pallas_fused", "torch": "triton_fused"}[tb.NAME]
     code = targets.main(["--out", str(tmp_path), "--batch", "2", "--stages", "5:8:2", "--time", "0.01",
-                         "--min-rounds", "2", "--dtypes", "float32", "--impls", f"{fused},reference,shiftsum"])
+                         "--min-rounds", "2", "--dtypes", "float32", "--impls", f"{fused},shiftsum"])
     assert code == 0
     frame = pd.read_csv(tmp_path / f"targets-{tb.NAME}.csv")
     layers = frame[(frame.what == "layer") & (frame.layer == "involution")]
     assert set(layers.status) == {"ok"}
     checked = layers[layers.implementation != "shiftsum"]
-    assert len(checked) == 4 and checked.rel_err_vs_shiftsum.notna().all()
+    assert len(checked) == 2 and checked.rel_err_vs_shiftsum.notna().all()
     assert (checked.rel_err_vs_shiftsum < 1e-4).all(), checked[["implementation", "mode", "rel_err_vs_shiftsum"]]
     assert layers[layers.implementation == "shiftsum"].rel_err_vs_shiftsum.isna().all()
 

@@ -37,6 +37,27 @@ def test_seed_involution_model():
     assert tuple(model(np.zeros((2, 32, 32, 3), "float32")).shape) == (2, 10)
 
 
+def test_seed_involution_model_trains_with_fit():
+    """`model.fit` as the example trains (Adam, logits): the trainable weights
+    move, and the batch norms' moving statistics (non-trainable state, carried
+    out of JAX's stateless training step) are updated. The real-data epoch of
+    `bench.seed_models` runs in the TensorFlow run only."""
+    keras.utils.set_random_seed(0)
+    model = models.seed_involution_model(input_shape=(8, 8, 3))
+    model.compile(optimizer="adam", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    rng = np.random.default_rng(0)
+    images = rng.random((16, 8, 8, 3)).astype("float32")  # (B, H, W, C)
+    labels = rng.integers(0, 10, 16)
+    weights = model.get_layer("inv_1").weights
+    before = [keras.ops.convert_to_numpy(w) for w in weights]
+    history = model.fit(images, labels, batch_size=8, epochs=1, verbose=0)
+    after = [keras.ops.convert_to_numpy(w) for w in weights]
+    assert np.isfinite(history.history["loss"][0])
+    moved = {w.path.split("/")[-1]: not np.array_equal(b, a)
+             for w, b, a in zip(weights, before, after, strict=True)}
+    assert all(moved.values()), moved
+
+
 def test_kernel_maps_share_trained_weights():
     model = models.seed_involution_model(implementation="shiftsum")
     rng = np.random.default_rng(0)
