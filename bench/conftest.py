@@ -4,7 +4,9 @@ Options; the supervisor (`bench.supervisor`: the command runs again in a
 child process that it watches for crashes and hangs); the parametrization of
 `test_case` by the sweep's cases (cases that cannot run are collected as
 skipped, with their reason); the run directory; pytest-benchmark's machine
-info and JSON file; the end-of-run summary and report.
+info and JSON file; a Ctrl-C that stops the sweep before its next case even
+where a finalizer swallowed it (`bench.interrupts`); the end-of-run summary and
+report.
 
 Nothing here imports a framework at module level: the supervisor never loads
 one, and the child loads it with the frameworks' start-up messages silenced
@@ -23,12 +25,14 @@ import pytest
 
 from bench import compile_cache, quiet, supervisor
 from bench import options as bench_options
+from bench.interrupts import Interrupts
 
 if TYPE_CHECKING:
     from bench.session import BenchSession
 
 _KEY = pytest.StashKey[object]()
 _POLICY = pytest.StashKey[dict]()
+_INTERRUPTS = pytest.StashKey[Interrupts]()
 
 
 def pytest_addoption(parser):
@@ -154,6 +158,8 @@ def _configure(config, BenchSession, Options, UsageError):  # noqa: N803 (classe
         raise pytest.UsageError(str(error)) from None
     config.stash[_KEY] = session
     if not config.option.collectonly:
+        config.stash[_INTERRUPTS] = Interrupts()
+        config.stash[_INTERRUPTS].install()
         try:
             session.ensure_run_dir()
         except OSError as error:  # bench.rundir.RunDirError: one line naming the directory
@@ -166,6 +172,19 @@ def _configure(config, BenchSession, Options, UsageError):  # noqa: N803 (classe
             previous.rename(previous.with_name(f"benchmark.part-{len(list(previous.parent.glob('benchmark.part-*')))}.json"))
         if config.getoption("benchmark_json") is None:
             config.option.benchmark_json = session.run_dir.benchmark_json
+
+
+def pytest_unconfigure(config):
+    if _INTERRUPTS in config.stash:
+        config.stash[_INTERRUPTS].uninstall()
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item):
+    # A Ctrl-C that a finalizer swallowed during the previous case stops the
+    # sweep here (bench/interrupts.py).
+    if _INTERRUPTS in item.config.stash:
+        item.config.stash[_INTERRUPTS].check()
 
 
 def _session(config) -> BenchSession:
