@@ -177,6 +177,8 @@ def _configure(config, BenchSession, Options, UsageError):  # noqa: N803 (classe
 def pytest_unconfigure(config):
     if _INTERRUPTS in config.stash:
         config.stash[_INTERRUPTS].uninstall()
+    if _KEY in config.stash:  # a normal end: the next pass or --resume takes the directory over silently
+        _session(config).run_dir.unlock()
 
 
 @pytest.hookimpl(tryfirst=True)

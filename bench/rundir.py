@@ -7,7 +7,8 @@
       running.json    the case in flight, written before it starts and removed
                       when its line is written: after a crash or a hang it names
                       the case to record as `crashed` or `timeout` on --resume
-      .lock           held (flock) by the one process writing the directory
+      .lock           held (flock) by the one process writing the directory, its pid
+                      inside; cleared at a normal end, left naming a process that died
       benchmark.json  pytest-benchmark's own format (`pytest-benchmark compare`),
                       written when the session ends (merged across --resume)
       traces/         profiler traces (--profile)
@@ -22,6 +23,7 @@ reports and the sweep supervisor use it.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import math
@@ -150,6 +152,23 @@ class RunDir:
         self._lock = handle
         previous = holder.get("pid")
         return previous if isinstance(previous, int) and previous != os.getpid() else None
+
+    def unlock(self) -> None:
+        """Give the directory up at a normal end: the holder's record is
+        cleared, so the next writer (the next pass, a --resume) finds no lock
+        to take over. After a crash the record stays and names the dead
+        process."""
+        if self._lock is None:
+            return
+        import fcntl
+
+        with contextlib.suppress(OSError):
+            self._lock.seek(0)
+            self._lock.truncate()
+            self._lock.flush()
+            fcntl.flock(self._lock.fileno(), fcntl.LOCK_UN)
+        self._lock.close()
+        self._lock = None
 
     def _busy(self, holder: dict) -> RunDirError:
         who = f"process {holder.get('pid', '?')} on {holder.get('host', '?')}, since {holder.get('started', '?')}"
