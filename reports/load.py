@@ -61,6 +61,9 @@ def _read_rows(path: Path, skipped: list[str]) -> list[dict]:
     return rows
 
 
+_FIX = f"give the folder of the {RESULTS} a sweep names at its end ('results: ...')"
+
+
 def load_runs(paths: list[str | Path]) -> Loaded:
     """Load run directories (shards, backends, machines) into one table."""
     if not paths:
@@ -70,13 +73,13 @@ def load_runs(paths: list[str | Path]) -> Loaded:
     for raw in paths:
         path = Path(raw)
         if not path.exists():
-            raise ReportError(f"{path}: no such run directory")
+            raise ReportError(f"{path}: no such run directory; {_FIX}")
         if not path.is_dir():
             raise ReportError(f"{path}: not a directory (give the run directory that holds {RESULTS})")
         results = path / RESULTS
         history = path / HISTORY
         if not results.exists() and not history.exists() and not list(path.glob(KERNEL_MAPS)):
-            raise ReportError(f"{path}: no {RESULTS} (nor {HISTORY}): not a benchmark run directory")
+            raise ReportError(f"{path}: no {RESULTS} (nor {HISTORY}): not a benchmark run directory; {_FIX}")
         meta = {}
         if (path / META).exists():
             try:
@@ -105,7 +108,9 @@ def load_runs(paths: list[str | Path]) -> Loaded:
         maps += sorted(path.glob(KERNEL_MAPS))
     if not rows and not histories and not maps:
         raise ReportError(f"{', '.join(map(str, paths))}: no valid result rows"
-                          + (f" ({len(skipped)} line(s) skipped)" if skipped else " (an empty run)"))
+                          + (f" ({len(skipped)} line(s) skipped; the first: {skipped[0]})" if skipped
+                             else " (an empty run: no case finished)")
+                          + "; give the run directory of a sweep that finished at least one case")
     table = pd.DataFrame(rows)
     if not table.empty:
         if "pass" not in table:

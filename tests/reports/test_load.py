@@ -34,14 +34,16 @@ def test_broken_lines_are_skipped_and_listed(fixtures):
 
 
 @pytest.mark.parametrize("name, message", [
-    ("run_empty", "no valid result rows (an empty run)"),
-    ("run_foreign", "no valid result rows (2 line(s) skipped)"),
+    ("run_empty", "no valid result rows (an empty run"),
+    ("run_foreign", "no valid result rows (2 line(s) skipped; the first: "),
     ("no_such_run", "no such run directory"),
 ])
-def test_unusable_input_names_the_path(fixtures, name, message):
+def test_unusable_input_names_the_path_and_the_fix(fixtures, name, message):
     with pytest.raises(load.ReportError) as info:
         load.load_runs([fixtures / name])
-    assert name in str(info.value) and message in str(info.value)
+    text = str(info.value)
+    assert name in text and message in text
+    assert "; give the " in text and "\n" not in text  # what to pass instead, on one line
 
 
 def test_a_file_or_a_foreign_folder(fixtures, tmp_path):
