@@ -593,6 +593,13 @@ def main(argv: list[str] | None = None) -> int:
     if message := keras_backend.problem():
         print(f"error: {message}", file=sys.stderr)
         return 2
+    from bench.rundir import RunDirError, writable_folder
+
+    try:  # before the first kernel is built
+        writable_folder(args.out, "--out")
+    except RunDirError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     from keras import backend
 
     name = backend.backend()
@@ -621,7 +628,6 @@ def main(argv: list[str] | None = None) -> int:
     except sweeps.SweepError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    args.out.mkdir(parents=True, exist_ok=True)
     path = args.out / f"kernel-resources-{name}.csv"
     rows: list[dict] = []
     produced = (triton_rows(cases, arch=args.arch, tf32=args.tf32, all_configs=not args.first_config, kernels=kernels)

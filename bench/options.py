@@ -13,7 +13,7 @@ import re
 from pathlib import Path
 
 from bench import keras_backend, sweeps
-from bench.rundir import RunDir
+from bench.rundir import RunDir, RunDirError, writable_folder
 
 
 class UsageError(ValueError):
@@ -124,11 +124,10 @@ def check(config) -> None:
             same_commit(meta, provenance.git(config.rootpath).get("git_commit"), get("--resume"))
         path = Path(get("--resume"))
     elif get("--run-dir"):
-        path = Path(get("--run-dir"))
         try:
-            path.mkdir(parents=True, exist_ok=True)
-        except OSError as error:
-            raise UsageError(str(RunDir(path).unusable(error))) from None
+            path = writable_folder(get("--run-dir"), "--run-dir")
+        except RunDirError as error:
+            raise UsageError(str(error)) from None
     else:
         return
     try:

@@ -72,6 +72,37 @@ class RunDirError(OSError):
     """The run directory cannot be used; the message names it and says what to do."""
 
 
+def unwritable(option: str, path: str | os.PathLike, error: OSError, kind: str = "directory") -> RunDirError:
+    """The one-line error for a `kind` ("directory" or "file") given to
+    `option` that cannot be made or written."""
+    return RunDirError(f"{option} {path}: cannot be created or written ({error.strerror or error}); "
+                       f"choose a {kind} you can write to. Received: {option}={path}")
+
+
+def writable_folder(path: str | os.PathLike, option: str) -> Path:
+    """Create the folder given to `option` (with its parents) and write a file
+    in it, before any work: a folder that cannot hold the output is a one-line
+    error at the start, not a traceback after the first measurement."""
+    return _writable(Path(path), option, Path(path), "directory")
+
+
+def writable_file(path: str | os.PathLike, option: str) -> Path:
+    """`writable_folder` for the folder of an output file given to `option`."""
+    return _writable(Path(path).parent, option, Path(path), "file")
+
+
+def _writable(folder: Path, option: str, given: Path, kind: str) -> Path:
+    import tempfile
+
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as error:
+        raise unwritable(option, given, error, kind) from None
+    return given
+
+
 def _plain(value):
     """JSON-safe: numpy scalars to Python numbers, NaN/inf to None."""
     if hasattr(value, "item") and not isinstance(value, (list, dict, str)):
@@ -124,8 +155,7 @@ class RunDir:
             raise self.unusable(error) from None
 
     def unusable(self, error: OSError) -> RunDirError:
-        return RunDirError(f"--run-dir {self.path}: cannot be created or written ({error.strerror or error}); "
-                           f"choose a directory you can write to. Received: --run-dir={self.path}")
+        return unwritable("--run-dir", self.path, error)
 
     def lock(self) -> int | None:
         """Become the directory's one writer (an flock on .lock, released by

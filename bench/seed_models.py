@@ -225,8 +225,7 @@ def main(argv: list[str] | None = None) -> int:
     dataset = datasets.DATASETS[args.dataset]
     run_dir = Path(args.run_dir or Path("reports") / "runs"
                    / f"{rundir.utc_stamp()}-seed-{args.dataset.replace('_', '-')}-{backend}")
-    try:
-        run_dir.mkdir(parents=True, exist_ok=True)
+    try:  # create() makes the folder; an unusable one is a one-line RunDirError naming --run-dir
         rundir.RunDir(run_dir).create({
             "started": rundir.utc_stamp(), "backend": backend, "device": "", "device_name": machine.cpu_model(),
             "sweep": "seed_models", "sweep_source": "bench/seed_models.py", "precision": "float32",

@@ -150,6 +150,10 @@ class BenchSession:
                              f"has no cache the suite fills). Received: {flag}={value} with "
                              f"KERAS_BACKEND={self.runner.name}")
         self.compile_cache_dir = options.compile_cache or compile_cache.DEFAULT_DIR
+        try:
+            rundir.writable_folder(self.compile_cache_dir, "--compile-cache")
+        except rundir.RunDirError as error:
+            raise UsageError(str(error)) from None
         return compile_cache.enable(self.compile_cache_dir, self.runner.name)
 
     def precompile(self) -> None:

@@ -30,12 +30,13 @@ from pathlib import Path
 import numpy as np
 
 from bench import keras_backend
+from bench.cases import DTYPES as ALL_DTYPES
+from bench.cases import MODES
 
 STAGES = ((56, 64, 4), (28, 128, 8), (14, 256, 16))  # (resolution, channels, groups)
 KERNEL_SIZE = 7
 REDUCTION = 4
-DTYPES = ("float32", "mixed_bfloat16")
-MODES = ("inference", "training")
+DTYPES = ("float32", "mixed_bfloat16")  # the precisions of issue 12's targets: the default of --dtypes
 
 
 def fused_implementations(backend: str) -> list[str]:
@@ -366,6 +367,19 @@ def _stages(text: str):
     return stages
 
 
+def _some_of(option: str, allowed: tuple[str, ...]):
+    """An argparse type: a comma-separated list of some of `allowed`."""
+    def parse(text: str) -> list[str]:
+        chosen = [item.strip() for item in text.split(",")]
+        unknown = [item for item in chosen if item not in allowed]
+        if unknown or not text.strip():
+            raise argparse.ArgumentTypeError(
+                f"{option} takes some of {', '.join(allowed)}, comma-separated; {unknown or 'nothing'} is not one. "
+                f"Received: {option}={text}")
+        return chosen
+    return parse
+
+
 def _precompile(cases: list, workers: int, cache_dir: Path, seconds: float) -> str:
     """`bench.compile_cache.precompile` for the layer cases (TF32 allowed, as
     every case here), its case list and worker logs in a folder of their own
@@ -394,8 +408,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--min-rounds", type=int, default=10)
     parser.add_argument("--l2", choices=("cold", "warm"), default="cold",
                         help="flush the L2 before each timed step (cold, the default) or not")
-    parser.add_argument("--modes", default="inference,training")
-    parser.add_argument("--dtypes", default=",".join(DTYPES))
+    parser.add_argument("--modes", type=_some_of("--modes", MODES), default=list(MODES),
+                        help=f"some of {','.join(MODES)} (default: both)")
+    parser.add_argument("--dtypes", type=_some_of("--dtypes", ALL_DTYPES), default=list(DTYPES),
+                        help=f"Keras dtype policies, some of {','.join(ALL_DTYPES)} (default: {','.join(DTYPES)})")
     parser.add_argument("--impls", default=None, help="involution implementations (default: fused + portable)")
     parser.add_argument("--jit", choices=("default", "on", "off"), default="default",
                         help="compile the layer steps (default: as Keras does: jax.jit, eager PyTorch)")
@@ -417,6 +433,14 @@ def main(argv: list[str] | None = None) -> int:
                      f"of seconds. Received: --precompile={args.precompile} --precompile-time={args.precompile_time}")
     if message := keras_backend.problem():
         parser.error(message)
+    from bench.rundir import RunDirError, writable_folder
+
+    try:  # before anything is measured
+        writable_folder(args.out, "--out")
+        if args.compile_cache:
+            writable_folder(args.compile_cache, "--compile-cache")
+    except RunDirError as error:
+        parser.error(str(error))
 
     import keras
     import pandas as pd
@@ -455,9 +479,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"bench.targets: {backend} on {device_name} ({runner.device_kind()}), keras {keras.__version__}, "
           f"{precision}, layer steps {'compiled' if jit else 'eager'}; {timer.source()}", flush=True)
     rows: list[dict] = []
-    args.out.mkdir(parents=True, exist_ok=True)
     if args.precompile:
-        cases = [case for stage in args.stages for dtype in args.dtypes.split(",") for mode in args.modes.split(",")
+        cases = [case for stage in args.stages for dtype in args.dtypes for mode in args.modes
                  for case in layer_cases(args.batch, stage, dtype, mode, impls, jit) if runner.compiles(case)]
         print(f"bench.targets: {_precompile(cases, args.precompile, cache_dir, args.precompile_time)}", flush=True)
     csv_path = args.out / f"targets-{backend}.csv"
@@ -472,8 +495,8 @@ def main(argv: list[str] | None = None) -> int:
 
     for stage in args.stages:
         resolution, channels, groups = stage
-        for dtype in args.dtypes.split(","):
-            for mode in args.modes.split(","):
+        for dtype in args.dtypes:
+            for mode in args.modes:
                 layer_rows = _layer_rows(runner, timer, backend, args.batch, stage, dtype, mode, impls, jit, cached)
                 for row in layer_rows:
                     if row["layer"] == "involution":

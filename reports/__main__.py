@@ -12,6 +12,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from bench.rundir import RunDirError, writable_file
 from reports import load
 
 
@@ -102,7 +103,13 @@ def main(argv: list[str] | None = None) -> int:
     shot_p.set_defaults(run=_screenshot)
     args = parser.parse_args(argv)
     try:
+        for option, value in (("-o", getattr(args, "output", None)), ("--plot", getattr(args, "plot", None))):
+            if value:  # before the work: an output that cannot be written is one line, not a traceback
+                writable_file(value, option)
         return args.run(args)
+    except RunDirError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     except load.ReportError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -21,6 +21,18 @@ def test_verdict_names_where_the_executables_came_from():
     assert compile_cache.verdict((3, 1), (3, 1)) == "none"
 
 
+@pytest.mark.skipif(tb.NAME != "jax", reason="--compile-cache runs on JAX and PyTorch; checked once, on JAX")
+def test_a_compile_cache_that_cannot_be_created_is_one_line(tmp_path):
+    where = "/dev/null/cache"
+    result = run_bench("--sweep", str(TINY), "--compile-cache", where, "--run-dir", str(tmp_path / "run"),
+                       "--no-report")
+    text = result.stdout + result.stderr
+    assert result.returncode == 4, text[-2000:]
+    assert f"--compile-cache {where}: cannot be created or written" in text
+    assert f"Received: --compile-cache={where}" in text
+    assert "Traceback" not in text and "INTERNALERROR" not in text
+
+
 @pytest.mark.skipif(tb.NAME != "jax", reason="JAX's persistent compilation cache")
 def test_precompiled_cases_load_their_executables_from_the_cache(tmp_path):
     cache, run = tmp_path / "cache", tmp_path / "run"

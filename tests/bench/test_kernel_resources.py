@@ -176,6 +176,13 @@ def test_a_bad_arch_is_refused_in_one_line(capsys):
     assert len(err.splitlines()) == 1 and "Received: --arch=60" in err
 
 
+def test_an_unwritable_out_is_refused_in_one_line(tmp_path, capsys):
+    (tmp_path / "a-file").write_text("")
+    assert kr.main(["--out", str(tmp_path / "a-file" / "out")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith(f"error: --out {tmp_path / 'a-file' / 'out'}: cannot be")
+
+
 def test_a_bad_stride_is_refused_in_one_line(capsys):
     assert kr.main(["--stride", "0"]) == 2
     assert kr.main(["--stride", "2", "--sweep", "gpu"]) == 2

@@ -1,5 +1,5 @@
 """The run directory's lock: one writer at a time, given up at a normal end,
-taken over (and named) after a crash."""
+taken over (and named) after a crash; output folders checked before any work."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import os
 
 import pytest
 
-from bench.rundir import RunDir, RunDirError
+from bench.rundir import RunDir, RunDirError, writable_file, writable_folder
 
 
 def test_a_directory_given_up_normally_has_no_holder_to_take_over(tmp_path):
@@ -42,3 +42,19 @@ def test_a_live_holder_is_a_one_line_error(tmp_path):
     finally:
         holder.unlock()
     RunDir(tmp_path / "run").check_free()  # free again
+
+
+def test_output_folders_are_made_or_refused_in_one_line(tmp_path):
+    assert writable_folder(tmp_path / "a" / "b", "--out") == tmp_path / "a" / "b"
+    assert (tmp_path / "a" / "b").is_dir() and not list((tmp_path / "a" / "b").iterdir())  # the probe is gone
+    assert writable_file(tmp_path / "c" / "r.html", "-o") == tmp_path / "c" / "r.html"
+    assert (tmp_path / "c").is_dir() and not (tmp_path / "c" / "r.html").exists()
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    with pytest.raises(RunDirError) as info:
+        writable_folder(blocker / "out", "--out")
+    text = str(info.value)
+    assert "\n" not in text and text.startswith(f"--out {blocker / 'out'}: cannot be created or written (")
+    assert text.endswith(f"choose a directory you can write to. Received: --out={blocker / 'out'}")
+    with pytest.raises(RunDirError, match=r"choose a file you can write to\. Received: -o=.*a-file/r\.html$"):
+        writable_file(blocker / "r.html", "-o")

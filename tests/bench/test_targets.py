@@ -167,6 +167,22 @@ def test_bad_precompile_options_are_one_line(capsys):
     assert "Received: --precompile=-1 --precompile-time=300.0" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("args, received", [
+    (["--dtypes", "float32,float64"], "Received: --dtypes=float32,float64"),
+    (["--modes", "infer"], "Received: --modes=infer"),
+    (["--out", "{blocker}/out"], "Received: --out={blocker}/out"),
+    (["--compile-cache", "{blocker}/cache"], "Received: --compile-cache={blocker}/cache"),
+])
+def test_bad_lists_and_unwritable_folders_are_one_line(tmp_path, capsys, args, received):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    with pytest.raises(SystemExit) as exit_info:
+        targets.main(["--out", str(tmp_path / "out"), *(a.format(blocker=blocker) for a in args)])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.endswith(received.format(blocker=blocker)), err
+
+
 @pytest.mark.skipif(tb.NAME == "tensorflow", reason="the fused kernels are JAX and PyTorch code")
 def test_each_involution_layer_is_checked_against_the_portable_one(tmp_path):
     """The fused layer (here in its interpreter) runs on the reference

@@ -118,6 +118,17 @@ def test_cli_build_lists_what_it_skipped(fixtures, tmp_path):
     assert "Skipped 3 input line(s)" in (tmp_path / "r.html").read_text()
 
 
+def test_cli_outputs_that_cannot_be_written_are_one_line(fixtures, tmp_path):
+    (tmp_path / "a-file").write_text("")
+    where = tmp_path / "a-file" / "r.html"
+    for args in (["build", str(fixtures / "run_base"), "-o", str(where)],
+                 ["compare", str(fixtures / "run_base"), str(fixtures / "run_new"), "--plot", str(where)]):
+        result = _cli(*args)
+        lines = result.stderr.strip().splitlines()
+        assert result.returncode == 2 and len(lines) == 1, result.stderr
+        assert lines[0].startswith(f"error: {args[-2]} {where}: cannot be created or written"), lines
+
+
 @pytest.mark.parametrize("name, message", [
     ("no_such_run", "no such run directory"),
     ("run_empty", "an empty run"),
