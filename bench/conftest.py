@@ -91,6 +91,7 @@ def pytest_addoption(parser):
                     help="make the cases whose id matches EXPR hang in native code (a test of the harness)")
     group.addoption("--no-report", action="store_true", help="do not write report.html at the end")
     group.addoption(supervisor.CHILD_FLAG, action="store_true", help=argparse.SUPPRESS)
+    group.addoption(supervisor.PASS_FLAG, type=int, dest="bench_pass", help=argparse.SUPPRESS)
 
 
 def _supervised(config) -> bool:
@@ -150,7 +151,7 @@ def _configure(config, BenchSession, Options, UsageError):  # noqa: N803 (classe
         case_timeout=config.getoption("--case-timeout"), thread_policy=config.stash.get(_POLICY, None),
         allow_other_commit=config.getoption("--allow-other-commit"), passes=config.getoption("--passes"),
         precompile=config.getoption("--precompile"), compile_cache=config.getoption("--compile-cache"),
-        precompile_time=config.getoption("--precompile-time"),
+        precompile_time=config.getoption("--precompile-time"), pass_index=config.getoption("bench_pass"),
     )
     try:
         session = BenchSession(options, config.rootpath)

@@ -59,6 +59,7 @@ class Options:
     precompile: int = 0  # worker processes compiling the cases ahead (JAX, PyTorch)
     compile_cache: str | None = None  # the compilers' persistent caches (default with precompile)
     precompile_time: float | None = None  # seconds the workers may take (default: the case timeout)
+    pass_index: int | None = None  # the pass to run, from the supervisor (else found from the rows)
 
 
 @dataclass
@@ -127,7 +128,10 @@ class BenchSession:
         self.cases = [(case, drop_reason(case, self.backend, self.device)) for case in cases]
         self.by_id = {case.id: case for case in cases}
         runnable = {case.id for case, reason in self.cases if reason is None}
-        self.pass_index = self.run_dir.current_pass(runnable, self.passes) if options.resume else 1
+        if options.pass_index is not None and options.resume:
+            self.pass_index = min(max(options.pass_index, 1), self.passes)
+        else:
+            self.pass_index = self.run_dir.current_pass(runnable, self.passes) if options.resume else 1
         self.finished = self.run_dir.finished_ids(self.pass_index) if options.resume else set()
         self.summary = Summary()
         self.notes: list[str] = []  # said in the header: a lock taken over, a case settled

@@ -42,11 +42,15 @@ from pathlib import Path
 from bench.rundir import RunDir
 
 CHILD_FLAG = "--bench-child"
+# The pass the next child runs, set by the supervisor (a pass is not found
+# from the rows: with -k or a node id a pass times part of the sweep, and
+# "the first pass with cases left" would then be pass 1 for ever).
+PASS_FLAG = "--bench-pass"
 HANDOFF_ENV = "INVOLUTION_BENCH_HANDOFF"  # the file where the child writes its run directory
 POLL_S = 0.2
 # pytest's own exit codes: anything else (or a signal) ended the process from inside.
 PYTEST_CODES = {0, 1, 2, 3, 4, 5}
-_TAKES_VALUE = ("--run-dir", "--resume")
+_TAKES_VALUE = ("--run-dir", "--resume", PASS_FLAG)
 
 
 def say(text: str) -> None:
@@ -54,7 +58,7 @@ def say(text: str) -> None:
 
 
 def without_run_dir(args: Sequence[str]) -> list[str]:
-    """The command's arguments without --run-dir/--resume (and their values)."""
+    """The command's arguments without --run-dir/--resume/--bench-pass (and their values)."""
     out, skip = [], False
     for arg in args:
         if skip:
@@ -146,7 +150,8 @@ class Supervisor:
                         state = _handoff(handoff)
                         if code in (0, 5) and not self.interrupted and state.get("pass", 1) < state.get("passes", 1):
                             say(f"pass {state['pass']} of {state['passes']} done; the next starts in a fresh process")
-                            args = [*without_run_dir(self.args), "--resume", str(state["run_dir"])]
+                            args = [*without_run_dir(self.args), "--resume", str(state["run_dir"]),
+                                    PASS_FLAG, str(state["pass"] + 1)]
                             continue
                         return self._finish(code)
                     run_dir = _run_dir(handoff)
@@ -168,7 +173,8 @@ class Supervisor:
                         return self._finish(1)
                     restarts += 1
                     say(f"{self.events[-1]}; resuming the run (restart {restarts} of at most {self.max_restarts})")
-                    args = [*without_run_dir(self.args), "--resume", str(run_dir)]
+                    args = [*without_run_dir(self.args), "--resume", str(run_dir),
+                            PASS_FLAG, str(_handoff(handoff).get("pass", 1))]  # the same pass goes on
         finally:
             signal.signal(signal.SIGINT, previous)
 
