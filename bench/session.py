@@ -128,9 +128,9 @@ class BenchSession:
         self.cases = [(case, drop_reason(case, self.backend, self.device)) for case in cases]
         self.by_id = {case.id: case for case in cases}
         runnable = {case.id for case, reason in self.cases if reason is None}
-        if options.pass_index is not None and options.resume:
-            self.pass_index = min(max(options.pass_index, 1), self.passes)
-        else:
+        if options.pass_index:  # named by the supervisor, with --resume
+            self.pass_index = options.pass_index
+        else:  # a user's --resume: the first pass that has not timed every case
             self.pass_index = self.run_dir.current_pass(runnable, self.passes) if options.resume else 1
         self.finished = self.run_dir.finished_ids(self.pass_index) if options.resume else set()
         self.summary = Summary()

@@ -57,8 +57,13 @@ def say(text: str) -> None:
     print(f"involution-bench supervisor: {text}", file=sys.stderr, flush=True)
 
 
-def without_run_dir(args: Sequence[str]) -> list[str]:
-    """The command's arguments without --run-dir/--resume/--bench-pass (and their values)."""
+def resume_args(args: Sequence[str], run_dir: str | Path, pass_index: int) -> list[str]:
+    """The next child's arguments: the command's own, its --run-dir, --resume
+    and --bench-pass replaced by the run directory and the pass to go on with."""
+    return [*_without_run_args(args), "--resume", str(run_dir), PASS_FLAG, str(pass_index)]
+
+
+def _without_run_args(args: Sequence[str]) -> list[str]:
     out, skip = [], False
     for arg in args:
         if skip:
@@ -150,8 +155,7 @@ class Supervisor:
                         state = _handoff(handoff)
                         if code in (0, 5) and not self.interrupted and state.get("pass", 1) < state.get("passes", 1):
                             say(f"pass {state['pass']} of {state['passes']} done; the next starts in a fresh process")
-                            args = [*without_run_dir(self.args), "--resume", str(state["run_dir"]),
-                                    PASS_FLAG, str(state["pass"] + 1)]
+                            args = resume_args(self.args, state["run_dir"], state["pass"] + 1)
                             continue
                         return self._finish(code)
                     run_dir = _run_dir(handoff)
@@ -173,8 +177,7 @@ class Supervisor:
                         return self._finish(1)
                     restarts += 1
                     say(f"{self.events[-1]}; resuming the run (restart {restarts} of at most {self.max_restarts})")
-                    args = [*without_run_dir(self.args), "--resume", str(run_dir),
-                            PASS_FLAG, str(_handoff(handoff).get("pass", 1))]  # the same pass goes on
+                    args = resume_args(self.args, run_dir, _handoff(handoff).get("pass", 1))  # the same pass
         finally:
             signal.signal(signal.SIGINT, previous)
 
