@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from bench import compile_cache, quiet, supervisor
+from bench import compile_cache, quiet, rundir, supervisor
 from bench import options as bench_options
 from bench.interrupts import Interrupts
 
@@ -41,7 +41,7 @@ def pytest_addoption(parser):
                     help="sweep to run: smoke, quick, gpu, full, paper, models, or a TOML file "
                          "(default: gpu with a GPU, quick without)")
     group.addoption("--run-dir", metavar="DIR",
-                    help="run directory (default: reports/runs/<UTC time>-<backend>-<device>)")
+                    help=f"run directory (default: {rundir.RUNS.as_posix()}/<UTC time>-<backend>-<device>)")
     group.addoption("--resume", metavar="DIR", help="continue the run in DIR, repeating no finished case")
     group.addoption("--shard", metavar="I/N", help="run the I-th (from 0) of N deterministic slices of the sweep")
     group.addoption("--tf32", action="store_true", help="allow TF32 in float32 matmuls/convolutions (default: off)")

@@ -47,6 +47,7 @@ HISTORY = "seed_history.jsonl"  # the Keras example's experiment (bench.seed_mod
 KERNEL_MAPS = "kernel_maps*.png"
 CSV = "results.csv"
 STAMP = "%Y%m%dT%H%M%SZ"  # the run's start in run.json and in default run directory names
+RUNS = Path("reports") / "runs"  # where run directories go by default, under the repository root; ignored by git
 
 # Columns. The sweep axes are the fields of bench.cases.Case; a run's setup is
 # what must match for two cases to be compared.
@@ -114,6 +115,11 @@ def _plain(value):
 
 def dumps(row: dict) -> str:
     return json.dumps(row, default=_plain, allow_nan=False, separators=(",", ":"))
+
+
+def default_path(root: str | os.PathLike, label: str) -> Path:
+    """A new run directory's default path: ``<root>/reports/runs/<UTC time>-<label>``."""
+    return Path(root) / RUNS / f"{utc_stamp()}-{label}"
 
 
 def utc_stamp() -> str:

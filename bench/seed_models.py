@@ -186,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", "--cifar10", dest="data", metavar="PATH",
                         help="folder holding the data set's files (default: the places bench.datasets looks)")
     parser.add_argument("--run-dir", metavar="DIR",
-                        help="where to write (default: reports/runs/<UTC>-seed-<dataset>-<backend>)")
+                        help=f"where to write (default: {rundir.RUNS.as_posix()}/<UTC time>-seed-<dataset>-<backend>)")
     parser.add_argument("--download", action="store_true", help="download the data set through keras.datasets")
     parser.add_argument("--sample-images", action="store_true",
                         help="also draw kernel maps for scikit-image's sample photographs (works without data)")
@@ -223,8 +223,7 @@ def main(argv: list[str] | None = None) -> int:
         keras.ops.convert_to_tensor(np.zeros(1))  # the backend's device set-up, also noisy
     backend = keras.backend.backend()
     dataset = datasets.DATASETS[args.dataset]
-    run_dir = Path(args.run_dir or Path("reports") / "runs"
-                   / f"{rundir.utc_stamp()}-seed-{args.dataset.replace('_', '-')}-{backend}")
+    run_dir = Path(args.run_dir or rundir.default_path(".", f"seed-{args.dataset.replace('_', '-')}-{backend}"))
     try:  # create() makes the folder; an unusable one is a one-line RunDirError naming --run-dir
         rundir.RunDir(run_dir).create({
             "started": rundir.utc_stamp(), "backend": backend, "device": "", "device_name": machine.cpu_model(),

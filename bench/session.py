@@ -102,7 +102,7 @@ class BenchSession:
         else:
             sweep_name = options.sweep or ("gpu" if self.device == "gpu" else "quick")
             device = "cpu" if self.device == "cpu" else machine.slug(self.device_name)
-            path = options.run_dir or root / "reports" / "runs" / f"{rundir.utc_stamp()}-{self.backend}-{device}"
+            path = options.run_dir or rundir.default_path(root, f"{self.backend}-{device}")
             self.run_dir = rundir.RunDir(path)
         try:
             self.sweep = sweeps.load(sweep_name)

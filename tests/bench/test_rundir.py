@@ -8,7 +8,7 @@ import os
 
 import pytest
 
-from bench.rundir import RunDir, RunDirError, writable_file, writable_folder
+from bench.rundir import RUNS, RunDir, RunDirError, default_path, parse_stamp, writable_file, writable_folder
 
 
 def test_a_directory_given_up_normally_has_no_holder_to_take_over(tmp_path):
@@ -58,3 +58,11 @@ def test_output_folders_are_made_or_refused_in_one_line(tmp_path):
     assert text.endswith(f"choose a directory you can write to. Received: --out={blocker / 'out'}")
     with pytest.raises(RunDirError, match=r"choose a file you can write to\. Received: -o=.*a-file/r\.html$"):
         writable_file(blocker / "r.html", "-o")
+
+
+def test_the_default_run_directory_is_under_reports_runs_with_a_time_stamp(tmp_path):
+    path = default_path(tmp_path, "jax-cpu")
+    assert path.parent == tmp_path / "reports" / "runs" == tmp_path / RUNS
+    stamp, label = path.name.split("-", 1)
+    assert parse_stamp(stamp) is not None
+    assert label == "jax-cpu"
