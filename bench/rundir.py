@@ -29,6 +29,7 @@ import json
 import math
 import os
 import socket
+import tempfile
 import time
 from pathlib import Path
 
@@ -47,7 +48,9 @@ HISTORY = "seed_history.jsonl"  # the Keras example's experiment (bench.seed_mod
 KERNEL_MAPS = "kernel_maps*.png"
 CSV = "results.csv"
 STAMP = "%Y%m%dT%H%M%SZ"  # the run's start in run.json and in default run directory names
-RUNS = Path("reports") / "runs"  # where run directories go by default, under the repository root; ignored by git
+# Where run directories go by default (ignored by git): under pytest's root folder (the repository)
+# for a sweep, under the current folder for bench.seed_models.
+RUNS = Path("reports") / "runs"
 
 # Columns. The sweep axes are the fields of bench.cases.Case; a run's setup is
 # what must match for two cases to be compared.
@@ -93,8 +96,6 @@ def writable_file(path: str | os.PathLike, option: str) -> Path:
 
 
 def _writable(folder: Path, option: str, given: Path, kind: str) -> Path:
-    import tempfile
-
     try:
         folder.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryFile(dir=folder):
