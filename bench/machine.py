@@ -79,7 +79,8 @@ def peaks(device_name: str, dtype: str, tf32: bool) -> dict[str, float | None]:
 
 
 def slug(text: str) -> str:
-    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:40] or "device"
+    """`text` as a folder name: lower-case letters, digits and dashes, at most 40 characters."""
+    return re.sub(r"[^a-z0-9]+", "-", text.lower())[:40].strip("-") or "device"
 
 
 def info() -> dict[str, str | int]:

@@ -31,7 +31,7 @@ def apply(requested: int | None) -> dict:
     """Pin the process to N cores and set the thread-count variables; call
     before a framework loads. Returns the row fields of the policy."""
     usable = cores()
-    count = requested or len(usable)
+    count = len(usable) if requested is None else requested
     if count < 1 or count > len(usable):
         raise UsageError(f"--threads takes 1 to {len(usable)} (the cores this process may use). "
                          f"Received: --threads={requested}")

@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from keras import backend, ops
 
 NAME = backend.backend()
 # Why a test of the fused Triton and Pallas kernels skips on this backend (one
 # home for the reason): the same test runs in tox's PyTorch and JAX processes.
+# Tests whose subject does not depend on the backend run in tox's TensorFlow
+# process only (the first), to keep CI's time for what does.
+BACKEND_INDEPENDENT = pytest.mark.skipif(NAME != "tensorflow",
+                                         reason="backend-independent, tested in the TensorFlow run")
 NO_FUSED_KERNELS = (f"the fused kernels are Triton (PyTorch, JAX) and Pallas (JAX) code, and this run uses {NAME}; "
                     "tox's PyTorch and JAX runs (or `tox -e torch`, `tox -e jax`) run this test on them")
 

@@ -70,7 +70,7 @@ def test_every_supported_backend_has_a_runner():
         assert importlib.util.find_spec(module) is not None
 
 
-@pytest.mark.skipif(tb.NAME != "tensorflow", reason="backend-independent, tested in the TensorFlow run")
+@tb.BACKEND_INDEPENDENT
 @pytest.mark.parametrize("command", [
     ["-m", "pytest", "bench", "--benchmark-only", "-p", "no:cacheprovider", "--collect-only", "-q"],
     ["-m", "pytest", "tests/layers/test_registry.py", "-p", "no:cacheprovider", "-q"],

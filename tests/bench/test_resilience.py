@@ -21,8 +21,7 @@ from tests.bench.conftest import ROOT, TINY, bench_command, bench_env, run_bench
 
 # The run directory, resume, interrupt and option logic does not depend on the
 # backend; each of these tests starts several subprocesses, so CI runs them once.
-pytestmark = pytest.mark.skipif(tb.NAME != "tensorflow", reason="backend-independent harness logic, "
-                                "tested in the TensorFlow run")
+pytestmark = tb.BACKEND_INDEPENDENT
 
 
 def _complete_rows(path: Path) -> list[dict]:

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import pytest
 
+from bench import sweeps
 from bench.cases import Case
 from bench.options import UsageError
-from bench.session import BenchSession, Options, memory_check, tiles_tuned
+from bench.session import BenchSession, Options, memory_check, shard_cases, tiles_tuned
 from tests import backend as tb
 from tests.bench.conftest import ROOT
 
@@ -134,3 +135,14 @@ def test_a_case_records_the_tiles_its_autotuning_chose():
     assert tiles_tuned(before, before, source)["triton_tiles_tuned"] == ""  # nothing new
     assert tiles_tuned(None, None, "none: a CPU run") == {"triton_tiles_tuned": None,
                                                           "triton_tiles_source": "none: a CPU run"}
+
+
+@pytest.mark.parametrize("count", [1, 2, 3, 7])
+def test_shards_partition_the_cases(count):
+    cases = sweeps.load("quick").cases(tb.NAME, "cpu")
+    parts = [shard_cases(cases, (i, count)) for i in range(count)]
+    ids = [c.id for part in parts for c in part]
+    assert sorted(ids) == sorted(c.id for c in cases)
+    assert len(ids) == len(set(ids))
+    assert max(map(len, parts)) - min(map(len, parts)) <= 1
+    assert parts == [shard_cases(list(reversed(cases)), (i, count)) for i in range(count)]

@@ -1,0 +1,77 @@
+"""Each plot of the report (`reports.plots`) drawn from the fixture runs:
+what it shows, its intervals and marks, and None where the table has nothing
+for it (the report then leaves the figure out)."""
+
+from __future__ import annotations
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pytest
+from matplotlib.container import ErrorbarContainer
+
+from reports import load, plots
+
+
+@pytest.fixture(scope="module")
+def base():
+    from tests.reports.conftest import FIXTURES
+
+    return load.load_runs([FIXTURES / "run_base"])
+
+
+@pytest.fixture(autouse=True)
+def _close_figures():
+    yield
+    plt.close("all")
+
+
+def test_time_against_an_axis_has_every_series_and_its_intervals(base):
+    ax = plots.time_vs_axis(base.table, "kernel_size").axes[0]
+    labels = [text.get_text() for text in ax.get_legend().get_texts()]
+    assert labels == ["involution/reference", "involution/shiftsum", "conv2d", "depthwise"]  # involution first
+    assert sum(isinstance(c, ErrorbarContainer) for c in ax.containers) == 4  # each series' 95% intervals
+    assert ax.get_yscale() == "log" and "latency" in ax.get_title()
+    assert [tick for tick in ax.get_xticks()] == [3, 5, 7]
+
+
+def test_an_axis_without_two_values_has_no_plot(base):
+    assert plots.time_vs_axis(base.table, "resolution") is None
+    assert plots.memory_vs_resolution(base.table) is None
+
+
+def test_heat_map_cells_are_the_best_involutions_speedup(base):
+    ax = plots.speedup_heatmap(base.table).axes[0]
+    # Conv2D's time over the best involution's (fixtures/make_fixtures.py): K3 G4 6/4, K5 G4 13/12,
+    # K7 G4 25/35, K7 G1 25/30; K3 and K5 were not run with one group
+    assert sorted(text.get_text() for text in ax.texts) == sorted(["1.5", "1.08", "0.71", "0.83"])
+    assert "tensorflow, float32, inference" in ax.get_title()
+
+
+def test_roofline_draws_the_datasheet_roof_only_for_a_known_device(base, fixtures):
+    cpu = plots.roofline(base.table).axes[0]
+    assert "no known ceilings" in cpu.get_title()
+    assert not [line for line in cpu.lines if line.get_label() == "device roof (datasheet)"]
+    gpu = plots.roofline(load.load_runs([fixtures / "run_gpu"]).table).axes[0]
+    assert gpu.get_title() == "Roofline (ceilings from the device datasheet)"
+    roof = next(line for line in gpu.lines if line.get_label() == "device roof (datasheet)")
+    x = np.asarray(roof.get_xdata())  # the H100 SXM's float32 datasheet figures: 67 TFLOP/s, 3.35 TB/s
+    assert np.asarray(roof.get_ydata()) == pytest.approx(np.minimum(67e12, 3.35e12 * x) / 1e9)
+
+
+def test_rounds_spread_shows_the_widest_cases_first(base):
+    ax = plots.rounds_spread(base.table, base.rounds, limit=5).axes[0]
+    assert len(ax.get_yticklabels()) == 5 and "5 widest of 18 cases" in ax.get_title()
+
+
+def test_training_curves_mark_the_examples_own_figures(fixtures):
+    seed = load.load_runs([fixtures / "run_seed"])
+    accuracy = plots.training_curves(seed.histories).axes[1]
+    assert {line.get_ydata()[0] for line in accuracy.lines if list(line.get_xdata()) == [0, 1]} \
+        >= set(plots.EXAMPLE_VAL_ACCURACY.values())
+    assert any("0.7304" in text.get_text() for text in accuracy.texts)
+
+
+def test_nothing_to_draw_is_none(base):
+    assert plots.training_curves(None) is None
+    assert plots.model_latency(base.table) is None  # no whole-network rows
+    assert plots.rounds_spread(base.table, base.rounds.iloc[:0]) is None
