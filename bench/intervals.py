@@ -9,7 +9,14 @@
 - `ratio_interval`: the bootstrap interval of the ratio of two medians from
   independent samples (involution over Conv2D, new over base);
 - `rank_test`: the Brunner-Munzel test of two samples (no assumption of equal
-  variances or shapes), for `reports compare`.
+  variances or shapes), for `reports compare`;
+- `process_noise` and `log_interval`: the variation between processes. The
+  rounds of one process do not show how far its median lies from the next
+  process's (docs/PERF.md: medians of one commit moved by 13%, median over the
+  cases, in back-to-back runs whose own intervals were a few percent wide). Where
+  cases were timed in several processes (a sweep's passes), the spread of the
+  log medians between processes, pooled over the cases of a series, gives each
+  median and ratio a t interval on the log scale that includes it.
 
 Resampling is seeded: the same rounds give the same interval.
 """
@@ -19,7 +26,8 @@ from __future__ import annotations
 import inspect
 import math
 import warnings
-from collections.abc import Sequence
+from collections.abc import Hashable, Iterable, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -84,3 +92,49 @@ def rank_test(new: Sequence[float], base: Sequence[float]) -> float:
         warnings.simplefilter("ignore", RuntimeWarning)
         p = stats.brunnermunzel(a, b, alternative="two-sided", distribution="t").pvalue
     return float(p) if np.isfinite(p) else (0.0 if a.min() > b.max() or a.max() < b.min() else math.nan)
+
+
+@dataclass(frozen=True)
+class Noise:
+    """The spread between processes of the same code: the standard deviation
+    of log medians (`sigma`; 0.05 is about 5%) and its degrees of freedom."""
+
+    sigma: float
+    freedom: int
+
+
+def process_noise(groups: Iterable[tuple[Hashable, Sequence[float]]]) -> tuple[dict[Hashable, Noise], Noise | None]:
+    """Noise per key (a series) and over every key, pooled from each case
+    that has two or more process medians: `groups` holds (key, that case's
+    log medians). A key without such a case is absent; None overall when no
+    case has two."""
+    parts: dict[Hashable, list[tuple[float, int]]] = {}
+    for key, logs in groups:
+        if len(logs) >= 2:
+            parts.setdefault(key, []).append((float(np.var(logs, ddof=1)), len(logs) - 1))
+
+    def pooled(items: list[tuple[float, int]]) -> Noise | None:
+        freedom = sum(f for _, f in items)
+        return Noise(math.sqrt(sum(v * f for v, f in items) / freedom), freedom) if freedom else None
+
+    per_key = {key: pooled(items) for key, items in parts.items()}
+    return per_key, pooled([item for items in parts.values() for item in items])
+
+
+def log_interval(point: float, variance: float, freedom: float, confidence: float = 0.95) -> tuple[float, float]:
+    """The t interval point * exp(-+ t * sqrt(variance)) of a positive
+    quantity whose log has `variance` with `freedom` degrees of freedom;
+    (nan, nan) when any is missing."""
+    from scipy.stats import t
+
+    if not (point > 0 and variance >= 0 and freedom > 0):
+        return math.nan, math.nan
+    half = float(t.ppf((1 + confidence) / 2, freedom)) * math.sqrt(variance)
+    return point * math.exp(-half), point * math.exp(half)
+
+
+def welch_freedom(variances: Sequence[float], freedoms: Sequence[float]) -> float:
+    """Welch-Satterthwaite degrees of freedom of a sum of independent
+    variance estimates (of a ratio's two log medians)."""
+    denominator = sum(v * v / f for v, f in zip(variances, freedoms, strict=True) if f > 0)
+    return sum(variances) ** 2 / denominator if denominator > 0 else math.inf

@@ -123,8 +123,11 @@ def _summary(loaded: load.Loaded) -> list[dict]:
                 "parameters; the measured value is kept in results.csv as peak_memory_measured_bytes).")})
         wins = tables.wins(t)
         if not wins.empty:
+            blocks.append({"kind": "note", "text": tables.interval_note(t)})
             blocks.append(_table(wins, "Where involution wins: per implementation, the cases that beat the "
-                                       "Conv2D of the same work (same backend, device, sizes, dtype, mode, jit)."))
+                                       "Conv2D of the same work (same backend, device, sizes, dtype, mode, jit); "
+                                       "faster_95 and slower_95: those whose speed-up's 95% interval lies above "
+                                       "or below 1."))
             best = tables.winning_cases(t)
             if not best.empty:
                 blocks.append(_table(best, "Involution cases faster than Conv2D, best first."))
@@ -135,6 +138,12 @@ def _summary(loaded: load.Loaded) -> list[dict]:
             blocks.append(_table(best, "Best involution implementation per backend, device, mode and dtype: "
                                        "how often each is the fastest, and its geometric-mean slowdown against "
                                        "the fastest of each case (1.0 = always fastest)."))
+        spread = tables.process_spread(t)
+        if not spread.empty:
+            blocks.append(_table(spread, "How far a case's median moves from one process to the next: the "
+                                         "standard deviation of log medians between processes (0.05 is about "
+                                         "5%), pooled over each series' cases, which every 95% interval of this "
+                                         "report includes."))
         failures = tables.failures(t)
         if not failures.empty:
             blocks.append(_table(failures, "Cases that did not run (their rows are kept with the reason)."))
@@ -161,7 +170,7 @@ def _axes(loaded: load.Loaded) -> list[dict]:
         blocks.append(_table(tables.axis_table(loaded.table, axis),
                              f"By {label}: time with its 95% interval, peak memory, analytic GFLOPs and "
                              "parameters, and ratios to Conv2D (below 1: cheaper than Conv2D) with the time "
-                             "ratio's 95% interval (bootstrap of both cases' rounds)."))
+                             "ratio's 95% interval. " + tables.interval_note(loaded.table)))
     if not blocks:
         blocks.append({"kind": "note", "text": "No axis has two values among the successful involution cases."})
     return blocks

@@ -69,30 +69,6 @@ def _cases(loaded: load.Loaded) -> pd.DataFrame:
     return table[[c for c in columns if c in table]].drop_duplicates(subset=KEY, keep="last")
 
 
-def _logs(values) -> list[float]:
-    return [math.log(v) for v in (values if isinstance(values, list) else []) if v and v > 0]
-
-
-def process_noise(samples: pd.DataFrame) -> tuple[dict, float | None]:
-    """sigma, the spread of log medians between processes of the same code,
-    pooled per series (and over everything): from every case that has two or
-    more process medians in one group of runs (`samples`: series, group,
-    log_medians)."""
-    variances: dict[str, list[tuple[float, int]]] = {}
-    for _, row in samples.iterrows():
-        values = row["log_medians"]
-        if len(values) >= 2:
-            variances.setdefault(row["series"], []).append((float(np.var(values, ddof=1)), len(values) - 1))
-
-    def pooled(items):
-        freedom = sum(f for _, f in items)
-        return math.sqrt(sum(v * f for v, f in items) / freedom) if freedom else None
-
-    per_series = {series: pooled(items) for series, items in variances.items()}
-    everything = pooled([item for items in variances.values() for item in items])
-    return per_series, everything
-
-
 def _verdict(within: tuple[float, float, float], p: float, between: tuple[float, float] | None,
              margin: float) -> tuple[str, str]:
     ratio, low, high = within
@@ -127,12 +103,13 @@ def compare(base_dir: str | Path, new_dir: str | Path, threshold: float,
     base_logs: dict[tuple, list[float]] = {}
     for frame in [base, *earlier]:
         for _, row in frame[frame["status"] == "ok"].iterrows():
-            base_logs.setdefault(tuple(row[k] for k in KEY), []).extend(_logs(row.get("pass_medians_s")))
-    groups = [{"series": row["series"], "log_medians": base_logs.get(tuple(row[k] for k in KEY), [])}
-              for _, row in base.iterrows()]
-    groups += [{"series": row["series"], "log_medians": _logs(row.get("pass_medians_s"))}
+            base_logs.setdefault(tuple(row[k] for k in KEY), []).extend(load.log_medians(row.get("pass_medians_s")))
+    groups = [(row["series"], base_logs.get(tuple(row[k] for k in KEY), [])) for _, row in base.iterrows()]
+    groups += [(row["series"], load.log_medians(row.get("pass_medians_s")))
                for _, row in new[new["status"] == "ok"].iterrows()]
-    per_series, overall = process_noise(pd.DataFrame(groups, columns=["series", "log_medians"]))
+    noise, everything = intervals.process_noise(groups)
+    per_series = {series: n.sigma for series, n in noise.items()}
+    overall = everything.sigma if everything else None
 
     merged = base.merge(new, on=KEY, how="outer", suffixes=("_base", "_new"), indicator=True)
     rows = []
@@ -160,7 +137,7 @@ def compare(base_dir: str | Path, new_dir: str | Path, threshold: float,
                      else case[f"{TIME}_new"] / case[f"{TIME}_base"])
             low, high = intervals.ratio_interval(new_rounds, base_rounds)
             p = intervals.rank_test(new_rounds, base_rounds)
-            new_logs, old_logs = _logs(case.get("pass_medians_s_new")), base_logs.get(key, [])
+            new_logs, old_logs = load.log_medians(case.get("pass_medians_s_new")), base_logs.get(key, [])
             between = None
             if sigma is not None and new_logs and old_logs:
                 d = float(np.mean(new_logs) - np.mean(old_logs))

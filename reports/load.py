@@ -11,14 +11,19 @@ document is skipped and listed in `Loaded.skipped`.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
 
+from bench import intervals
 from bench.rundir import HISTORY, KERNEL_MAPS, META, RESULTS, SCHEMA
 
 TIME = "time_ms"  # the column every comparison of speed uses (see _derive)
+# What a time's 95% interval rests on (column interval_basis; see _between_processes).
+BETWEEN_PROCESSES = "between processes"
+ONE_PROCESS = "rounds of one process"
 REQUIRED = ("case_id", "layer", "implementation", "status")
 
 
@@ -209,4 +214,45 @@ def _derive(table: pd.DataFrame) -> pd.DataFrame:
         table["series"] = table["series"] + " · " + table["backend"]
     if table["tf32"].nunique() > 1:
         table["series"] = table["series"].where(~table["tf32"], table["series"] + " · TF32")
-    return table
+    return _between_processes(table)
+
+
+def log_medians(values) -> list[float]:
+    """The logs of a row's process medians (`pass_medians_s`)."""
+    return [math.log(v) for v in (values if isinstance(values, list) else []) if v and v > 0]
+
+
+def _between_processes(table: pd.DataFrame) -> pd.DataFrame:
+    """Each time's 95% interval from the variation between processes, where
+    the run measured it: the series' spread of log medians between passes
+    (`bench.intervals.process_noise`, pooled per run and series), divided by
+    the case's number of passes, as a t interval around the time. The
+    rounds' own interval (the row's, from one process) is kept where no case
+    of the series was timed in two processes. `process_sigma` is the
+    series' spread (the standard deviation of log medians between processes);
+    `time_log_var` and `time_log_df` carry the log time's variance and its
+    degrees of freedom, for the ratios' intervals (`reports.tables`)."""
+    table["process_sigma"] = math.nan
+    table["time_log_var"] = math.nan
+    table["time_log_df"] = math.nan
+    table["interval_basis"] = ONE_PROCESS
+    if "pass_medians_s" not in table or table.empty:
+        return table
+    ok = (table["status"] == "ok").tolist()
+    keys = list(zip(table["run_dir"], table["series"], strict=True))
+    logs = [log_medians(v) for v in table["pass_medians_s"]]
+    noise, _ = intervals.process_noise((key, value) for key, value, good in zip(keys, logs, ok, strict=True) if good)
+    if not noise:
+        return table
+    columns = [f"{TIME}_ci_low", f"{TIME}_ci_high", "process_sigma", "time_log_var", "time_log_df", "interval_basis"]
+    values = {column: table[column].tolist() for column in columns}
+    for position, (key, value, good, time) in enumerate(zip(keys, logs, ok, table[TIME], strict=True)):
+        spread = noise.get(key)
+        if not good or spread is None or not time > 0:
+            continue
+        variance = spread.sigma ** 2 / max(len(value), 1)
+        low, high = intervals.log_interval(time, variance, spread.freedom)
+        items = (low, high, spread.sigma, variance, spread.freedom, BETWEEN_PROCESSES)
+        for column, item in zip(columns, items, strict=True):
+            values[column][position] = item
+    return table.assign(**values)

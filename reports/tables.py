@@ -15,7 +15,7 @@ import pandas as pd
 from bench import intervals
 from bench.rundir import AXES as RUN_AXES
 from bench.rundir import INVOLUTION_ONLY, SETUP
-from reports.load import TIME
+from reports.load import BETWEEN_PROCESSES, ONE_PROCESS, TIME
 
 # The run format's axes (bench.rundir, from bench.cases.Case): the context of
 # a per-axis view is every axis but what is compared; the views move each axis
@@ -92,23 +92,35 @@ def _matches(frame: pd.DataFrame, fixed: dict) -> np.ndarray:
     return keep
 
 
-def _ratio_intervals(numerators: pd.Series, denominators: pd.Series) -> tuple[list[float], list[float]]:
-    """The 95% bootstrap interval of each ratio of medians, from the two cases' rounds."""
+# What the ratio intervals need of each side of a pair.
+RATIO_COLUMNS = (TIME, "time_rounds", "time_log_var", "time_log_df")
+
+
+def _ratio_intervals(frame: pd.DataFrame, top: str, bottom: str) -> tuple[list[float], list[float]]:
+    """The 95% interval of each row's ratio TIME{top} / TIME{bottom} (top,
+    bottom: the two cases' column suffixes). Where both times carry the
+    variation between processes (`reports.load._between_processes`), a t
+    interval of the log ratio (Welch's degrees of freedom); else the
+    bootstrap interval of the ratio of the medians of the two cases' rounds."""
     lows, highs = [], []
-    for top, bottom in zip(numerators, denominators, strict=True):
-        top = top if isinstance(top, (list, np.ndarray)) else []
-        bottom = bottom if isinstance(bottom, (list, np.ndarray)) else []
-        low, high = intervals.ratio_interval(top, bottom)
+    for row in frame[[f"{c}{suffix}" for c in RATIO_COLUMNS for suffix in (top, bottom)]].itertuples(index=False):
+        (t_top, t_bottom, r_top, r_bottom, v_top, v_bottom, f_top, f_bottom) = row
+        if v_top >= 0 and v_bottom >= 0 and t_top > 0 and t_bottom > 0:  # NaN compares False
+            freedom = intervals.welch_freedom((v_top, v_bottom), (f_top, f_bottom))
+            low, high = intervals.log_interval(t_top / t_bottom, v_top + v_bottom, freedom)
+        else:
+            r_top = r_top if isinstance(r_top, (list, np.ndarray)) else []
+            r_bottom = r_bottom if isinstance(r_bottom, (list, np.ndarray)) else []
+            low, high = intervals.ratio_interval(r_top, r_bottom)
         lows.append(low)
         highs.append(high)
     return lows, highs
 
 
 def _with_ratios(frame: pd.DataFrame, by: list[str]) -> pd.DataFrame:
-    conv = frame[frame["layer"] == "conv2d"][[*by, TIME, "peak_memory_mb", "time_rounds"]].drop_duplicates(
-        subset=by)
+    conv = frame[frame["layer"] == "conv2d"][[*by, *RATIO_COLUMNS, "peak_memory_mb"]].drop_duplicates(subset=by)
     joined = frame.merge(conv, on=by, how="left", suffixes=("", "_conv2d"))
-    low, high = _ratio_intervals(joined["time_rounds"], joined["time_rounds_conv2d"])
+    low, high = _ratio_intervals(joined, "", "_conv2d")
     frame = frame.assign(
         time_vs_conv2d=joined[TIME] / joined[f"{TIME}_conv2d"], time_vs_conv2d_low=low, time_vs_conv2d_high=high,
         memory_vs_conv2d=joined["peak_memory_mb"] / joined["peak_memory_mb_conv2d"],
@@ -148,12 +160,41 @@ def matched(table: pd.DataFrame) -> pd.DataFrame:
     conv = rows[rows["layer"] == "conv2d"]
     if inv.empty or conv.empty:
         return pd.DataFrame()
-    conv = conv[[*MATCH, TIME, "peak_memory_mb", "case_id", "time_rounds"]].drop_duplicates(subset=list(MATCH))
+    conv = conv[[*MATCH, *RATIO_COLUMNS, "peak_memory_mb", "case_id"]].drop_duplicates(subset=list(MATCH))
     pairs = inv.merge(conv, on=list(MATCH), suffixes=("", "_conv2d"))
     pairs["speedup"] = pairs[f"{TIME}_conv2d"] / pairs[TIME]
-    pairs["speedup_low"], pairs["speedup_high"] = _ratio_intervals(pairs["time_rounds_conv2d"], pairs["time_rounds"])
+    pairs["speedup_low"], pairs["speedup_high"] = _ratio_intervals(pairs, "_conv2d", "")
     pairs["memory_ratio"] = pairs["peak_memory_mb"] / pairs["peak_memory_mb_conv2d"]
     return pairs
+
+
+def process_spread(table: pd.DataFrame) -> pd.DataFrame:
+    """Per run and series timed in several processes: how far a case's
+    median moves from one process to the next (the standard deviation of log
+    medians, pooled over the series' cases), what every 95% interval of the
+    report rests on (`reports.load._between_processes`)."""
+    rows = ok_layers(table)
+    rows = rows[rows["interval_basis"] == BETWEEN_PROCESSES] if not rows.empty else rows
+    if rows.empty:
+        return pd.DataFrame()
+    out = rows.groupby(["backend", "series", "run_dir"]).agg(
+        cases=("case_id", "count"), processes_per_case=("passes_timed", "median"),
+        spread_between_processes=("process_sigma", "first"), degrees_of_freedom=("time_log_df", "first"))
+    return out.reset_index().drop(columns="run_dir").sort_values(["backend", "series"]).reset_index(drop=True)
+
+
+def interval_note(table: pd.DataFrame) -> str:
+    """One sentence: what the report's 95% intervals rest on."""
+    bases = set(table["interval_basis"]) if "interval_basis" in table else {ONE_PROCESS}
+    if bases == {BETWEEN_PROCESSES}:
+        return ("95% intervals include the variation between processes: each case was timed in several "
+                "processes, and the spread of a median from one to the next, pooled over each series' cases, "
+                "gives every time and ratio a t interval on the log scale.")
+    rest = ("rest on the rounds of one process and leave out the variation between processes, which on a CPU "
+            "can move a median by more than its interval (time each case in several processes, --passes 2, to "
+            "include it).")
+    return ("95% intervals of series timed in several processes include the variation between them; the others "
+            + rest) if BETWEEN_PROCESSES in bases else "95% intervals " + rest
 
 
 def wins(table: pd.DataFrame) -> pd.DataFrame:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
+from scipy import stats
 
 from reports import load
 
@@ -68,3 +71,23 @@ def test_passes_make_one_row_per_case(fixtures):
     assert row["pass_medians_s"] == pytest.approx([0.025, 0.02525])
     assert row["median_s"] == pytest.approx(0.025125) and len(row["time_rounds"]) == 40
     assert row["peak_memory_bytes"] == pytest.approx(20e6) and row["status"] == "ok"
+
+
+def test_intervals_of_cases_timed_in_several_processes_include_the_spread_between_them(fixtures):
+    """cmp_base: each case's second process 1% slower than its first, so the
+    spread of log medians between processes is log(1.01)/sqrt(2) in every
+    series; a case's time (the mean of its two medians) gets the t interval
+    of that spread over two processes, with a degree of freedom per case of
+    the series (Conv2D: 4 cases)."""
+    row = load.load_runs([fixtures / "cmp_base"]).table.set_index("case_id").loc[
+        "conv2d-keras-k7s1-32px-c64-b8-f32-inf-nojit"]
+    assert row["interval_basis"] == load.BETWEEN_PROCESSES and row["time_log_df"] == 4
+    assert row["time_log_var"] == pytest.approx(math.log(1.01) ** 2 / 4)
+    half = stats.t.ppf(0.975, 4) * math.log(1.01) / 2
+    assert row["time_ms_ci_low"] == pytest.approx(25.125 * math.exp(-half))
+    assert row["time_ms_ci_high"] == pytest.approx(25.125 * math.exp(half))
+
+
+def test_one_process_keeps_the_interval_of_its_rounds(fixtures):
+    table = load.load_runs([fixtures / "run_base"]).table
+    assert (table["interval_basis"] == load.ONE_PROCESS).all() and table["time_log_var"].isna().all()

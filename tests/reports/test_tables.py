@@ -3,8 +3,11 @@ fixtures/make_fixtures.py)."""
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
+from scipy import stats
 
 from reports import load, tables
 
@@ -72,3 +75,16 @@ def test_statuses_failures_models_profiles(table):
     assert tables.failures(table).empty
     assert tables.models(table).empty
     assert len(tables.profiled(table)) == 1
+
+
+def test_speedup_intervals_of_runs_with_passes_rest_on_the_spread_between_processes(fixtures):
+    pairs = tables.matched(load.load_runs([fixtures / "cmp_base"]).table).set_index("case_id")
+    assert ((pairs["speedup_low"] <= pairs["speedup"]) & (pairs["speedup"] <= pairs["speedup_high"])).all()
+    pair = pairs.loc["involution-shiftsum-k7s1g4r4-32px-c64-b8-f32-inf-nojit"]
+    # each side's log time: variance log(1.01)^2 / 4; Conv2D's with 4 degrees of freedom, shiftsum's with 5
+    variance = math.log(1.01) ** 2 / 4
+    freedom = (2 * variance) ** 2 / (variance ** 2 / 4 + variance ** 2 / 5)
+    half = stats.t.ppf(0.975, freedom) * math.sqrt(2 * variance)
+    assert pair["speedup"] == pytest.approx(25 / 35)
+    assert (pair["speedup_low"], pair["speedup_high"]) == (pytest.approx(25 / 35 * math.exp(-half)),
+                                                          pytest.approx(25 / 35 * math.exp(half)))
