@@ -24,6 +24,7 @@ Writes targets-<backend>.csv (one row per timed case), targets-<backend>.md
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from pathlib import Path
 
@@ -75,7 +76,10 @@ def time_step(timer, run, sync) -> dict:
     measured = timer.measure(run, warm.estimate)
     fields = measured.fields()
     device = fields["device_median_s"]
-    return {"step_s": device if device is not None else measured.latency.median,
+    series = measured.device if device is not None else measured.latency  # what step_s is the median of
+    low, high = series.interval()
+    return {"step_s": series.median, "step_ci_low_s": low, "step_ci_high_s": high,
+            ROUNDS: list(series.seconds),
             "latency_s": measured.latency.median, "rounds": len(measured.latency.seconds),
             "device_rounds": fields["device_rounds"], "stopped_by": fields["device_stopped_by"]
             or measured.latency.stopped_by, "device_time_source": fields["device_time_source"], "l2": fields["l2"],
@@ -283,6 +287,30 @@ FLOOR_TARGET = 0.40  # the fused float32 inference layer: its floor over its tim
 WITHIN = {"float32": 1e-2, "mixed_bfloat16": 1e-1}
 
 
+# A row's timed rounds of step_s, for the ratios' intervals; not written to the CSV.
+ROUNDS = "step_rounds_s"
+
+
+def _ratio(mine: dict | None, theirs: dict | None) -> tuple[float | None, float, float]:
+    """mine's step over theirs, and its 95% interval (the bootstrap of both
+    rows' rounds, within this one process)."""
+    from bench import intervals
+
+    if not (mine and theirs and mine.get("step_s") and theirs.get("step_s")):
+        return None, math.nan, math.nan
+    low, high = intervals.ratio_interval(mine.get(ROUNDS) or [], theirs.get(ROUNDS) or [])
+    return mine["step_s"] / theirs["step_s"], low, high
+
+
+def _rate(row: dict | None, work: float | None) -> tuple[float | None, float, float]:
+    """work / step_s (a bandwidth, or a fraction of the floor's time) and its
+    interval from the step's: the slowest end of the step's gives the low end."""
+    if not (row and work and row.get("step_s")):
+        return None, math.nan, math.nan
+    low, high = (row.get("step_ci_high_s"), row.get("step_ci_low_s"))
+    return (work / row["step_s"], work / low if low else math.nan, work / high if high else math.nan)
+
+
 def wrong(row: dict | None) -> str | None:
     """Why a layer row's outputs are wrong, or None (also when unchecked)."""
     for key, value in (row or {}).items():
@@ -293,8 +321,10 @@ def wrong(row: dict | None) -> str | None:
 
 def target_table(rows: list[dict], fused: list[str], bandwidth: float | None) -> list[dict]:
     """One line per (stage, fused implementation, target): the measured ratio
-    or fraction and whether it holds. An implementation that generates its
-    kernel on chip is judged on the aggregation it trains with."""
+    or fraction, its 95% interval (`low`, `high`: from the rounds of this one
+    process), whether it holds (`holds`: the measured value meets the target)
+    and whether its whole interval does (`holds_95`). An implementation that
+    generates its kernel on chip is judged on the aggregation it trains with."""
     from layers import aggregation
 
     def find(what, layer, impl, dtype, mode, stage):
@@ -312,33 +342,35 @@ def target_table(rows: list[dict], fused: list[str], bandwidth: float | None) ->
     for stage in stages:
         name = f"{stage[0]} px C {stage[1]} G {stage[2]}"
         for impl in fused:
-            def line(target, measured, holds, detail, impl=impl, name=name):
-                lines.append({"stage": name, "implementation": impl, "target": target, "measured": measured,
-                              "holds": holds, "detail": detail})
+            def line(target, measured, detail, at_most=None, at_least=None, problem=None, impl=impl, name=name):
+                value, low, high = measured
+                if value is None or problem:
+                    holds = holds_95 = False
+                elif at_most is not None:
+                    holds, holds_95 = value <= at_most, high <= at_most  # NaN (no interval): not at 95%
+                else:
+                    holds, holds_95 = value >= at_least, low >= at_least
+                lines.append({"stage": name, "implementation": impl, "target": target, "measured": value,
+                              "low": low, "high": high, "holds": holds, "holds_95": holds_95,
+                              "detail": detail + (f" ({problem})" if problem else "")})
 
             for label, dtype, mode, baseline, limit in RATIO_TARGETS:
                 mine_row = find("layer", "involution", impl, dtype, mode, stage)
-                mine, theirs = step(mine_row), step(find("layer", baseline, "keras", dtype, mode, stage))
-                ratio = mine / theirs if mine and theirs else None
-                problem = wrong(mine_row)
-                line(f"{label} <= {limit}", ratio, ratio is not None and ratio <= limit and not problem,
-                     f"{_ms(mine)} vs {_ms(theirs)} ms" + (f" ({problem})" if problem else ""))
+                theirs_row = find("layer", baseline, "keras", dtype, mode, stage)
+                line(f"{label} <= {limit}", _ratio(mine_row, theirs_row),
+                     f"{_ms(step(mine_row))} vs {_ms(step(theirs_row))} ms", at_most=limit, problem=wrong(mine_row))
             aggregator = aggregation.get(impl).trains_as or impl
             for dtype, limit in BANDWIDTH_TARGETS:
                 agg = find("aggregation", "aggregation", aggregator, dtype, "inference", stage)
-                fraction = agg["gbytes_per_s"] * 1e9 / bandwidth if agg and bandwidth else None
-                line(f"aggregation {dtype} forward >= {limit:.0%} of bandwidth", fraction,
-                     fraction is not None and fraction >= limit,
+                line(f"aggregation {dtype} forward >= {limit:.0%} of bandwidth",
+                     _rate(agg, agg["bytes"] / bandwidth if agg and agg.get("bytes") and bandwidth else None),
                      (f"{agg['gbytes_per_s']:.0f} GB/s" if agg else "not measured")
-                     + (f" (the aggregation of {aggregator!r})" if aggregator != impl else ""))
+                     + (f" (the aggregation of {aggregator!r})" if aggregator != impl else ""), at_least=limit)
             layer = find("layer", "involution", impl, "float32", "inference", stage)
             floor = layer["bytes_min"] / bandwidth if layer and layer.get("bytes_min") and bandwidth else None
-            fraction = floor / layer["step_s"] if floor else None
-            problem = wrong(layer)
-            line(f"fused float32 forward layer >= {FLOOR_TARGET:.0%} of its floor", fraction,
-                 fraction is not None and fraction >= FLOOR_TARGET and not problem,
-                 f"floor {_ms(floor)} ms (input and output once) vs {_ms(step(layer))} ms"
-                 + (f" ({problem})" if problem else ""))
+            line(f"fused float32 forward layer >= {FLOOR_TARGET:.0%} of its floor", _rate(layer, floor),
+                 f"floor {_ms(floor)} ms (input and output once) vs {_ms(step(layer))} ms", at_least=FLOOR_TARGET,
+                 problem=wrong(layer))
     return lines
 
 
@@ -347,11 +379,14 @@ def _ms(seconds):
 
 
 def markdown(lines: list[dict]) -> str:
-    out = ["| stage | implementation | target | measured | holds | times |", "|---|---|---|---|---|---|"]
+    out = ["| stage | implementation | target | measured | 95% interval | holds | at 95% | times |",
+           "|---|---|---|---|---|---|---|---|"]
     for line in lines:
         measured = f"{line['measured']:.2f}" if line["measured"] is not None else "-"
-        out.append(f"| {line['stage']} | {line['implementation']} | {line['target']} | {measured} "
-                   f"| {'yes' if line['holds'] else 'no'} | {line['detail']} |")
+        interval = f"{line['low']:.2f}–{line['high']:.2f}" if line["low"] == line["low"] else "-"  # NaN: none
+        out.append(f"| {line['stage']} | {line['implementation']} | {line['target']} | {measured} | {interval} "
+                   f"| {'yes' if line['holds'] else 'no'} | {'yes' if line['holds_95'] else 'no'} "
+                   f"| {line['detail']} |")
     return "\n".join(out)
 
 
@@ -484,7 +519,7 @@ def main(argv: list[str] | None = None) -> int:
     csv_path = args.out / f"targets-{backend}.csv"
 
     def save():  # after every group of rows: a killed run keeps what it measured
-        frame = pd.DataFrame(rows)
+        frame = pd.DataFrame(rows).drop(columns=ROUNDS, errors="ignore")
         frame["device_name"] = device_name
         frame["precision"] = precision
         for key, value in variant.items():  # how the fused kernels were built, the same for every row
@@ -514,7 +549,9 @@ def main(argv: list[str] | None = None) -> int:
     lines = target_table(rows, fused, bandwidth)
     table = markdown(lines)
     header = (f"{backend} on {device_name}; batch {args.batch}, K 7; {precision}; jit {jit}; {timer.source()}; "
-              + (f"datasheet bandwidth {bandwidth / 1e9:.0f} GB/s" if bandwidth else "no bandwidth figure"))
+              + (f"datasheet bandwidth {bandwidth / 1e9:.0f} GB/s" if bandwidth else "no bandwidth figure")
+              + "; 95% intervals from the rounds of this one process (the variation between processes is not in "
+                "them); 'at 95%': the whole interval meets the target")
     (args.out / f"targets-{backend}.md").write_text(header + "\n\n" + table + "\n")
     print(header)
     print(table)

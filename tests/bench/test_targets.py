@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -16,6 +17,15 @@ def _row(what, layer, impl, dtype, mode, step_s, **extra):
             "resolution": 56, "channels": 64, "groups": 4, "status": "ok", **extra}
 
 
+def _timed(row: dict, spread: float = 0.02, rounds: int = 30) -> dict:
+    """The row with rounds around its step (lognormal, `spread`) and their interval, as `time_step` gives."""
+    from bench import intervals
+
+    seconds = list(row["step_s"] * np.random.default_rng(rounds).lognormal(0.0, spread, rounds))
+    low, high = intervals.median_interval(seconds)
+    return row | {targets.ROUNDS: seconds, "step_ci_low_s": low, "step_ci_high_s": high}
+
+
 def test_target_table_ratios_and_verdicts():
     rows = [
         _row("layer", "involution", "triton", "float32", "inference", 0.2e-3, bytes_min=100e6),
@@ -23,7 +33,8 @@ def test_target_table_ratios_and_verdicts():
         _row("layer", "depthwise", "keras", "float32", "inference", 0.1e-3),
         _row("layer", "involution", "triton", "float32", "training", 1.0e-3),
         _row("layer", "conv2d", "keras", "float32", "training", 2.0e-3),
-        _row("aggregation", "aggregation", "triton", "float32", "inference", 1e-4, gbytes_per_s=2500.0),
+        _row("aggregation", "aggregation", "triton", "float32", "inference", 1e-4, gbytes_per_s=2500.0,
+             bytes=2500e9 * 1e-4),
     ]
     lines = {line["target"]: line for line in targets.target_table(rows, ["triton"], 3.35e12)}
     conv = lines["float32 forward / Conv2D (TF32) <= 0.33"]
@@ -39,8 +50,32 @@ def test_target_table_ratios_and_verdicts():
     missing = lines["bfloat16 forward / Conv2D bf16 <= 0.5"]
     assert missing["measured"] is None and not missing["holds"]
     assert not lines["aggregation bfloat16 forward >= 50% of bandwidth"]["holds"]
-    assert "| 56 px C 64 G 4 | triton | float32 forward / Conv2D (TF32) <= 0.33 | 0.25 | yes |" in targets.markdown(
-        list(lines.values()))
+    # Rows without rounds have no interval: a target cannot hold at 95%.
+    assert not conv["holds_95"] and conv["low"] != conv["low"]
+    assert "| 56 px C 64 G 4 | triton | float32 forward / Conv2D (TF32) <= 0.33 | 0.25 | - | yes | no |" in \
+        targets.markdown(list(lines.values()))
+
+
+def test_targets_carry_the_interval_of_their_measurement():
+    rows = [
+        _timed(_row("layer", "involution", "triton", "float32", "inference", 0.2e-3, bytes_min=100e6)),
+        _timed(_row("layer", "conv2d", "keras", "float32", "inference", 0.8e-3), rounds=31),
+        _timed(_row("layer", "depthwise", "keras", "float32", "inference", 0.21e-3), spread=0.2, rounds=32),
+        _timed(_row("aggregation", "aggregation", "triton", "float32", "inference", 1e-4, bytes=0.66 * 3.35e12 * 1e-4,
+                    gbytes_per_s=0.66 * 3.35e3), spread=0.1),
+    ]
+    lines = {line["target"]: line for line in targets.target_table(rows, ["triton"], 3.35e12)}
+    conv = lines["float32 forward / Conv2D (TF32) <= 0.33"]
+    assert conv["low"] < conv["measured"] < conv["high"] < 0.33 and conv["holds"] and conv["holds_95"]
+    # 0.2 / 0.21 ms with rounds 20% apart: it holds, but its interval crosses 1
+    depthwise = lines["float32 forward / DepthwiseConv2D <= 1.0"]
+    assert depthwise["holds"] and depthwise["low"] < 1.0 < depthwise["high"] and not depthwise["holds_95"]
+    # 66% of the bandwidth with rounds 10% apart: the interval reaches below 65%
+    bandwidth = lines["aggregation float32 forward >= 65% of bandwidth"]
+    assert bandwidth["measured"] == pytest.approx(0.66) and bandwidth["holds"] and not bandwidth["holds_95"]
+    assert bandwidth["low"] < 0.65 < bandwidth["high"]
+    table = targets.markdown(list(lines.values()))
+    assert f"| 0.25 | {conv['low']:.2f}–{conv['high']:.2f} | yes | yes |" in table
 
 
 def test_a_fused_layer_with_wrong_outputs_meets_no_target():
@@ -81,7 +116,8 @@ def test_an_implementation_generating_on_chip_is_judged_on_its_own_layer_and_its
     rows = [
         _row("layer", "involution", "triton_fused", "float32", "inference", 0.1e-3, bytes_min=100e6),
         _row("layer", "conv2d", "keras", "float32", "inference", 0.8e-3),
-        _row("aggregation", "aggregation", "triton", "float32", "inference", 1e-4, gbytes_per_s=2500.0),
+        _row("aggregation", "aggregation", "triton", "float32", "inference", 1e-4, gbytes_per_s=2500.0,
+             bytes=2500e9 * 1e-4),
     ]
     lines = targets.target_table(rows, ["triton", "triton_fused"], 3.35e12)
     assert len(lines) == 2 * 7
@@ -110,6 +146,9 @@ def test_time_step_uses_the_suite_timer():
     assert timed["step_s"] > 0 and timed["latency_s"] > 0 and timed["rounds"] >= 3
     assert timed["l2"] == "warm" and timed["device_time_source"].startswith("none: a CPU run")
     assert timed["step_s"] == timed["latency_s"]  # no device clock on a CPU: the latency is the step time
+    seconds = timed[targets.ROUNDS]
+    assert len(seconds) == timed["rounds"] and timed["step_s"] == pytest.approx(np.median(seconds))
+    assert timed["step_ci_low_s"] <= timed["step_s"] <= timed["step_ci_high_s"]
 
 
 def test_bad_stages_are_named():
@@ -127,6 +166,9 @@ def test_tiny_run_writes_rows_and_table(tmp_path, capsys):
     assert set(frame.status) == {"ok"}
     assert {"involution", "conv2d", "depthwise", "aggregation"} <= set(frame.layer)
     assert (frame.step_s > 0).all()
+    enough = frame.rounds >= 3  # a median's interval needs three rounds (--min-rounds 2 here)
+    assert (frame.step_ci_low_s[enough] <= frame.step_s[enough]).all() and frame.step_ci_low_s[~enough].isna().all()
+    assert targets.ROUNDS not in frame  # the rounds stay out of the CSV; their interval is in it
     lines_per_stage = 7 * len(targets.fused_implementations(tb.NAME))  # unmeasured targets are listed too
     assert (tmp_path / f"targets-{tb.NAME}.md").read_text().count("| 6 px C 4 G 2 |") == lines_per_stage
     aggregation = frame[frame.what == "aggregation"].iloc[0]
