@@ -342,7 +342,7 @@ def _interval_text(low: pd.Series, high: pd.Series) -> list[str]:
 
 def unstable(table: pd.DataFrame, limit: int = 100) -> pd.DataFrame:
     """Cases whose timing stopped at its time budget before its median was
-    precise (its 95% interval wider than the sweep's precision)."""
+    precise (the 95% interval of its rounds wider than the sweep's precision)."""
     if table.empty or "stopped_by" not in table:
         return pd.DataFrame()
     device = table.get("device_stopped_by", pd.Series(index=table.index, dtype=object))
@@ -350,7 +350,7 @@ def unstable(table: pd.DataFrame, limit: int = 100) -> pd.DataFrame:
     rows = table[(table["status"] == "ok") & (stopped == "time")]
     if rows.empty:
         return pd.DataFrame()
-    width = (rows[f"{TIME}_ci_high"] - rows[f"{TIME}_ci_low"]) / 2 / rows[TIME]
+    width = (rows[f"{TIME}_rounds_ci_high"] - rows[f"{TIME}_rounds_ci_low"]) / 2 / rows[TIME]
     out = rows.assign(interval_half_width=width, rounds_timed=rows["device_rounds"].where(
         rows["device_ms"].notna(), rows["rounds"]) if "device_rounds" in rows else rows["rounds"])
     columns = ["case_id", "backend", "time_basis", TIME, "interval_half_width", "rounds_timed"]

@@ -88,3 +88,14 @@ def test_speedup_intervals_of_runs_with_passes_rest_on_the_spread_between_proces
     assert pair["speedup"] == pytest.approx(25 / 35)
     assert (pair["speedup_low"], pair["speedup_high"]) == (pytest.approx(25 / 35 * math.exp(-half)),
                                                           pytest.approx(25 / 35 * math.exp(half)))
+
+
+def test_unstable_cases_are_judged_on_their_rounds_not_on_the_spread_between_processes(fixtures):
+    table = load.load_runs([fixtures / "cmp_base"]).table
+    index = table.index[table["case_id"] == "conv2d-keras-k7s1-32px-c64-b8-f32-inf-nojit"][0]
+    table.loc[index, "stopped_by"] = "time"  # its rounds stopped at the time budget, ±10% precise
+    table.loc[index, ["time_ms_rounds_ci_low", "time_ms_rounds_ci_high"]] = (0.9 * 25.125, 1.1 * 25.125)
+    rows = tables.unstable(table)
+    assert list(rows["case_id"]) == ["conv2d-keras-k7s1-32px-c64-b8-f32-inf-nojit"]
+    assert rows["interval_half_width"].iloc[0] == pytest.approx(0.1)
+    assert table.loc[index, "interval_basis"] == load.BETWEEN_PROCESSES  # its time's interval is another one
