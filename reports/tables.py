@@ -184,8 +184,10 @@ def process_spread(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def interval_note(table: pd.DataFrame) -> str:
-    """One sentence: what the report's 95% intervals rest on."""
-    bases = set(table["interval_basis"]) if "interval_basis" in table else {ONE_PROCESS}
+    """One sentence: what the report's 95% intervals rest on (those of the
+    measured cases: a failed case has no interval)."""
+    rows = ok_layers(table)
+    bases = set(rows["interval_basis"]) if "interval_basis" in rows and not rows.empty else {ONE_PROCESS}
     if bases == {BETWEEN_PROCESSES}:
         return ("95% intervals include the variation between processes: each case was timed in several "
                 "processes, and the spread of a median from one to the next, pooled over each series' cases, "

@@ -99,3 +99,17 @@ def test_unstable_cases_are_judged_on_their_rounds_not_on_the_spread_between_pro
     assert list(rows["case_id"]) == ["conv2d-keras-k7s1-32px-c64-b8-f32-inf-nojit"]
     assert rows["interval_half_width"].iloc[0] == pytest.approx(0.1)
     assert table.loc[index, "interval_basis"] == load.BETWEEN_PROCESSES  # its time's interval is another one
+
+
+def test_the_report_says_what_its_intervals_rest_on(fixtures):
+    passes = load.load_runs([fixtures / "cmp_base"]).table
+    assert tables.interval_note(passes).startswith("95% intervals include the variation between processes")
+    passes.loc[passes.index[0], "status"] = "error"  # a failed case has no interval to speak of
+    assert tables.interval_note(passes).startswith("95% intervals include the variation between processes")
+    one = load.load_runs([fixtures / "run_base"]).table
+    assert tables.interval_note(one).startswith("95% intervals rest on the rounds of one process")
+    both = load.load_runs([fixtures / "cmp_base", fixtures / "run_base"]).table
+    assert tables.interval_note(both).startswith("95% intervals of series timed in several processes")
+    spread = tables.process_spread(passes).set_index("series")
+    assert spread.loc["conv2d", "spread_between_processes"] == pytest.approx(math.log(1.01) / math.sqrt(2))
+    assert spread.loc["conv2d", "processes_per_case"] == 2 and tables.process_spread(one).empty
