@@ -121,6 +121,8 @@ def _with_ratios(frame: pd.DataFrame, by: list[str]) -> pd.DataFrame:
     conv = frame[frame["layer"] == "conv2d"][[*by, *RATIO_COLUMNS, "peak_memory_mb"]].drop_duplicates(subset=by)
     joined = frame.merge(conv, on=by, how="left", suffixes=("", "_conv2d"))
     low, high = _ratio_intervals(joined, "", "_conv2d")
+    baseline = (frame["layer"] == "conv2d").to_numpy()  # Conv2D against itself: 1 exactly, no interval
+    low, high = np.where(baseline, np.nan, low), np.where(baseline, np.nan, high)
     frame = frame.assign(
         time_vs_conv2d=joined[TIME] / joined[f"{TIME}_conv2d"], time_vs_conv2d_low=low, time_vs_conv2d_high=high,
         memory_vs_conv2d=joined["peak_memory_mb"] / joined["peak_memory_mb_conv2d"],

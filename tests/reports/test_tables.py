@@ -113,3 +113,15 @@ def test_the_report_says_what_its_intervals_rest_on(fixtures):
     spread = tables.process_spread(passes).set_index("series")
     assert spread.loc["conv2d", "spread_between_processes"] == pytest.approx(math.log(1.01) / math.sqrt(2))
     assert spread.loc["conv2d", "processes_per_case"] == 2 and tables.process_spread(one).empty
+
+
+def test_axis_view_ratios_carry_their_interval_and_conv2d_none(fixtures):
+    frame = tables.axis_table(load.load_runs([fixtures / "cmp_base"]).table, "kernel_size")
+    conv = frame[frame["series"] == "conv2d"]
+    assert (conv["time_vs_conv2d"] == 1).all() and (conv["time_vs_conv2d_ci"] == "–").all()
+    row = frame[(frame["series"] == "involution/shiftsum") & (frame["kernel_size"] == 7)].iloc[0]
+    pair = tables.matched(load.load_runs([fixtures / "cmp_base"]).table).set_index("case_id").loc[
+        "involution-shiftsum-k7s1g4r4-32px-c64-b8-f32-inf-nojit"]
+    # the same two cases, the ratio the other way up
+    assert row["time_vs_conv2d"] == pytest.approx(1 / pair["speedup"])
+    assert row["time_vs_conv2d_ci"] == f"{1 / pair['speedup_high']:.3g}–{1 / pair['speedup_low']:.3g}"
