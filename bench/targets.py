@@ -76,10 +76,13 @@ def time_step(timer, run, sync) -> dict:
     measured = timer.measure(run, warm.estimate)
     fields = measured.fields()
     device = fields["device_median_s"]
-    series = measured.device if device is not None else measured.latency  # what step_s is the median of
-    low, high = series.interval()
-    return {"step_s": series.median, "step_ci_low_s": low, "step_ci_high_s": high,
-            ROUNDS: list(series.seconds),
+    if device is not None:  # the device series' interval: fields() has bootstrapped it already
+        low, high = fields["device_median_ci_low_s"], fields["device_median_ci_high_s"]
+        rounds = fields["device_rounds_s"]
+    else:
+        (low, high), rounds = measured.latency.interval(), list(measured.latency.seconds)
+    return {"step_s": device if device is not None else measured.latency.median, "step_ci_low_s": low,
+            "step_ci_high_s": high, ROUNDS: rounds,
             "latency_s": measured.latency.median, "rounds": len(measured.latency.seconds),
             "device_rounds": fields["device_rounds"], "stopped_by": fields["device_stopped_by"]
             or measured.latency.stopped_by, "device_time_source": fields["device_time_source"], "l2": fields["l2"],
@@ -307,8 +310,8 @@ def _rate(row: dict | None, work: float | None) -> tuple[float | None, float, fl
     interval from the step's: the slowest end of the step's gives the low end."""
     if not (row and work and row.get("step_s")):
         return None, math.nan, math.nan
-    low, high = (row.get("step_ci_high_s"), row.get("step_ci_low_s"))
-    return (work / row["step_s"], work / low if low else math.nan, work / high if high else math.nan)
+    slowest, fastest = row.get("step_ci_high_s"), row.get("step_ci_low_s")
+    return work / row["step_s"], work / slowest if slowest else math.nan, work / fastest if fastest else math.nan
 
 
 def wrong(row: dict | None) -> str | None:

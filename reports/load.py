@@ -229,18 +229,16 @@ def _between_processes(table: pd.DataFrame) -> pd.DataFrame:
     the case's number of passes, as a t interval around the time. The
     rounds' own interval (the row's, from one process) is kept where no case
     of the series was timed in two processes, and in `time_ms_rounds_ci_*`
-    for every row. `process_sigma` is the
-    series' spread (the standard deviation of log medians between processes);
-    `time_log_var` and `time_log_df` carry the log time's variance and its
-    degrees of freedom, for the ratios' intervals (`reports.tables`)."""
+    for every row. `process_sigma` is the series' spread (the standard
+    deviation of log medians between processes); `time_log_var` and
+    `time_log_df` carry the log time's variance and its degrees of freedom,
+    for the ratios' intervals (`reports.tables`)."""
     for end in ("low", "high"):  # the rounds' own interval, kept for what the timer's stopping rule did
         table[f"{TIME}_rounds_ci_{end}"] = table[f"{TIME}_ci_{end}"]
     table["process_sigma"] = math.nan
     table["time_log_var"] = math.nan
     table["time_log_df"] = math.nan
     table["interval_basis"] = ONE_PROCESS
-    if "pass_medians_s" not in table or table.empty:
-        return table
     ok = (table["status"] == "ok").tolist()
     keys = list(zip(table["run_dir"], table["series"], strict=True))
     logs = [log_medians(v) for v in table["pass_medians_s"]]

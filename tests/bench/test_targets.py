@@ -151,6 +151,23 @@ def test_time_step_uses_the_suite_timer():
     assert timed["step_ci_low_s"] <= timed["step_s"] <= timed["step_ci_high_s"]
 
 
+def test_with_a_device_clock_the_step_is_the_device_series():
+    from bench import timing
+
+    latency = timing.Series(tuple(1e-3 * (1 + 0.01 * i) for i in range(10)), "precision", 0.1)
+    device = timing.Series(tuple(8e-4 * (1 + 0.01 * i) for i in range(12)), "precision", 0.1)
+    measurement = timing.Measurement(latency, device, "CUDA events (stand-in)", "cold", 2**20, None, None)
+
+    class Timer:
+        def measure(self, run, estimate):
+            return measurement
+
+    timed = targets.time_step(Timer(), lambda: None, lambda out: None)
+    assert timed["step_s"] == device.median and timed["latency_s"] == latency.median
+    assert (timed["step_ci_low_s"], timed["step_ci_high_s"]) == device.interval()
+    assert timed[targets.ROUNDS] == list(device.seconds)
+
+
 def test_bad_stages_are_named():
     with pytest.raises(argparse.ArgumentTypeError, match=r"--stages.*Received: --stages=56:64:5"):
         targets._stages("56:64:5")
