@@ -3,6 +3,7 @@ subprocesses (KERAS_BACKEND is fixed per process)."""
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import subprocess
@@ -36,7 +37,10 @@ def bench_command(*args: str) -> list[str]:
 
 
 def bench_env() -> dict:
-    env = dict(os.environ)
+    # pytest-xdist's worker variables (tox runs the tests in two workers) would
+    # tell the sweep's pytest-benchmark that it runs under xdist too, and it
+    # then refuses --benchmark-only.
+    env = {name: value for name, value in os.environ.items() if not name.startswith("PYTEST_XDIST_")}
     env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     return env
@@ -49,7 +53,22 @@ def run_bench(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
 
 @pytest.fixture(scope="session")
 def smoke_run(tmp_path_factory) -> Run:
-    path = tmp_path_factory.mktemp("smoke") / "run"
-    result = run_bench("--sweep", "smoke", "--run-dir", str(path), f"--bench-inject-failure={INJECTED}",
-                       f"--profile={PROFILED}")
-    return Run(result.returncode, result.stdout + result.stderr, path)
+    """One `pytest bench --sweep smoke` run for the whole session.
+
+    tox runs the tests in two pytest-xdist workers, each with a session of its
+    own: the first worker to need the run makes it, holding a lock on the
+    workers' common temporary folder, and the other reads its record there."""
+    base = tmp_path_factory.getbasetemp()
+    folder = (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / "smoke"
+    folder.mkdir(exist_ok=True)
+    record = folder / "smoke_run.json"
+    with open(folder / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        if not record.exists():
+            path = folder / "run"
+            result = run_bench("--sweep", "smoke", "--run-dir", str(path), f"--bench-inject-failure={INJECTED}",
+                               f"--profile={PROFILED}")
+            record.write_text(json.dumps({"returncode": result.returncode, "output": result.stdout + result.stderr,
+                                          "path": str(path)}))
+        fields = json.loads(record.read_text())
+    return Run(fields["returncode"], fields["output"], Path(fields["path"]))
