@@ -102,6 +102,12 @@ def check(config) -> None:
     if get("--precompile") < 0:
         raise UsageError(f"--precompile takes a number of processes (0: off). "
                          f"Received: --precompile={get('--precompile')}")
+    workers = get("numprocesses", None)  # pytest-xdist's -n, where it is installed
+    if workers not in (None, 0):
+        raise UsageError("-n runs cases side by side in pytest-xdist workers, each timed while the others share "
+                         "its cores and device (and pytest-benchmark turns itself off under xdist): the sweep "
+                         "times one case at a time. Leave out -n (or pass -n 0); --shard=I/N splits a sweep "
+                         f"between machines. Received: -n {workers}")
     restarts = get("--max-restarts")
     if restarts is None or restarts < 0:
         raise UsageError(f"--max-restarts takes a count of 0 or more. Received: --max-restarts={restarts}")

@@ -139,6 +139,7 @@ def test_shards_collect_disjoint_slices_of_the_sweep():
     (["--precompile", "-1"], "Received: --precompile=-1"),
     (["--precompile-time", "0"], "Received: --precompile-time=0"),
     (["--bench-inject-crash", "("], "Received: --bench-inject-crash=("),
+    (["-n", "2"], "Received: -n 2"),  # pytest-xdist, installed with the tests
 ])
 def test_bad_options_are_one_clear_line(args, message):
     result = run_bench(*args, "--collect-only", "-q")
