@@ -85,6 +85,20 @@ def same_kernels(meta: dict, switches: dict, path: str) -> None:
                          f"{switch_settings(started)}, or start a new run. Received: --resume={path}")
 
 
+def _distributed(get) -> str:
+    """The pytest-xdist options that would spread the sweep over workers, as
+    the user gave them ("" if none, or without xdist). xdist itself turns -n 0
+    into no distribution, and -n or --dist (-d) into distribution; this check
+    may run before xdist has done so."""
+    workers = get("numprocesses", None)
+    if workers is not None:
+        return f"-n {workers}" if workers != 0 else ""
+    if get("distload", False):
+        return "-d"
+    dist = get("dist", "no")
+    return f"--dist {dist}" if dist != "no" else ""
+
+
 def check(config) -> None:
     """Everything about the options that needs no framework (raises UsageError)."""
     message = keras_backend.problem()  # a backend Keras cannot load fails deep inside `import keras`
@@ -102,12 +116,12 @@ def check(config) -> None:
     if get("--precompile") < 0:
         raise UsageError(f"--precompile takes a number of processes (0: off). "
                          f"Received: --precompile={get('--precompile')}")
-    workers = get("numprocesses", None)  # pytest-xdist's -n, where it is installed
-    if workers not in (None, 0):
-        raise UsageError("-n runs cases side by side in pytest-xdist workers, each timed while the others share "
-                         "its cores and device (and pytest-benchmark turns itself off under xdist): the sweep "
-                         "times one case at a time. Leave out -n (or pass -n 0); --shard=I/N splits a sweep "
-                         f"between machines. Received: -n {workers}")
+    distributed = _distributed(get)
+    if distributed:
+        raise UsageError("pytest-xdist runs cases side by side in workers, each timed while the others share its "
+                         "cores and device (and pytest-benchmark turns itself off under xdist): the sweep times "
+                         "one case at a time. Leave out -n and --dist (or pass -n 0); --shard=I/N splits a sweep "
+                         f"between machines. Received: {distributed}")
     restarts = get("--max-restarts")
     if restarts is None or restarts < 0:
         raise UsageError(f"--max-restarts takes a count of 0 or more. Received: --max-restarts={restarts}")

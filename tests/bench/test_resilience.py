@@ -140,6 +140,7 @@ def test_shards_collect_disjoint_slices_of_the_sweep():
     (["--precompile-time", "0"], "Received: --precompile-time=0"),
     (["--bench-inject-crash", "("], "Received: --bench-inject-crash=("),
     (["-n", "2"], "Received: -n 2"),  # pytest-xdist, installed with the tests
+    (["--dist", "load", "--tx", "2*popen"], "Received: --dist load"),
 ])
 def test_bad_options_are_one_clear_line(args, message):
     result = run_bench(*args, "--collect-only", "-q")
