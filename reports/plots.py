@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import matplotlib
 
 matplotlib.use("Agg")
@@ -115,9 +117,13 @@ def speedup_heatmap(table: pd.DataFrame):
     unsure = best.assign(unsure=~((best["speedup_low"] > 1) | (best["speedup_high"] < 1))).pivot(
         index="groups", columns="kernel_size", values="unsure")
     labels = grid.round(2).astype(str) + unsure.map(lambda u: " ?" if u is True else "")
+    log_grid = np.log2(grid)
+    # Limits symmetric about 0 (a speed-up of 1) rather than seaborn's `center=0`, whose re-centred
+    # colour map calls a function Matplotlib 3.11 deprecates: the same colours, without the warning.
+    limit = max(float(np.nanmax(np.abs(log_grid.to_numpy()))), 1e-3)
     fig, ax = _figure(6.5, 4.4)
-    sns.heatmap(np.log2(grid), annot=labels.where(grid.notna(), ""), fmt="", cmap="RdBu", center=0, ax=ax,
-                cbar_kws={"label": "log2 speed-up over Conv2D"})
+    sns.heatmap(log_grid, annot=labels.where(grid.notna(), ""), fmt="", cmap="RdBu", vmin=-limit, vmax=limit,
+                ax=ax, cbar_kws={"label": "log2 speed-up over Conv2D"})
     for row, groups in enumerate(grid.index):  # hatch the cells whose 95% interval includes 1
         for column, kernel in enumerate(grid.columns):
             if unsure.loc[groups, kernel] is True:
@@ -166,7 +172,10 @@ def rounds_spread(table: pd.DataFrame, rounds: pd.DataFrame, limit: int = 40):
     chosen = spread.sort_values(ascending=False).index[:limit]
     frame = frame[frame["case_id"].isin(chosen)]
     fig, ax = plt.subplots(figsize=(9, 0.22 * len(chosen) + 1.6), constrained_layout=True)
-    sns.boxplot(data=frame, y="case_id", x="relative", order=list(chosen), ax=ax, fliersize=2, color="#9ecae1")
+    with warnings.catch_warnings():  # seaborn 0.13.2 passes `vert`, which Matplotlib 3.11 deprecates: not ours to fix
+        warnings.filterwarnings("ignore", message="vert: bool was deprecated",
+                                category=matplotlib.MatplotlibDeprecationWarning)
+        sns.boxplot(data=frame, y="case_id", x="relative", order=list(chosen), ax=ax, fliersize=2, color="#9ecae1")
     ax.set(xscale="log", xlabel="round time / case median (log)", ylabel="",
            title=f"Spread of repeated rounds ({len(chosen)} widest of {spread.size} cases)")
     ax.tick_params(axis="y", labelsize=7)

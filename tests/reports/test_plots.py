@@ -4,6 +4,8 @@ for it (the report then leaves the figure out)."""
 
 from __future__ import annotations
 
+import warnings
+
 import matplotlib.pyplot as plt
 import numpy as np
 import pytest
@@ -45,6 +47,17 @@ def test_heat_map_cells_are_the_best_involutions_speedup(base):
     # K7 G4 25/35, K7 G1 25/30; K3 and K5 were not run with one group
     assert sorted(text.get_text() for text in ax.texts) == sorted(["1.5", "1.08", "0.71", "0.83"])
     assert "tensorflow, float32, inference" in ax.get_title()
+    # colours symmetric about a speed-up of 1: the widest log2 ratio, log2(1.5), either side of 0
+    assert ax.collections[0].get_clim() == pytest.approx((-np.log2(1.5), np.log2(1.5)))
+
+
+def test_plots_raise_no_deprecation_from_seaborn_on_new_matplotlib(base):
+    # seaborn 0.13.2's `center=` heat map and its box plot call what Matplotlib 3.11 deprecates
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        plots.speedup_heatmap(base.table)
+        plots.rounds_spread(base.table, base.rounds, limit=5)
+    assert not [str(w.message) for w in seen if "set_bad" in str(w.message) or "vert:" in str(w.message)]
 
 
 def test_roofline_draws_the_datasheet_roof_only_for_a_known_device(base, fixtures):
