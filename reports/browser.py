@@ -37,8 +37,12 @@ def chromium(width: int = 1300, height: int = 2000) -> Iterator:
     """A Selenium driver of headless Chromium, its console log recorded."""
     if not available():
         raise BrowserError(f"no Chromium at {CHROMIUM} or no ChromeDriver at {CHROMEDRIVER}: {MISSING}")
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
+    try:
+        from selenium import webdriver
+        from selenium.webdriver.chrome.service import Service
+    except ImportError as error:  # a dependency of the project: missing only where it was installed --no-deps
+        raise BrowserError(f"no Selenium to drive Chromium ({error}): python -m pip install 'selenium>=4.20'") \
+            from None
 
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
@@ -54,15 +58,17 @@ def chromium(width: int = 1300, height: int = 2000) -> Iterator:
 
 def screenshot(report: str | Path, selector: str, output: str | Path, width: int = 1300) -> Path:
     """Save the element of `report` matched by the CSS `selector` as a PNG."""
-    from selenium.common.exceptions import NoSuchElementException
-    from selenium.webdriver.common.by import By
-
     report = Path(report).resolve()
     if not report.is_file():
         raise FileNotFoundError(f"{report}: no such report (build one with python -m reports build RUN_DIR)")
+    if width < 200:
+        raise ValueError(f"the window must be at least 200 pixels wide. Received: --width={width}")
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
     with chromium(width=width) as driver:
+        from selenium.common.exceptions import NoSuchElementException
+        from selenium.webdriver.common.by import By
+
         driver.get(report.as_uri())
         height = driver.execute_script("return document.body.scrollHeight;")
         driver.set_window_size(width, min(int(height), 16000))

@@ -1,11 +1,22 @@
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 from keras import backend
 
 FIXTURES = Path(__file__).parent / "fixtures"
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def cli(*args: str) -> subprocess.CompletedProcess:
+    """`python -m reports ARGS` in a process of its own, as a user runs it."""
+    env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    return subprocess.run([sys.executable, "-m", "reports", *args], capture_output=True, text=True, env=env,
+                          cwd=ROOT, timeout=300)
 
 
 @pytest.fixture

@@ -3,10 +3,13 @@ Selenium through Debian's chromedriver (.ci/run installs both)."""
 
 from __future__ import annotations
 
+import sys
+
 import pytest
 
 from reports import browser as chromium
 from reports import build
+from tests.reports.conftest import cli
 
 
 @pytest.fixture(scope="module")
@@ -71,3 +74,38 @@ def test_every_axis_is_a_column_and_the_filter_narrows_the_rows(browser, fixture
     box.clear()
     box.send_keys(" ")
     assert browser.execute_script(ALL_RESULTS + "return visible().length;") == 18
+
+
+def test_cli_screenshot_saves_the_element_as_a_png(fixtures, tmp_path):
+    if not chromium.available():
+        pytest.skip(chromium.MISSING)
+    report = build.build_report([fixtures / "run_base"], output=tmp_path / "report.html")
+    for selector, name in (("#summary", "summary.png"), ('img[alt^="speed-up"]', "heat-map.png")):
+        result = cli("screenshot", str(report), "--selector", selector, "-o", str(tmp_path / name))
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.strip() == str(tmp_path / name)
+        png = (tmp_path / name).read_bytes()
+        assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
+
+
+def test_cli_screenshot_bad_input_is_one_line_and_exit_2(fixtures, tmp_path):
+    report = build.build_report([fixtures / "run_base"], output=tmp_path / "report.html")
+    cases = [(["screenshot", str(tmp_path / "none.html"), "-o", str(tmp_path / "a.png")], "no such report"),
+             (["screenshot", str(report), "--width", "50", "-o", str(tmp_path / "a.png")], "Received: --width=50")]
+    if chromium.available():
+        cases.append((["screenshot", str(report), "--selector", "#nowhere", "-o", str(tmp_path / "a.png")],
+                      "Received: --selector=#nowhere"))
+    for args, message in cases:
+        result = cli(*args)
+        lines = result.stderr.strip().splitlines()
+        assert result.returncode == 2 and len(lines) == 1, result.stderr
+        assert lines[0].startswith("error: ") and message in lines[0], lines
+    assert not (tmp_path / "a.png").exists()
+
+
+def test_without_selenium_the_error_says_how_to_install_it(monkeypatch):
+    monkeypatch.setattr(chromium, "available", lambda: True)
+    monkeypatch.setitem(sys.modules, "selenium", None)  # `from selenium import ...` now raises ImportError
+    with pytest.raises(chromium.BrowserError, match=r"pip install 'selenium>=4.20'"):
+        with chromium.chromium():
+            pass

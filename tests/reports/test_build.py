@@ -5,10 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import re
-import subprocess
-import sys
 import time
 from html.parser import HTMLParser
 from pathlib import Path
@@ -17,8 +14,7 @@ import pandas as pd
 import pytest
 
 from reports import build
-
-ROOT = Path(__file__).resolve().parents[2]
+from tests.reports.conftest import cli
 
 
 class Page(HTMLParser):
@@ -99,20 +95,14 @@ def test_report_of_a_training_run(fixtures, tmp_path):
     assert len(page.images) == 2  # training curves, kernel maps
 
 
-def _cli(*args: str) -> subprocess.CompletedProcess:
-    env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    return subprocess.run([sys.executable, "-m", "reports", *args], capture_output=True, text=True, env=env,
-                          cwd=ROOT, timeout=300)
-
-
 def test_cli_build(fixtures, tmp_path):
-    result = _cli("build", str(fixtures / "run_base"), str(fixtures / "run_new"), "-o", str(tmp_path / "r.html"))
+    result = cli("build", str(fixtures / "run_base"), str(fixtures / "run_new"), "-o", str(tmp_path / "r.html"))
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == str(tmp_path / "r.html")
 
 
 def test_cli_build_lists_what_it_skipped(fixtures, tmp_path):
-    result = _cli("build", str(fixtures / "run_broken"), "-o", str(tmp_path / "r.html"))
+    result = cli("build", str(fixtures / "run_broken"), "-o", str(tmp_path / "r.html"))
     assert result.returncode == 0
     assert result.stderr.count("skipped: ") == 3
     assert "Skipped 3 input line(s)" in (tmp_path / "r.html").read_text()
@@ -123,7 +113,7 @@ def test_cli_outputs_that_cannot_be_written_are_one_line(fixtures, tmp_path):
     where = tmp_path / "a-file" / "r.html"
     for args in (["build", str(fixtures / "run_base"), "-o", str(where)],
                  ["compare", str(fixtures / "run_base"), str(fixtures / "run_new"), "--plot", str(where)]):
-        result = _cli(*args)
+        result = cli(*args)
         lines = result.stderr.strip().splitlines()
         assert result.returncode == 2 and len(lines) == 1, result.stderr
         assert lines[0].startswith(f"error: {args[-2]} {where}: cannot be created or written"), lines
@@ -135,23 +125,23 @@ def test_cli_outputs_that_cannot_be_written_are_one_line(fixtures, tmp_path):
     ("run_foreign", "no valid result rows"),
 ])
 def test_cli_bad_input_is_one_line_and_exit_2(fixtures, tmp_path, name, message):
-    result = _cli("build", str(fixtures / name), "-o", str(tmp_path / "r.html"))
+    result = cli("build", str(fixtures / name), "-o", str(tmp_path / "r.html"))
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and name in lines[0] and message in lines[0]
 
 
 def test_cli_compare_exit_codes(fixtures, tmp_path):
-    slower = _cli("compare", str(fixtures / "cmp_base"), str(fixtures / "cmp_new"), "--plot", str(tmp_path / "c.png"))
+    slower = cli("compare", str(fixtures / "cmp_base"), str(fixtures / "cmp_new"), "--plot", str(tmp_path / "c.png"))
     assert slower.returncode == 1, slower.stderr
     assert "involution-shiftsum-k7s1g4r4-32px-c64-b8-f32-inf-nojit" in slower.stdout
     assert "1 slower, 17 same" in slower.stdout and "noise sigma" in slower.stdout
     assert (tmp_path / "c.png").read_bytes()[:4] == b"\x89PNG"
-    same = _cli("compare", str(fixtures / "cmp_base"), str(fixtures / "cmp_same"), "--plot", str(tmp_path / "c.png"))
+    same = cli("compare", str(fixtures / "cmp_base"), str(fixtures / "cmp_same"), "--plot", str(tmp_path / "c.png"))
     assert same.returncode == 0 and "18 same" in same.stdout
-    unknown = _cli("compare", str(fixtures / "run_base"), str(fixtures / "run_new"), "--plot", str(tmp_path / "c.png"))
+    unknown = cli("compare", str(fixtures / "run_base"), str(fixtures / "run_new"), "--plot", str(tmp_path / "c.png"))
     assert unknown.returncode == 0 and "not measured" in unknown.stdout
-    bad = _cli("compare", str(fixtures / "run_base"), str(fixtures / "run_new"), "--threshold", "fast")
+    bad = cli("compare", str(fixtures / "run_base"), str(fixtures / "run_new"), "--threshold", "fast")
     assert bad.returncode == 2 and "Received: --threshold=fast" in bad.stderr
 
 
