@@ -36,6 +36,7 @@ _INTERRUPTS = pytest.StashKey[Interrupts]()
 
 
 def pytest_addoption(parser):
+    # Numbers and choices arrive as text: bench.options.typed converts them, in one line on a bad value.
     group = parser.getgroup("involution-bench")
     group.addoption("--sweep", metavar="NAME|PATH",
                     help="sweep to run: smoke, quick, gpu, full, paper, models, or a TOML file "
@@ -48,32 +49,32 @@ def pytest_addoption(parser):
     group.addoption("--profile", nargs="?", const="*", metavar="EXPR",
                     help="capture profiler traces of every case, or of the cases whose id matches the "
                          "regular expression EXPR (write --profile=EXPR)")
-    group.addoption("--bench-time", type=float, metavar="SECONDS",
+    group.addoption("--bench-time", metavar="SECONDS",
                     help="seconds of timed rounds a case may take at most; its rounds stop earlier once the median "
                          "is precise to the sweep's precision (default: the sweep's time_per_case)")
-    group.addoption("--l2", choices=("cold", "warm"), default=None,
+    group.addoption("--l2", metavar="cold|warm",
                     help="cold: write a buffer of twice the GPU's L2 before each timed step; warm: leave the "
                          "cache as the previous step left it (default: cold with a GPU, warm on a CPU)")
-    group.addoption("--case-timeout", type=float, metavar="SECONDS",
+    group.addoption("--case-timeout", metavar="SECONDS",
                     help="a case still running after SECONDS is stopped and recorded with status timeout "
                          "(default: the sweep's case_timeout, 900 s)")
-    group.addoption("--max-restarts", type=int, default=5, metavar="N",
+    group.addoption("--max-restarts", default=5, metavar="N",
                     help="how many times the supervisor resumes the run after a case crashed or timed out "
                          "(default 5)")
     group.addoption("--no-supervise", action="store_true",
                     help="run in this process, without the supervisor: no protection against a case that "
                          "crashes or hangs (for debuggers)")
-    group.addoption("--threads", type=int, metavar="N",
+    group.addoption("--threads", metavar="N",
                     help="CPU threads for every framework alike: the process is pinned to N cores and each "
                          "framework's intra-op threads set to N (default: all the cores this process may use)")
-    group.addoption("--passes", type=int, metavar="N",
+    group.addoption("--passes", metavar="N",
                     help="time every case in N processes, one pass over the sweep each, so that the spread "
                          "between processes is measured (default: the sweep's passes)")
-    group.addoption("--precompile", type=int, default=0, metavar="N",
+    group.addoption("--precompile", default=0, metavar="N",
                     help="JAX, PyTorch: first compile the cases still to run in N processes into the "
                          "compilers' persistent caches (XLA; Triton, TorchInductor), then time them with "
                          "code loaded from there (default 0: off)")
-    group.addoption("--precompile-time", type=float, metavar="SECONDS",
+    group.addoption("--precompile-time", metavar="SECONDS",
                     help="with --precompile: stop the workers after SECONDS and start timing; the sweep "
                          "compiles the cases they did not reach (default: the case timeout)")
     group.addoption("--compile-cache", metavar="DIR",

@@ -8,16 +8,45 @@ session uses the same functions. Nothing here imports Keras.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from pathlib import Path
 
-from bench import keras_backend, sweeps
+from bench import keras_backend, sweeps, timing
 from bench.rundir import RunDir, RunDirError, writable_folder
 
 
 class UsageError(ValueError):
     """Bad command-line input; the message names the option."""
+
+
+# The options that take a number or one of a few words. pytest registers them as text (bench/conftest.py)
+# and `typed` converts them: argparse's own conversion would answer a mistyped value with the whole usage
+# text, where every other check here is one line.
+SECONDS = ("--bench-time", "--case-timeout", "--precompile-time")
+COUNTS = ("--max-restarts", "--threads", "--passes", "--precompile")
+CHOICES = {"--l2": timing.L2_MODES}
+
+
+def typed(config) -> None:
+    """Convert the options of SECONDS, COUNTS and CHOICES in place (raises UsageError)."""
+    for option in (*SECONDS, *COUNTS, *CHOICES):
+        value = config.getoption(option)
+        if not isinstance(value, str):  # not given (None) or a default
+            continue
+        if option in CHOICES:
+            if value not in CHOICES[option]:
+                raise UsageError(f"{option} takes {' or '.join(CHOICES[option])}. Received: {option}={value}")
+            continue
+        try:
+            number = float(value) if option in SECONDS else int(value)
+        except ValueError:
+            number = None
+        if number is None or not math.isfinite(number):
+            what = "seconds (a number)" if option in SECONDS else "a whole number"
+            raise UsageError(f"{option} takes {what}. Received: {option}={value}")
+        setattr(config.option, option.lstrip("-").replace("-", "_"), number)
 
 
 def parse_shard(text: str | None) -> tuple[int, int] | None:
@@ -34,7 +63,7 @@ def parse_shard(text: str | None) -> tuple[int, int] | None:
 
 def positive(option: str, value: float | None) -> None:
     if value is not None and value <= 0:
-        raise UsageError(f"{option} must be positive seconds. Received: {option}={value}")
+        raise UsageError(f"{option} must be positive seconds. Received: {option}={value:g}")  # -1, not -1.0
 
 
 def pattern(option: str, text: str | None) -> re.Pattern | None:
@@ -104,6 +133,7 @@ def check(config) -> None:
     message = keras_backend.problem()  # a backend Keras cannot load fails deep inside `import keras`
     if message:
         raise UsageError(message)
+    typed(config)
     get = config.getoption
     parse_shard(get("--shard"))
     positive("--bench-time", get("--bench-time"))

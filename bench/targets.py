@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench import keras_backend
+from bench import keras_backend, timing
 from bench.cases import DTYPES as ALL_DTYPES
 from bench.cases import MODES
 
@@ -70,8 +70,6 @@ def _kernel_variant(backend: str) -> dict:
 
 def time_step(timer, run, sync) -> dict:
     """Warm-up, then the timer's rounds: the row fields of one timed step."""
-    from bench import timing
-
     warm = timing.warm_up(lambda: sync(run()), min_calls=5)
     measured = timer.measure(run, warm.estimate)
     fields = measured.fields()
@@ -442,7 +440,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--time", type=float, default=0.5,
                         help="seconds of timed rounds per case at most (rounds stop at +-2%% precision)")
     parser.add_argument("--min-rounds", type=int, default=10)
-    parser.add_argument("--l2", choices=("cold", "warm"), default="cold",
+    parser.add_argument("--l2", choices=timing.L2_MODES, default="cold",
                         help="flush the L2 before each timed step (cold, the default) or not")
     parser.add_argument("--modes", type=_some_of("--modes", MODES), default=list(MODES),
                         help=f"some of {','.join(MODES)} (default: both)")
@@ -481,7 +479,7 @@ def main(argv: list[str] | None = None) -> int:
     import keras
     import pandas as pd
 
-    from bench import backends, machine, timing
+    from bench import backends, machine
     from bench.cases import DEFAULT_JIT
     from layers import aggregation, counting
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 
-from bench.options import UsageError, parse_shard, same_kernels
+from bench.options import COUNTS, SECONDS, UsageError, parse_shard, same_kernels, typed
 
 FLAT = {"INVOLUTION_UNROLL_WINDOW": 0, "INVOLUTION_TILE_WIDTH": 0}
 
@@ -21,6 +23,43 @@ def test_a_run_resumes_only_with_the_kernels_it_started_with():
     assert "started with INVOLUTION_UNROLL_WINDOW=0 INVOLUTION_TILE_WIDTH=8, this process has " \
            "INVOLUTION_UNROLL_WINDOW=0 INVOLUTION_TILE_WIDTH=0;" in message
     assert "set INVOLUTION_UNROLL_WINDOW=0 INVOLUTION_TILE_WIDTH=8, or start a new run" in message
+
+
+class _Config:
+    """What `typed` uses of pytest's Config: getoption by flag, and the namespace it reads."""
+
+    def __init__(self, **given):
+        self.option = SimpleNamespace(**{flag.lstrip("-").replace("-", "_"): None for flag in (*SECONDS, *COUNTS)},
+                                      l2=None)
+        for dest, value in given.items():
+            setattr(self.option, dest, value)
+
+    def getoption(self, flag):
+        return getattr(self.option, flag.lstrip("-").replace("-", "_"))
+
+
+def test_numbers_and_choices_are_converted_in_place():
+    config = _Config(bench_time="2.5", passes="3", max_restarts=5, precompile="0", l2="warm")
+    typed(config)
+    assert config.option.bench_time == 2.5 and config.option.passes == 3 and config.option.precompile == 0
+    assert config.option.max_restarts == 5 and config.option.l2 == "warm" and config.option.threads is None
+    assert isinstance(config.option.passes, int)
+    typed(config)  # again (the supervisor's check, then the session's): nothing changes
+    assert config.option.bench_time == 2.5
+
+
+@pytest.mark.parametrize("dest, value, message", [
+    ("bench_time", "fast", "--bench-time takes seconds (a number). Received: --bench-time=fast"),
+    ("case_timeout", "nan", "--case-timeout takes seconds (a number). Received: --case-timeout=nan"),
+    ("precompile_time", "inf", "--precompile-time takes seconds (a number). Received: --precompile-time=inf"),
+    ("passes", "2.5", "--passes takes a whole number. Received: --passes=2.5"),
+    ("threads", "two", "--threads takes a whole number. Received: --threads=two"),
+    ("l2", "hot", "--l2 takes cold or warm. Received: --l2=hot"),
+])
+def test_a_mistyped_number_or_choice_is_one_line(dest, value, message):
+    with pytest.raises(UsageError) as error:
+        typed(_Config(**{dest: value}))
+    assert str(error.value) == message
 
 
 @pytest.mark.parametrize("text", ["2/2", "a/b", "1/0", "-1/3", "3"])
