@@ -11,11 +11,10 @@ launch and the wait. One line per measurement; `--json` for one JSON line each.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 
-from bench import keras_backend
+from bench import command_line, keras_backend
 
 
 def _copy_step(backend: str, nbytes: int):
@@ -43,7 +42,7 @@ def _copy_step(backend: str, nbytes: int):
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.calibrate", description=__doc__.split("\n\n")[0])
+    parser = command_line.Parser(prog="python -m bench.calibrate", description=__doc__.split("\n\n")[0])
     parser.add_argument("--mib", type=int, default=1024, help="size of the copied array (MiB)")
     parser.add_argument("--time", type=float, default=1.0, help="seconds of timed rounds per measurement at most")
     parser.add_argument("--json", action="store_true", help="print one JSON line per measurement")

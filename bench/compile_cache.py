@@ -32,7 +32,6 @@ Run by the sweep as `python -m bench.compile_cache --worker I/N --cases FILE
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import os
@@ -40,6 +39,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+from bench import command_line
 
 DEFAULT_DIR = Path("~/.cache/involution-bench/compilation").expanduser()
 BACKENDS = ("jax", "torch")  # the backends whose compilers keep a persistent cache the suite fills
@@ -215,7 +216,7 @@ def _worker(index: int, count: int, cases_file: Path, cache_dir: str, tf32: bool
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.compile_cache", description=__doc__.split("\n\n")[0])
+    parser = command_line.Parser(prog="python -m bench.compile_cache", description=__doc__.split("\n\n")[0])
     parser.add_argument("--worker", required=True, metavar="I/N")
     parser.add_argument("--cases", required=True, type=Path)
     parser.add_argument("--cache", required=True)

@@ -38,7 +38,6 @@ configuration) to --out and prints a summary.
 
 from __future__ import annotations
 
-import argparse
 import functools
 import hashlib
 import re
@@ -53,6 +52,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 from unittest import mock
 
+from bench import command_line
 from bench.targets import DTYPES, KERNEL_SIZE, MODES, REDUCTION, STAGES
 
 DEFAULT_ARCH = 90  # sm_90: H100 and H200
@@ -567,7 +567,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from bench import keras_backend, sweeps
 
-    parser = argparse.ArgumentParser(prog="python -m bench.kernel_resources", description=__doc__.split("\n\n")[0])
+    parser = command_line.Parser(prog="python -m bench.kernel_resources", description=__doc__.split("\n\n")[0])
     parser.add_argument("--sweep", help="build the kernels of this sweep's involution layer cases (a built-in "
                         "name or a TOML file) instead of the RedNet stages")
     parser.add_argument("--stride", type=int, default=1,

@@ -26,7 +26,6 @@ the command looked and how to get it, and exit code 2.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
@@ -35,7 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench import datasets, keras_backend, rundir
+from bench import command_line, datasets, keras_backend, rundir
 
 BATCH = 256
 SHUFFLE_BUFFER = 256
@@ -179,7 +178,7 @@ def sample_images(count: int = 10) -> np.ndarray:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.seed_models", description=__doc__.split("\n\n")[0])
+    parser = command_line.Parser(prog="python -m bench.seed_models", description=__doc__.split("\n\n")[0])
     parser.add_argument("--dataset", default="cifar10", choices=sorted(datasets.DATASETS),
                         help="the data set (default: cifar10, the example's)")
     parser.add_argument("--epochs", type=int, default=20, help="epochs per model (the example: 20)")

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench import keras_backend, timing
+from bench import command_line, keras_backend, timing
 from bench.cases import DTYPES as ALL_DTYPES
 from bench.cases import MODES
 
@@ -433,7 +433,7 @@ def _precompile(cases: list, workers: int, cache_dir: Path, seconds: float) -> s
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.targets", description=__doc__.split("\n\n")[0])
+    parser = command_line.Parser(prog="python -m bench.targets", description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=Path("targets-out"), help="folder for targets-<backend>.csv/.md")
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--stages", type=_stages, default=list(STAGES), help="RES:C:G[,...]")

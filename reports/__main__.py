@@ -8,10 +8,10 @@ naming the file and exit with code 2.
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
+from bench import command_line
 from bench.rundir import RunDirError, writable_file
 from reports import load
 
@@ -77,7 +77,7 @@ def _screenshot(args) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m reports", description=__doc__.split("\n\n")[0])
+    parser = command_line.Parser(prog="python -m reports", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     build_p = sub.add_parser("build", help="write report.html and results.csv from run directories")
     build_p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")

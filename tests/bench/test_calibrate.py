@@ -29,5 +29,5 @@ def test_bad_sizes_are_refused_in_one_line(capsys, args, shown):
     with pytest.raises(SystemExit) as end:
         calibrate.main(args)
     assert end.value.code == 2
-    error = capsys.readouterr().err.strip().splitlines()[-1]
-    assert "must be positive" in error and shown in error
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and "must be positive" in lines[0] and shown in lines[0], lines
