@@ -154,6 +154,9 @@ def parse(data: dict, source: str, name: str = "custom") -> Sweep:
         for axis, value in table.items():
             if axis not in axes:
                 raise SweepError(f"{source}: {where}: unknown axis {axis!r}; axes are {sorted(axes)}")
+            if value == []:  # would make no case of this table, silently
+                raise SweepError(f"{source}: {where}: {axis} is an empty list; give one value or more. "
+                                 f"Received: {axis}=[]")
             for item in value if isinstance(value, list) else [value]:
                 _check_value(source, where, axis, item)
     return Sweep(
@@ -185,8 +188,12 @@ def _check_value(source: str, where: str, axis: str, value) -> None:
         if value not in registry.ENTRIES:
             fail(f"one of {sorted(registry.ENTRIES)}")
     elif axis == "implementation":
-        if not isinstance(value, str):
-            fail('a string ("*", "auto", "keras" or an involution implementation)')
+        from layers import aggregation
+
+        # any backend's: one the sweep's backend lacks is a case skipped with the reason, as `pallas` on TensorFlow
+        known = ["*", "auto", registry.BASELINE_IMPLEMENTATION, *aggregation.IMPLEMENTATIONS]
+        if value not in known:
+            fail(f"one of {known}")
     elif axis == "dtype":
         if value not in DTYPES:
             fail(f"one of {list(DTYPES)}")

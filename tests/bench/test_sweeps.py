@@ -110,6 +110,8 @@ def test_toml_sweep_file(tmp_path):
     ('[[grid]]\ndtype = "float64"\n', "Received: dtype='float64'"),
     ('[[grid]]\nlayer = "conv3d"\n', "Received: layer='conv3d'"),
     ('[[grid]]\njit = "sometimes"\n', "Received: jit='sometimes'"),
+    ('[[grid]]\nimplementation = "shiftsun"\n', "Received: implementation='shiftsun'"),  # a typo: not a skip
+    ('[[grid]]\nchannels = []\n', "channels is an empty list; give one value or more. Received: channels=[]"),
     ('[[grid]]\ncpu = 3\n', "cpu must be a table"),
     ('colour = "blue"\n', "unknown key(s) ['colour']"),
     ('precision = 2\n', "Received: precision=2"),
