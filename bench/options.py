@@ -22,18 +22,19 @@ class UsageError(ValueError):
 
 
 # The options that take a number or one of a few words. pytest registers them as text (bench/conftest.py)
-# and `typed` converts them: argparse's own conversion would answer a mistyped value with the whole usage
-# text, where every other check here is one line.
-SECONDS = ("--bench-time", "--case-timeout", "--precompile-time")
-COUNTS = ("--max-restarts", "--threads", "--passes", "--precompile")
+# and `typed` converts and bounds them: argparse's own conversion would answer a mistyped value with the
+# whole usage text, where every other check here is one line.
+SECONDS = ("--bench-time", "--case-timeout", "--precompile-time")  # each a positive number of seconds
+COUNTS = {"--max-restarts": 0, "--threads": 1, "--passes": 1, "--precompile": 0}  # the least each takes
 CHOICES = {"--l2": timing.L2_MODES}
 
 
 def typed(config) -> None:
-    """Convert the options of SECONDS, COUNTS and CHOICES in place (raises UsageError)."""
+    """Convert the options of SECONDS, COUNTS and CHOICES in place and check
+    their bounds (raises UsageError, quoting the value as given)."""
     for option in (*SECONDS, *COUNTS, *CHOICES):
         value = config.getoption(option)
-        if not isinstance(value, str):  # not given (None) or a default
+        if value is None:  # not given, and no default
             continue
         if option in CHOICES:
             if value not in CHOICES[option]:
@@ -43,9 +44,12 @@ def typed(config) -> None:
             number = float(value) if option in SECONDS else int(value)
         except ValueError:
             number = None
-        if number is None or not math.isfinite(number):
-            what = "seconds (a number)" if option in SECONDS else "a whole number"
-            raise UsageError(f"{option} takes {what}. Received: {option}={value}")
+        if option in SECONDS:
+            if number is None or not math.isfinite(number) or number <= 0:
+                raise UsageError(f"{option} takes a positive number of seconds. Received: {option}={value}")
+        elif number is None or isinstance(value, float) or number < COUNTS[option]:
+            raise UsageError(f"{option} takes a whole number of {COUNTS[option]} or more. "
+                             f"Received: {option}={value}")
         setattr(config.option, option.lstrip("-").replace("-", "_"), number)
 
 
@@ -63,7 +67,7 @@ def parse_shard(text: str | None) -> tuple[int, int] | None:
 
 def positive(option: str, value: float | None) -> None:
     if value is not None and value <= 0:
-        raise UsageError(f"{option} must be positive seconds. Received: {option}={value:g}")  # -1, not -1.0
+        raise UsageError(f"{option} must be positive seconds. Received: {option}={value}")
 
 
 def pattern(option: str, text: str | None) -> re.Pattern | None:
@@ -136,25 +140,12 @@ def check(config) -> None:
     typed(config)
     get = config.getoption
     parse_shard(get("--shard"))
-    positive("--bench-time", get("--bench-time"))
-    positive("--case-timeout", get("--case-timeout"))
-    positive("--precompile-time", get("--precompile-time"))
-    if get("--passes") is not None and get("--passes") < 1:
-        raise UsageError(f"--passes takes a count of 1 or more. Received: --passes={get('--passes')}")
-    if get("--threads") is not None and get("--threads") < 1:
-        raise UsageError(f"--threads takes a count of 1 or more. Received: --threads={get('--threads')}")
-    if get("--precompile") < 0:
-        raise UsageError(f"--precompile takes a number of processes (0: off). "
-                         f"Received: --precompile={get('--precompile')}")
     distributed = _distributed(get)
     if distributed:
         raise UsageError("pytest-xdist runs cases side by side in workers, each timed while the others share its "
                          "cores and device (and pytest-benchmark turns itself off under xdist): the sweep times "
                          "one case at a time. Leave out -n and --dist (or pass -n 0); --shard=I/N splits a sweep "
                          f"between machines. Received: {distributed}")
-    restarts = get("--max-restarts")
-    if restarts is None or restarts < 0:
-        raise UsageError(f"--max-restarts takes a count of 0 or more. Received: --max-restarts={restarts}")
     for option in ("--profile", "--bench-inject-failure", "--bench-inject-crash", "--bench-inject-hang"):
         value = get(option)
         if value != "*":

@@ -20,8 +20,6 @@ CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
 FLAGS = ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync",
          "--disable-dev-shm-usage")
-MISSING = ("needs Debian's chromium and chromium-driver packages (apt-get install chromium chromium-driver; "
-           ".ci/run installs them)")
 
 
 class BrowserError(RuntimeError):
@@ -32,11 +30,17 @@ def available() -> bool:
     return Path(CHROMIUM).exists() and Path(CHROMEDRIVER).exists()
 
 
+def unavailable_reason() -> str:
+    """Why no browser can be opened here, and how to install one."""
+    return (f"no Chromium at {CHROMIUM} or no ChromeDriver at {CHROMEDRIVER}: install Debian's chromium and "
+            "chromium-driver packages (apt-get install chromium chromium-driver; .ci/run installs them)")
+
+
 @contextlib.contextmanager
 def chromium(width: int = 1300, height: int = 2000) -> Iterator:
     """A Selenium driver of headless Chromium, its console log recorded."""
     if not available():
-        raise BrowserError(f"no Chromium at {CHROMIUM} or no ChromeDriver at {CHROMEDRIVER}: {MISSING}")
+        raise BrowserError(unavailable_reason())
     try:
         from selenium import webdriver
         from selenium.webdriver.chrome.service import Service

@@ -49,14 +49,19 @@ def test_numbers_and_choices_are_converted_in_place():
 
 
 @pytest.mark.parametrize("dest, value, message", [
-    ("bench_time", "fast", "--bench-time takes seconds (a number). Received: --bench-time=fast"),
-    ("case_timeout", "nan", "--case-timeout takes seconds (a number). Received: --case-timeout=nan"),
-    ("precompile_time", "inf", "--precompile-time takes seconds (a number). Received: --precompile-time=inf"),
-    ("passes", "2.5", "--passes takes a whole number. Received: --passes=2.5"),
-    ("threads", "two", "--threads takes a whole number. Received: --threads=two"),
+    ("bench_time", "fast", "--bench-time takes a positive number of seconds. Received: --bench-time=fast"),
+    ("bench_time", "-1", "--bench-time takes a positive number of seconds. Received: --bench-time=-1"),
+    ("case_timeout", "nan", "--case-timeout takes a positive number of seconds. Received: --case-timeout=nan"),
+    ("precompile_time", "inf", "--precompile-time takes a positive number of seconds. "
+                               "Received: --precompile-time=inf"),
+    ("passes", "2.5", "--passes takes a whole number of 1 or more. Received: --passes=2.5"),
+    ("passes", "0", "--passes takes a whole number of 1 or more. Received: --passes=0"),
+    ("threads", "two", "--threads takes a whole number of 1 or more. Received: --threads=two"),
+    ("precompile", "-1", "--precompile takes a whole number of 0 or more. Received: --precompile=-1"),
+    ("max_restarts", 2.5, "--max-restarts takes a whole number of 0 or more. Received: --max-restarts=2.5"),
     ("l2", "hot", "--l2 takes cold or warm. Received: --l2=hot"),
 ])
-def test_a_mistyped_number_or_choice_is_one_line(dest, value, message):
+def test_a_mistyped_or_out_of_range_number_or_choice_is_one_line(dest, value, message):
     with pytest.raises(UsageError) as error:
         typed(_Config(**{dest: value}))
     assert str(error.value) == message
