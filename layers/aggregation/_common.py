@@ -247,6 +247,38 @@ def padded_input(x, kernel_size: int, stride: int):
     return xp[:, :span_h, :span_w, :], ho, wo
 
 
-def window(xp, i: int, j: int, ho, wo, stride: int):
-    """The strided slice of xp that kernel offset (i, j) reads: (B, Ho, Wo, C)."""
-    return xp[:, i : i + (ho - 1) * stride + 1 : stride, j : j + (wo - 1) * stride + 1 : stride, :]
+def windows(x, kernel_size: int, stride: int):
+    """Pad x and return (window, ho, wo): `window(i, j)` is the (B, Ho, Wo, C)
+    input that kernel offset (i, j) reads, rows i + s * ho and columns
+    j + s * wo of the padded input.
+
+    With a stride, each window is a slice with a step. TensorFlow's kernel for
+    those is slow: its shift-sum at stride 2 took twice its time at stride 1
+    though it computes a quarter of the outputs (docs/PERF.md, section 25).
+    There the padded input is split once into its s * s stride phases,
+    (s, s, B, Hp / s, Wp / s, C), and every window is a plain slice of one
+    phase. XLA (JAX) fuses a stepped slice into its consumer and PyTorch takes
+    it as a view, so they slice directly: the split would cost them a copy.
+    """
+    xp, ho, wo = padded_input(x, kernel_size, stride)  # (B, Hp, Wp, C)
+    if stride == 1 or backend.backend() != "tensorflow":
+
+        def window(i: int, j: int):
+            return xp[:, i : i + (ho - 1) * stride + 1 : stride, j : j + (wo - 1) * stride + 1 : stride, :]
+
+        return window, ho, wo
+    s = stride
+    # Hp = (Ho - 1) * s + K rows, padded to a whole number of phases, Hb = Ho + (K - 1) // s each;
+    # the extra rows and columns (fewer than s) are read by no window.
+    extra = s * (1 + (kernel_size - 1) // s) - kernel_size
+    if extra:
+        xp = _pad(xp, 0, extra, 0, extra)
+    hb, wb = ho + (kernel_size - 1) // s, wo + (kernel_size - 1) // s
+    phases = ops.transpose(
+        ops.reshape(xp, (-1, hb, s, wb, s, x.shape[-1])), (2, 4, 0, 1, 3, 5)
+    )  # (s, s, B, Hb, Wb, C): phases[p, q, b, u, v] = xp[b, u * s + p, v * s + q]
+
+    def phase_window(i: int, j: int):
+        return phases[i % s, j % s, :, i // s : i // s + ho, j // s : j // s + wo, :]
+
+    return phase_window, ho, wo

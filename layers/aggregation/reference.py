@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from keras import backend, ops
 
-from layers.aggregation._common import padded_input, window
+from layers.aggregation._common import windows
 
 
 def _patches(x, kernel_size: int, stride: int):
@@ -28,10 +28,8 @@ def _patches(x, kernel_size: int, stride: int):
         )  # (B, Ho, Wo, K*K*C), ordered (i, j, c)
         shape = tf.shape(patches)
         return tf.reshape(patches, [shape[0], shape[1], shape[2], k * k, -1])
-    xp, ho, wo = padded_input(x, k, stride)  # (B, Hp, Wp, C)
-    return ops.stack(
-        [window(xp, i, j, ho, wo, stride) for i in range(k) for j in range(k)], axis=3
-    )  # (B, Ho, Wo, K*K, C)
+    window, _, _ = windows(x, k, stride)
+    return ops.stack([window(i, j) for i in range(k) for j in range(k)], axis=3)  # (B, Ho, Wo, K*K, C)
 
 
 def aggregate(x, kernel, kernel_size: int, stride: int, groups: int):

@@ -9,20 +9,20 @@ from __future__ import annotations
 
 from keras import ops
 
-from layers.aggregation._common import padded_input, window
+from layers.aggregation._common import windows
 
 
 def aggregate(x, kernel, kernel_size: int, stride: int, groups: int):
     """x (B, H, W, C), kernel (B, Ho, Wo, G*K*K) -> (B, Ho, Wo, C)."""
     channels = x.shape[-1]
-    xp, ho, wo = padded_input(x, kernel_size, stride)  # (B, Hp, Wp, C)
+    window, ho, wo = windows(x, kernel_size, stride)
     k = ops.reshape(kernel, (-1, ho, wo, groups, 1, kernel_size * kernel_size))  # (B, Ho, Wo, G, 1, K*K)
     out = None
     for i in range(kernel_size):
         for j in range(kernel_size):
             tap = i * kernel_size + j
             win = ops.reshape(
-                window(xp, i, j, ho, wo, stride), (-1, ho, wo, groups, channels // groups)
+                window(i, j), (-1, ho, wo, groups, channels // groups)
             )  # (B, Ho, Wo, G, C/G)
             term = win * k[..., tap]  # (B, Ho, Wo, G, C/G)
             out = term if out is None else out + term

@@ -142,6 +142,54 @@ def test_kernel_gradient_of_a_wide_group_is_rounded_once_in_bfloat16():
     np.testing.assert_array_equal(dk16, expected)
 
 
+ONLY_TENSORFLOW_GRAPHS = pytest.mark.skipif(
+    tb.NAME != "tensorflow", reason="TensorFlow's stride-phase windows: JAX and PyTorch slice with a step")
+STRIDED = [geometry for geometry in GEOMETRIES if geometry[5] > 1]
+
+
+def _graph_of_any_size(k: int, s: int, g: int, c: int, gradients: bool = False):
+    """`shiftsum` in a TensorFlow graph built for any batch, height and width,
+    as in a Keras model on `keras.Input((None, None, C))`: the windows are
+    cut with sizes known only when it runs."""
+    import tensorflow as tf
+
+    def run(x, kernel, dy):
+        with tf.GradientTape() as tape:
+            tape.watch([x, kernel])
+            y = aggregation.get("shiftsum").function()(x, kernel, k, s, g)
+        return (y, *tape.gradient(y, [x, kernel], output_gradients=dy)) if gradients else (y,)
+
+    return tf.function(run, input_signature=[tf.TensorSpec([None, None, None, c]),
+                                             tf.TensorSpec([None, None, None, g * k * k]),
+                                             tf.TensorSpec([None, None, None, c])])
+
+
+@ONLY_TENSORFLOW_GRAPHS
+@pytest.mark.parametrize("geometry", STRIDED, ids=_ids)
+def test_sizes_known_only_at_run_time_match_numpy(geometry):
+    b, h, w, c, k, s, g = geometry
+    x, kernel, dy = _random_case(geometry, "sizes at run time")
+    y, dx, dk = (t.numpy() for t in _graph_of_any_size(k, s, g, c, gradients=True)(x, kernel, dy))
+    dx_ref, dk_ref = npref.aggregate_grads(x, kernel, dy, k, s, g)
+    assert _rel_err(y, npref.aggregate(x, kernel, k, s, g)) < 1e-5
+    assert _rel_err(dx, dx_ref) < 1e-5
+    assert _rel_err(dk, dk_ref) < 1e-5
+
+
+@ONLY_TENSORFLOW_GRAPHS
+@pytest.mark.parametrize("stride", [1, 2, 3])
+def test_tensorflow_windows_are_slices_without_a_step(stride):
+    """TensorFlow's slices with a step are its slow kernel (docs/PERF.md,
+    section 25): with a stride, the windows come from the stride phases."""
+    import tensorflow as tf
+
+    graph = _graph_of_any_size(7, stride, 4, 16).get_concrete_function().graph
+    slices = [op for op in graph.get_operations() if op.type == "StridedSlice"]
+    steps = {int(v) for op in slices for v in tf.get_static_value(op.inputs[3])}
+    assert len(slices) >= 49 and steps == {1}
+    assert any(op.type == "Transpose" for op in graph.get_operations()) == (stride > 1)
+
+
 @pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
 @pytest.mark.parametrize("name", IMPLEMENTATIONS)
 def test_half_precision_close_to_float64(name, dtype):
