@@ -16,14 +16,19 @@ def aggregate(x, kernel, kernel_size: int, stride: int, groups: int):
     """x (B, H, W, C), kernel (B, Ho, Wo, G*K*K) -> (B, Ho, Wo, C)."""
     channels = x.shape[-1]
     window, ho, wo = windows(x, kernel_size, stride)
-    k = ops.reshape(kernel, (-1, ho, wo, groups, 1, kernel_size * kernel_size))  # (B, Ho, Wo, G, 1, K*K)
+    # One weight tensor per tap, split in one op: the gradient of the split
+    # stacks the taps' gradients, where 49 separate indexings k[..., tap]
+    # would each scatter theirs into a zero tensor of the kernel's full size
+    # (PyTorch and TensorFlow graphs; docs/PERF.md, section 25).
+    taps = ops.unstack(
+        ops.reshape(kernel, (-1, ho, wo, groups, 1, kernel_size * kernel_size)), axis=-1
+    )  # K*K x (B, Ho, Wo, G, 1)
     out = None
     for i in range(kernel_size):
         for j in range(kernel_size):
-            tap = i * kernel_size + j
             win = ops.reshape(
                 window(i, j), (-1, ho, wo, groups, channels // groups)
             )  # (B, Ho, Wo, G, C/G)
-            term = win * k[..., tap]  # (B, Ho, Wo, G, C/G)
+            term = win * taps[i * kernel_size + j]  # (B, Ho, Wo, G, C/G)
             out = term if out is None else out + term
     return ops.reshape(out, (-1, ho, wo, channels))
