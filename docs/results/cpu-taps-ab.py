@@ -1,0 +1,92 @@
+"""`shiftsum` with the kernel's taps split in one op (`ops.unstack`, as the
+code is now) against one indexing a tap (`kernel[..., tap]`, before `5a2e403`),
+in one process, the two alternating round by round (docs/PERF.md, section 25):
+the sweep's processes moved by 8-17% (sigma), as much as the differences sought.
+
+    KERAS_BACKEND=torch python docs/results/cpu-taps-ab.py   # or tensorflow (graphs), jax (jitted)
+"""
+
+import time
+
+import numpy as np
+from keras import backend, ops
+
+from layers.aggregation import shiftsum
+from layers.aggregation._common import windows
+
+ROUNDS = 15
+# (batch, size, channels, groups, kernel size, stride)
+CASES = [(8, 32, 64, 4, 7, 1), (8, 32, 64, 4, 7, 2), (8, 56, 64, 4, 7, 1), (8, 32, 64, 16, 7, 1),
+         (8, 56, 64, 16, 7, 1)]
+
+
+def indexed(x, kernel, kernel_size, stride, groups):
+    """The aggregation as it was: each tap's weights indexed out of the kernel."""
+    channels = x.shape[-1]
+    window, ho, wo = windows(x, kernel_size, stride)
+    k = ops.reshape(kernel, (-1, ho, wo, groups, 1, kernel_size * kernel_size))  # (B, Ho, Wo, G, 1, K*K)
+    out = None
+    for i in range(kernel_size):
+        for j in range(kernel_size):
+            win = ops.reshape(window(i, j), (-1, ho, wo, groups, channels // groups))  # (B, Ho, Wo, G, C/G)
+            term = win * k[..., i * kernel_size + j]
+            out = term if out is None else out + term
+    return ops.reshape(out, (-1, ho, wo, channels))
+
+
+def compiled(fn, gradients: bool):
+    """fn, or the gradients of sum(fn^2), as this backend's sweep runs them
+    without jit (TensorFlow: a graph; JAX: jitted, as it is always timed;
+    PyTorch: eager)."""
+    name = backend.backend()
+    if name == "jax":
+        import jax
+        import jax.numpy as jnp
+
+        return jax.jit(jax.grad(lambda x, k: jnp.sum(fn(x, k) ** 2), argnums=(0, 1)) if gradients else fn)
+    if name == "torch":
+        if not gradients:
+            return fn
+
+        def step(x, k):
+            x, k = x.detach().requires_grad_(), k.detach().requires_grad_()
+            (fn(x, k) ** 2).sum().backward()
+            return x.grad, k.grad
+
+        return step
+    import tensorflow as tf
+
+    def step(x, k):
+        with tf.GradientTape() as tape:
+            tape.watch([x, k])
+            loss = tf.reduce_sum(fn(x, k) ** 2)
+        return tape.gradient(loss, [x, k])
+
+    return tf.function(step if gradients else fn)
+
+
+def main():
+    rng = np.random.default_rng(0)
+    for b, size, c, g, k, s in CASES:
+        out = -(-size // s)
+        x = ops.convert_to_tensor(rng.standard_normal((b, size, size, c)).astype("float32"))
+        kernel = ops.convert_to_tensor(rng.standard_normal((b, out, out, g * k * k)).astype("float32"))
+        for mode in ("forward", "forward+backward"):
+            steps = {name: compiled(lambda x, kk, f=f, k=k, s=s, g=g: f(x, kk, k, s, g), mode != "forward")
+                     for name, f in (("indexed", indexed), ("split", shiftsum.aggregate))}
+            times = {name: [] for name in steps}
+            for r in range(ROUNDS + 1):
+                for name, step in steps.items():
+                    start = time.perf_counter()
+                    result = step(x, kernel)
+                    for t in result if isinstance(result, (list, tuple)) else [result]:
+                        ops.convert_to_numpy(t)  # waits for the values
+                    if r:  # the first round compiles
+                        times[name].append(time.perf_counter() - start)
+            before, after = (np.median(times[name]) * 1e3 for name in ("indexed", "split"))
+            print(f"{backend.backend()} {size} px, {g} groups, stride {s}, {mode}: indexed {before:.2f} ms, "
+                  f"split {after:.2f} ms ({after / before:.2f}x)", flush=True)
+
+
+if __name__ == "__main__":
+    main()
