@@ -1,8 +1,10 @@
 """`shiftsum`: accumulate K*K shifted windows times their weight.
 
-Never builds the (B, Ho, Wo, K*K, C) patch tensor: the largest intermediate
-is one (B, Ho, Wo, C) window and the accumulator. Costs K*K passes over the
-input instead of one, which compilers (XLA) may or may not fuse.
+Never builds the (B, Ho, Wo, K*K, C) patch tensor: the largest intermediates
+are one (B, Ho, Wo, C) window, the accumulator and the kernel split into its
+K*K taps (the kernel's size again, where the backend copies a split). Costs
+K*K passes over the input instead of one, which compilers (XLA) may or may not
+fuse.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ def aggregate(x, kernel, kernel_size: int, stride: int, groups: int):
     channels = x.shape[-1]
     window, ho, wo = windows(x, kernel_size, stride)
     # One weight tensor per tap, split in one op: the gradient of the split
-    # stacks the taps' gradients, where 49 separate indexings k[..., tap]
+    # stacks the taps' gradients, where K*K separate indexings k[..., tap]
     # would each scatter theirs into a zero tensor of the kernel's full size
     # (PyTorch and TensorFlow graphs; docs/PERF.md, section 25).
     taps = ops.unstack(
