@@ -180,8 +180,10 @@ def _costs(loaded: load.Loaded) -> list[dict]:
     t = loaded.table
     if t.empty:
         return []
+    methods = tables.memory_methods(tables.axis_slice(t, "resolution"))
     blocks = [
-        _figure(plots.memory_vs_resolution(t), "peak memory against resolution"),
+        _figure(plots.memory_vs_resolution(t), "peak memory against resolution",
+                "Peak memory measured by " + "; ".join(methods) + "." if methods else ""),
         _figure(plots.flops_params_vs_kernel(t), "FLOPs and parameters against kernel size"),
         _figure(plots.speedup_heatmap(t), "speed-up heat map over kernel size and groups",
                 "Conv2D time divided by the fastest involution's, for each kernel size and group count "

@@ -74,11 +74,10 @@ def memory_vs_resolution(table: pd.DataFrame):
     fig, ax = _figure(10, 4.2)
     sns.lineplot(data=frame, x="resolution", y="peak_memory_mb", hue="series", hue_order=_series_order(frame),
                  marker="o", errorbar=None, ax=ax)
-    source = frame["peak_memory_source"].dropna().iloc[0] if "peak_memory_source" in frame else ""
-    ax.set(yscale="log", xlabel="resolution (px)", ylabel="peak memory during a step (MB, log)",
-           title="Peak memory against resolution")
+    # How it was measured goes under the figure (`tables.memory_methods`): a sentence, too long for an axis.
+    ax.set(yscale="log", xlabel="resolution (px)", ylabel="peak memory (MB, log)",
+           title="Peak memory during one step against resolution")
     ax.set_xticks(sorted(frame["resolution"].unique()))
-    ax.set_xlabel(f"resolution (px); memory measured by {source}")
     _legend_outside(ax)
     return fig
 

@@ -329,6 +329,16 @@ def all_results(table: pd.DataFrame) -> pd.DataFrame:
     return table[columns].sort_values("case_id").rename(columns=ALL_RESULTS).reset_index(drop=True)
 
 
+def memory_methods(frame: pd.DataFrame) -> list[str]:
+    """How these rows' peak memory was measured, each way once: their
+    `peak_memory_source` without the byte counts some sources quote (the
+    TensorFlow CPU source gives its two readings of that row)."""
+    if frame.empty or "peak_memory_source" not in frame:
+        return []
+    sources = frame.loc[frame["peak_memory_mb"].notna(), "peak_memory_source"].dropna().astype(str)
+    return sorted(sources.str.replace(r": [\d,]+ B\b", "", regex=True).unique())
+
+
 def implausible_memory(table: pd.DataFrame) -> pd.DataFrame:
     """Rows whose measured peak was below the step's own output: left out of
     every memory figure (their peak_memory_bytes is empty)."""

@@ -88,3 +88,54 @@ def test_nothing_to_draw_is_none(base):
     assert plots.training_curves(None) is None
     assert plots.model_latency(base.table) is None  # no whole-network rows
     assert plots.rounds_spread(base.table, base.rounds.iloc[:0]) is None
+
+
+TENSORFLOW_CPU_SOURCE = ("the larger of TensorFlow's CPU allocator peak (tf.config.experimental.get_memory_info: "
+                         "{:,} B) and memray (allocations during one step: {:,} B)")
+
+
+@pytest.fixture(scope="module")
+def resolutions(base):
+    """The base run's rows at 16, 32 and 56 px, their memory measured as on
+    TensorFlow's CPU, whose source quotes each row's two readings."""
+    import pandas as pd
+
+    rows = [base.table.assign(resolution=px, peak_memory_mb=base.table["peak_memory_mb"] * px / 32,
+                              peak_memory_source=TENSORFLOW_CPU_SOURCE.format(px * 123_456, px * 789))
+            for px in (16, 32, 56)]
+    return pd.concat(rows, ignore_index=True)
+
+
+def _texts(fig) -> list:
+    from matplotlib.text import Text
+
+    return [text for text in fig.findobj(Text) if text.get_visible() and text.get_text()]
+
+
+def _texts_outside(fig) -> list[str]:
+    """The titles, labels, legends and notes a figure draws (partly) outside
+    itself: cut off in the report. (Tick labels are left out: Matplotlib keeps
+    some beyond the axes' limits, undrawn, and the layout places the rest.)"""
+    fig.canvas.draw()
+    page = fig.bbox
+    ticks = {id(label) for ax in fig.axes for axis in (ax.xaxis, ax.yaxis)
+             for label in axis.get_ticklabels(which="both")}
+    return [text.get_text() for text in _texts(fig) if id(text) not in ticks
+            and ((box := text.get_window_extent()).x0 < page.x0 - 1 or box.y0 < page.y0 - 1
+                 or box.x1 > page.x1 + 1 or box.y1 > page.y1 + 1)]
+
+
+def test_memory_against_resolution_leaves_how_it_was_measured_to_the_caption(resolutions):
+    ax = plots.memory_vs_resolution(resolutions).axes[0]
+    assert ax.get_xlabel() == "resolution (px)" and [tick for tick in ax.get_xticks()] == [16, 32, 56]
+    assert not [text.get_text() for text in _texts(ax.figure) if "memray" in text.get_text()]
+
+
+def test_every_plot_keeps_its_text_inside_the_figure(base, resolutions, fixtures):
+    seed = load.load_runs([fixtures / "run_seed"])
+    gpu = load.load_runs([fixtures / "run_gpu"]).table
+    figures = {"time": plots.time_vs_axis(base.table, "kernel_size"), "memory": plots.memory_vs_resolution(resolutions),
+               "flops": plots.flops_params_vs_kernel(base.table), "heat map": plots.speedup_heatmap(base.table),
+               "roofline": plots.roofline(gpu), "rounds": plots.rounds_spread(base.table, base.rounds),
+               "training": plots.training_curves(seed.histories)}
+    assert {name: _texts_outside(fig) for name, fig in figures.items()} == {name: [] for name in figures}

@@ -125,3 +125,20 @@ def test_axis_view_ratios_carry_their_interval_and_conv2d_none(fixtures):
     # the same two cases, the ratio the other way up
     assert row["time_vs_conv2d"] == pytest.approx(1 / pair["speedup"])
     assert row["time_vs_conv2d_ci"] == f"{1 / pair['speedup_high']:.3g}–{1 / pair['speedup_low']:.3g}"
+
+
+def test_memory_methods_name_each_way_once_without_a_rows_readings():
+    import pandas as pd
+
+    frame = pd.DataFrame({"peak_memory_mb": [1.0, 2.0, 3.0, None], "peak_memory_source": [
+        "the larger of TensorFlow's CPU allocator peak (tf.config.experimental.get_memory_info: 2,097,152 B) "
+        "and memray (allocations during one step: 190,001 B)",
+        "the larger of TensorFlow's CPU allocator peak (tf.config.experimental.get_memory_info: 819,200 B) "
+        "and memray (allocations during one step: 827,982 B)",
+        "memray (allocations during one step, whole process, CPU)",
+        "torch.cuda.max_memory_allocated"]})  # a row without a peak: its source is not a way used
+    assert tables.memory_methods(frame) == [
+        "memray (allocations during one step, whole process, CPU)",
+        "the larger of TensorFlow's CPU allocator peak (tf.config.experimental.get_memory_info) and memray "
+        "(allocations during one step)"]
+    assert tables.memory_methods(frame.iloc[0:0]) == []
