@@ -2,9 +2,25 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 
 import pytest
+
+# .ci/run installs the system packages some tests need (Debian's Chromium and
+# ChromeDriver, its Fashion-MNIST) and sets this variable: there a missing
+# package fails those tests instead of skipping them, so that an install step
+# that stopped working cannot pass as a green run.
+REQUIRE_SYSTEM_PACKAGES = "INVOLUTION_BENCH_REQUIRE_SYSTEM_PACKAGES"
+
+
+def needs_system_package(reason: str) -> None:
+    """Stop a test whose system package is missing: skipped on a developer's
+    machine, with `reason` (what is missing and how to install it); failed
+    where REQUIRE_SYSTEM_PACKAGES=1 (CI, which installed them)."""
+    if os.environ.get(REQUIRE_SYSTEM_PACKAGES) == "1":
+        pytest.fail(f"{reason}; {REQUIRE_SYSTEM_PACKAGES}=1 says it was installed", pytrace=False)
+    pytest.skip(reason)
 
 
 def pytest_configure(config):

@@ -14,6 +14,7 @@ import pytest
 from bench import datasets, seed_models
 from tests import backend as tb
 from tests.bench.conftest import ROOT
+from tests.conftest import needs_system_package
 
 
 def _run(*args: str) -> subprocess.CompletedProcess:
@@ -26,8 +27,6 @@ def _run(*args: str) -> subprocess.CompletedProcess:
 FASHION = datasets.FASHION_MNIST
 
 
-@pytest.mark.skipif(not all((FASHION.folders[0] / f).exists() for f in FASHION.files),
-                    reason="needs Debian's dataset-fashion-mnist package (.ci/run installs it)")
 # The experiment's script (data, history, figure, report) does not depend on
 # the backend, and one epoch costs 20-30 s a backend in CI; `fit` with the
 # involution layers runs on every backend in tests/layers/test_models.py.
@@ -36,6 +35,9 @@ FASHION = datasets.FASHION_MNIST
 def test_one_epoch_on_fashion_mnist(tmp_path):
     """Both models train on the real data set, offline; on the first 3,000
     images one epoch takes the conv model well above chance (10%)."""
+    if not all((FASHION.folders[0] / f).exists() for f in FASHION.files):
+        needs_system_package(f"no Fashion-MNIST in {FASHION.folders[0]}: install Debian's dataset-fashion-mnist "
+                             "package (apt-get install dataset-fashion-mnist; .ci/run installs it)")
     run = tmp_path / "run"
     result = _run("--dataset", "fashion_mnist", "--epochs", "1", "--limit", "3000", "--run-dir", str(run))
     assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]

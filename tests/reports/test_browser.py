@@ -9,15 +9,16 @@ import pytest
 
 from reports import browser as chromium
 from reports import build
+from tests.conftest import needs_system_package
 from tests.reports.conftest import cli
 
 
 @pytest.fixture(scope="module")
 def installed():
-    """Skips where Debian's Chromium or chromedriver is missing (a developer's
-    machine without them; .ci/run installs both, so CI runs every test here)."""
+    """Debian's Chromium and chromedriver, or the test stops: skipped on a
+    developer's machine without them, failed in CI (`needs_system_package`)."""
     if not chromium.available():
-        pytest.skip(chromium.unavailable_reason())
+        needs_system_package(chromium.unavailable_reason())
 
 
 @pytest.fixture(scope="module")
