@@ -65,11 +65,6 @@ def parse_shard(text: str | None) -> tuple[int, int] | None:
     return int(match[1]), int(match[2])
 
 
-def positive(option: str, value: float | None) -> None:
-    if value is not None and value <= 0:
-        raise UsageError(f"{option} must be positive seconds. Received: {option}={value}")
-
-
 def pattern(option: str, text: str | None) -> re.Pattern | None:
     if text is None:
         return None

@@ -24,7 +24,7 @@ import numpy as np
 
 from bench import backends, machine, nvml, provenance, rundir, sweeps, timing
 from bench.cases import Case, drop_reason
-from bench.options import UsageError, parse_shard, pattern, positive, resumable, same_backend, same_commit, same_kernels
+from bench.options import UsageError, parse_shard, pattern, resumable, same_backend, same_commit, same_kernels
 from layers import aggregation, counting, registry
 from layers.aggregation import auto
 
@@ -108,16 +108,13 @@ class BenchSession:
             self.sweep = sweeps.load(sweep_name)
         except sweeps.SweepError as error:
             raise UsageError(str(error)) from None
-        positive("--bench-time", options.bench_time)
-        if options.passes is not None and options.passes < 1:
-            raise UsageError(f"--passes takes a count of 1 or more. Received: --passes={options.passes}")
+        # The numbers and choices of `options` were converted and bounded once, by bench.options.check.
         self.passes = options.passes or (previous.get("passes") if options.resume else None) or self.sweep.passes
         # Each pass gets its share of a case's time budget.
         self.time_per_case = (options.bench_time or self.sweep.time_per_case) / self.passes
         self.l2 = self._l2_mode(options.l2)
         self.monitor = nvml.Monitor(self.device)
         self._timer: timing.Timer | None = None
-        positive("--case-timeout", options.case_timeout)
         self.case_timeout = options.case_timeout or self.sweep.case_timeout
         self.profile = pattern("--profile", options.profile) if options.profile != "*" else "*"
         self.inject = pattern("--bench-inject-failure", options.inject_failure)
@@ -228,8 +225,6 @@ class BenchSession:
     def _l2_mode(self, requested: str | None) -> str:
         if requested is None:
             return "cold" if self.device == "gpu" else "warm"
-        if requested not in timing.L2_MODES:
-            raise UsageError(f"--l2 takes cold or warm. Received: --l2={requested}")
         if requested == "cold" and self.device != "gpu":
             raise UsageError("--l2 cold flushes a GPU's L2 cache before each timed step, and this run has no GPU "
                              "(drop the option or use --l2 warm). Received: --l2=cold")
