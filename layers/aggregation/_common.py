@@ -249,8 +249,14 @@ def padded_input(x, kernel_size: int, stride: int):
 
 def windows(x, kernel_size: int, stride: int):
     """Pad x and return (window, ho, wo): `window(i, j)` is the (B, Ho, Wo, C)
-    input that kernel offset (i, j) reads, rows i + s * ho and columns
-    j + s * wo of the padded input.
+    input that kernel offset (i, j) reads (see `padded_windows`)."""
+    xp, ho, wo = padded_input(x, kernel_size, stride)  # (B, Hp, Wp, C)
+    return padded_windows(xp, ho, wo, kernel_size, stride), ho, wo
+
+
+def padded_windows(xp, ho, wo, kernel_size: int, stride: int):
+    """`window(i, j)`: the (B, Ho, Wo, C) rows i + s * ho and columns
+    j + s * wo of `xp`, the output of `padded_input`.
 
     With a stride, each window is a slice with a step. TensorFlow's kernel for
     those is slow: its shift-sum at stride 2 took twice its time at stride 1
@@ -260,13 +266,12 @@ def windows(x, kernel_size: int, stride: int):
     phase. XLA (JAX) fuses a stepped slice into its consumer and PyTorch takes
     it as a view, so they slice directly: the split would cost them a copy.
     """
-    xp, ho, wo = padded_input(x, kernel_size, stride)  # (B, Hp, Wp, C)
     if stride == 1 or backend.backend() != "tensorflow":
 
         def window(i: int, j: int):
             return xp[:, i : i + (ho - 1) * stride + 1 : stride, j : j + (wo - 1) * stride + 1 : stride, :]
 
-        return window, ho, wo
+        return window
     s = stride
     # Hp = (Ho - 1) * s + K rows, padded to a whole number of phases, Hb = Ho + (K - 1) // s each;
     # the extra rows and columns (fewer than s) are read by no window.
@@ -275,10 +280,10 @@ def windows(x, kernel_size: int, stride: int):
         xp = _pad(xp, 0, extra, 0, extra)
     hb, wb = ho + (kernel_size - 1) // s, wo + (kernel_size - 1) // s
     phases = ops.transpose(
-        ops.reshape(xp, (-1, hb, s, wb, s, x.shape[-1])), (2, 4, 0, 1, 3, 5)
+        ops.reshape(xp, (-1, hb, s, wb, s, xp.shape[-1])), (2, 4, 0, 1, 3, 5)
     )  # (s, s, B, Hb, Wb, C): phases[p, q, b, u, v] = xp[b, u * s + p, v * s + q]
 
     def phase_window(i: int, j: int):
         return phases[i % s, j % s, :, i // s : i // s + ho, j // s : j // s + wo, :]
 
-    return phase_window, ho, wo
+    return phase_window

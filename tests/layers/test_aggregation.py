@@ -106,8 +106,8 @@ def test_forward_matches_numpy(name, geometry):
 
 
 # Every stride with odd and even K (the input gradient runs by stride phase),
-# and the 80-channel group.
-GRADIENT_GEOMETRIES = GEOMETRIES[::2] + [GEOMETRIES[3], GEOMETRIES[13], GEOMETRIES[15]]
+# a stride larger than K (a phase that no tap reads), and the 80-channel group.
+GRADIENT_GEOMETRIES = GEOMETRIES[::2] + [GEOMETRIES[1], GEOMETRIES[3], GEOMETRIES[13], GEOMETRIES[15]]
 
 
 @pytest.mark.parametrize("name, geometry", tb.implementation_cases(IMPLEMENTATIONS, GRADIENT_GEOMETRIES),
@@ -188,6 +188,42 @@ def test_tensorflow_windows_are_slices_without_a_step(stride):
     steps = {int(v) for op in slices for v in tf.get_static_value(op.inputs[3])}
     assert len(slices) >= 49 and steps == {1}
     assert any(op.type == "Transpose" for op in graph.get_operations()) == (stride > 1)
+
+
+@ONLY_TENSORFLOW_GRAPHS
+@pytest.mark.parametrize("stride", [1, 2])
+def test_tensorflow_gradient_of_shiftsum_gathers(stride):
+    """`shiftsum`'s gradient is its own (docs/PERF.md, section 26): no
+    window's gradient scattered into a zero tensor of the input's size
+    (`StridedSliceGrad`, 49 before), and its windows plain slices too."""
+    import tensorflow as tf
+
+    graph = _graph_of_any_size(7, stride, 4, 16, gradients=True).get_concrete_function().graph
+    scatters = [op for op in graph.get_operations() if op.type == "StridedSliceGrad"]
+    assert len(scatters) <= 1  # the padding's crop to the windows' span, for sizes known at run time
+    slices = [op for op in graph.get_operations() if op.type == "StridedSlice"]
+    assert {int(v) for op in slices for v in tf.get_static_value(op.inputs[3])} == {1}
+
+
+PORTABLE = [name for name in IMPLEMENTATIONS if not aggregation.get(name).fused]
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+@pytest.mark.parametrize("name", PORTABLE)
+def test_half_precision_gradients_close_to_float64(name, dtype):
+    """The portable implementations' gradients in half precision (the fused
+    kernels' have tests of their own), every stride phase: `shiftsum` writes
+    its gradient by hand."""
+    from keras import ops
+
+    geometry = (2, 9, 8, 8, 3, 2, 2)
+    b, h, w, c, k, s, g = geometry
+    x, kernel, dy = _random_case(geometry, name, dtype, "gradients")
+    fn = aggregation.get(name).function()
+    dx, dk = tb.grads(lambda a, kk: fn(ops.cast(a, dtype), ops.cast(kk, dtype), k, s, g), [x, kernel], dy)
+    dx_ref, dk_ref = npref.aggregate_grads(x, kernel, dy, k, s, g)
+    assert _rel_err(dx, dx_ref) < 2e-2
+    assert _rel_err(dk, dk_ref) < 2e-2
 
 
 @pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
