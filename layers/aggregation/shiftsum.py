@@ -6,10 +6,11 @@ K*K taps (the kernel's size again, where the backend copies a split). Costs
 K*K passes over the input instead of one, which compilers (XLA) may or may not
 fuse.
 
-The gradient is written out in the same form instead of being left to the
-backend's automatic differentiation, which scatters each window's gradient
-into a zero tensor the size of the padded input (K*K of them, summed) and
-keeps every window for the backward pass (docs/PERF.md, section 26):
+On TensorFlow and JAX the gradient is written out in the same form instead
+of being left to automatic differentiation, which scatters each window's
+gradient into a zero tensor the size of the padded input (K*K of them,
+summed) and keeps every window for the backward pass (docs/PERF.md,
+section 26):
 
 - kernel gradient: for each tap, the output gradient times the tap's window,
   summed over the group's channels;
@@ -99,8 +100,9 @@ def _backward(xp, kernel, dy, ho, wo, kernel_size: int, stride: int, groups: int
     return d_xp[:, : (ho - 1) * s + k, : (wo - 1) * s + k, :], d_kernel  # (B, Hp, Wp, C)
 
 
-# One differentiable `_forward` per backend, each with `_backward` as its
-# gradient; the geometry (ho, wo, K, s, G) is not differentiated.
+# `_forward` made differentiable, per backend: on TensorFlow and JAX with
+# `_backward` as its gradient (the geometry ho, wo, K, s, G not
+# differentiated).
 def _tensorflow(xp, kernel, ho, wo, kernel_size, stride, groups):
     import tensorflow as tf
 
@@ -134,22 +136,9 @@ if backend.backend() == "jax":
     _jax.defvjp(_jax_forward, _jax_backward)
     _DIFFERENTIABLE["jax"] = _jax
 
-if backend.backend() == "torch":
-    import torch
-
-    class _Torch(torch.autograd.Function):
-        # A class at module level, not one made per call: torch.compile then
-        # traces it without a graph break.
-        @staticmethod
-        def forward(ctx, xp, kernel, ho, wo, kernel_size, stride, groups):
-            ctx.save_for_backward(xp, kernel)
-            ctx.geometry = (ho, wo, kernel_size, stride, groups)
-            return _forward(xp, kernel, ho, wo, kernel_size, stride, groups)
-
-        @staticmethod
-        def backward(ctx, dy):
-            xp, kernel = ctx.saved_tensors
-            d_xp, d_kernel = _backward(xp, kernel, dy, *ctx.geometry)
-            return d_xp, d_kernel, None, None, None, None, None
-
-    _DIFFERENTIABLE["torch"] = _Torch.apply
+# PyTorch differentiates `_forward` itself: its windows are views, and the
+# gradient of each one copy into zeros. With `_backward` the aggregation took
+# 0.78-1.05x the time in one process, but the layer's training steps showed
+# no change beyond the processes' noise, in 1.4-2x the peak memory
+# (docs/PERF.md, section 26).
+_DIFFERENTIABLE["torch"] = _forward
