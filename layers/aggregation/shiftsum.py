@@ -20,7 +20,7 @@ section 26):
   gradient times the same window of the zero-padded kernel; the s * s phases
   are interleaved once at the end.
 
-The backward pass keeps only the padded input and the kernel.
+That backward pass keeps only the padded input and the kernel.
 """
 
 from __future__ import annotations
