@@ -20,7 +20,9 @@ section 26):
   gradient times the same window of the zero-padded kernel; the s * s phases
   are interleaved once at the end.
 
-That backward pass keeps only the padded input and the kernel.
+That backward pass keeps only the padded input and the kernel. On JAX it is a
+`jax.custom_vjp`: reverse mode only (gradients of gradients work; `jax.jvp`
+through `shiftsum` raises, `reference` supports it).
 """
 
 from __future__ import annotations
