@@ -172,7 +172,12 @@ def _axes(loaded: load.Loaded) -> list[dict]:
                              "parameters, and ratios to Conv2D (below 1: cheaper than Conv2D) with the time "
                              "ratio's 95% interval. " + tables.interval_note(loaded.table)))
     if not blocks:
-        blocks.append({"kind": "note", "text": "No axis has two values among the successful involution cases."})
+        together = [plots.LABELS.get(axis, axis) for axis in tables.varying_axes(loaded.table)]
+        text = ("No axis has two values among the successful involution cases." if not together else
+                f"No axis varies alone among the successful involution cases: {', '.join(together)} change "
+                "together, so there is no one-axis view; the summary and All results set every case against "
+                "the Conv2D of the same sizes.")
+        blocks.append({"kind": "note", "text": text})
     return blocks
 
 

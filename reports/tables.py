@@ -85,6 +85,16 @@ def axis_slice(table: pd.DataFrame, axis: str) -> pd.DataFrame:
     return pd.concat(parts, ignore_index=True) if parts else rows.iloc[0:0]
 
 
+def varying_axes(table: pd.DataFrame) -> list[str]:
+    """The axes with two or more values among the successful involution
+    cases, in `AXES` order. Where no axis has a one-axis view (`axis_slice`
+    empty for every axis), these change together, as the RedNet stages'
+    resolution, channels and groups do."""
+    rows = ok_layers(table)
+    inv = rows[rows["layer"] == "involution"] if not rows.empty else rows
+    return [axis for axis in AXES if not inv.empty and inv[axis].nunique(dropna=True) >= 2]
+
+
 def _matches(frame: pd.DataFrame, fixed: dict) -> np.ndarray:
     keep = np.ones(len(frame), bool)
     for a, value in fixed.items():

@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pandas as pd
 import pytest
 from scipy import stats
 
@@ -47,6 +48,19 @@ def test_stride_view(table):
 def test_axes_without_two_values_have_no_view(table):
     for axis in ("resolution", "channels", "batch", "dtype", "mode", "reduction_ratio"):
         assert tables.axis_table(table, axis).empty
+
+
+def test_axes_that_vary_only_together(table):
+    """Stages as in the `paper` sweep: resolution and channels move together,
+    so neither has a one-axis view, and `varying_axes` names both."""
+    base = table[(table["kernel_size"] == 7) & (table["stride"] == 1) & (table["groups"].isin([0, 4]))
+                 & (table["reduction_ratio"].isin([0, 4]))]
+    stages = pd.concat([base, base.assign(resolution=16, channels=128, case_id=base["case_id"] + "-stage2")],
+                       ignore_index=True)
+    assert all(tables.time_pivot(stages, axis).empty for axis in tables.AXES)
+    assert tables.varying_axes(stages) == ["resolution", "channels"]
+    assert tables.varying_axes(base) == []
+    assert "kernel_size" in tables.varying_axes(table)
 
 
 def test_wins(table):
