@@ -213,7 +213,7 @@ PORTABLE = [name for name in IMPLEMENTATIONS if not aggregation.get(name).fused]
 def test_half_precision_gradients_close_to_float64(name, dtype):
     """The portable implementations' gradients in half precision (the fused
     kernels' have tests of their own), every stride phase: `shiftsum` writes
-    its gradient by hand."""
+    its own gradient on TensorFlow and JAX."""
     from keras import ops
 
     geometry = (2, 9, 8, 8, 3, 2, 2)
