@@ -35,7 +35,8 @@ TABLE: dict[tuple[str, ...], Choice] = {
     ("jax", "cpu", "inference"): Choice("shiftsum", _CPU),
     # With its own gradient the shift-sum trains 2.1-2.5x faster than the
     # stacked patches, in a third of their memory (XLA's automatic
-    # differentiation of it was 2-3x slower than theirs).
+    # differentiation of it was 2-3x slower than theirs); not at one channel
+    # per group, where the patches' gradient was 1.7x faster (PERF 26).
     ("jax", "cpu", "training"): Choice("shiftsum", _CPU_GRADIENT),
     ("torch", "cpu", "inference"): Choice("shiftsum", _CPU),
     ("torch", "cpu", "training"): Choice("shiftsum", _CPU),
