@@ -91,8 +91,10 @@ def varying_axes(table: pd.DataFrame) -> list[str]:
     empty for every axis), these change together, as the RedNet stages'
     resolution, channels and groups do."""
     rows = ok_layers(table)
-    inv = rows[rows["layer"] == "involution"] if not rows.empty else rows
-    return [axis for axis in AXES if not inv.empty and inv[axis].nunique(dropna=True) >= 2]
+    if rows.empty:
+        return []
+    inv = rows[rows["layer"] == "involution"]
+    return [axis for axis in AXES if inv[axis].nunique() >= 2]
 
 
 def _matches(frame: pd.DataFrame, fixed: dict) -> np.ndarray:

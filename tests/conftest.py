@@ -20,7 +20,8 @@ def needs_system_package(reason: str) -> None:
     where REQUIRE_SYSTEM_PACKAGES=1 (CI, which installed them)."""
     if os.environ.get(REQUIRE_SYSTEM_PACKAGES) == "1":
         pytest.fail(f"{reason}; {REQUIRE_SYSTEM_PACKAGES}=1 says it was installed", pytrace=False)
-    pytest.skip(reason)
+    pytest.skip(f"{reason}. Skipped on this machine only: CI installs the package, and there its absence "
+                "fails the test")
 
 
 def pytest_configure(config):

@@ -142,8 +142,6 @@ def test_axis_view_ratios_carry_their_interval_and_conv2d_none(fixtures):
 
 
 def test_memory_methods_name_each_way_once_without_a_rows_readings():
-    import pandas as pd
-
     frame = pd.DataFrame({"peak_memory_mb": [1.0, 2.0, 3.0, None], "peak_memory_source": [
         "the larger of TensorFlow's CPU allocator peak (tf.config.experimental.get_memory_info: 2,097,152 B) "
         "and memray (allocations during one step: 190,001 B)",
