@@ -18,6 +18,41 @@ from bench import machine, memory, timing
 from bench.backends import NO_DEVICE_CLOCK, Runner, Step
 from bench.cases import Case
 
+# How many compiled versions of one function Dynamo keeps in a case (its
+# default: 8). Keras' layers share their `__call__` code and Dynamo guards on
+# the layer object, so each layer of a model takes a version: the Keras
+# example's involution model needs more than 8.
+RECOMPILE_LIMIT = 64
+
+
+def _compiled(fn):
+    """`torch.compile(fn)` for one case, as if in a fresh process, that fails
+    rather than runs eagerly in part.
+
+    Dynamo's compiled code and its recompile limits are per process: with
+    Keras' `__call__` compiled for every earlier case's layers, later cases
+    passed the limit and ran eagerly without a word (an involution training
+    step at 56 px: 65 ms alone, 451 ms after three other cases; docs/PERF.md,
+    section 27).
+    Each case now starts from `torch._dynamo.reset()` (the disk caches stay),
+    and a case that still passes `RECOMPILE_LIMIT` is an error row."""
+    torch._dynamo.reset()
+    torch._dynamo.config.recompile_limit = RECOMPILE_LIMIT
+    torch._dynamo.config.fail_on_recompile_limit_hit = True
+    compiled = torch.compile(fn)
+
+    def run():
+        try:
+            return compiled()
+        except torch._dynamo.exc.FailOnRecompileLimitHit as error:
+            raise RuntimeError(
+                f"torch.compile recompiled one function of this case more than {RECOMPILE_LIMIT} times, past "
+                "which it would run eagerly: the case cannot be timed as compiled (jit on); raise "
+                f"bench.backends.torch.RECOMPILE_LIMIT or time it with jit off. Received: "
+                f"recompile_limit={RECOMPILE_LIMIT}") from error
+
+    return run
+
 
 class TorchRunner(Runner):
     name = "torch"
@@ -110,9 +145,8 @@ class TorchRunner(Runner):
                 for tensor in (*inputs, *weights):
                     tensor.grad = None
 
-        compiled = torch.compile(fn) if case.jit else fn
-        return Step(run=compiled, sync=self.sync_function(), eager=fn if case.mode == "inference" else counted,
-                    info={"device": device})
+        return Step(run=_compiled(fn) if case.jit else fn, sync=self.sync_function(),
+                    eager=fn if case.mode == "inference" else counted, info={"device": device})
 
     def compiles(self, case: Case) -> bool:
         """torch.compile (jit on) and the Triton kernels compile; eager

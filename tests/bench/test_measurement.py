@@ -101,6 +101,48 @@ def test_involution_flops_agree_with_xla_cost_analysis():
     assert 1.0 <= measured / _analytic(case).flops < 1.5
 
 
+@pytest.fixture
+def dynamo_config():
+    """The PyTorch runner, with torch._dynamo's settings restored after the
+    test (a jit case sets them)."""
+    if tb.NAME != "torch":
+        pytest.skip("torch.compile's per-process state (PyTorch backend)")
+    import torch
+
+    from bench.backends import torch as torch_runner
+
+    config = torch._dynamo.config
+    with config.patch(recompile_limit=config.recompile_limit,
+                      fail_on_recompile_limit_hit=config.fail_on_recompile_limit_hit):
+        yield torch_runner
+
+
+def test_a_compiled_case_is_compiled_whatever_ran_before(dynamo_config, monkeypatch):
+    """Dynamo counts a function's compiled versions per process, and Keras'
+    layers share their `__call__`: at a limit of 2, the fifth of these cases
+    passed it (and would have run eagerly) until each case started from a
+    reset."""
+    monkeypatch.setattr(dynamo_config, "RECOMPILE_LIMIT", 2)
+    for layer, mode, resolution, channels in [("conv2d", "inference", 8, 4), ("depthwise", "training", 12, 8),
+                                              ("conv2d", "training", 16, 4), ("depthwise", "inference", 10, 6),
+                                              ("conv2d", "inference", 6, 2)]:
+        step = _measured(_case(layer=layer, mode=mode, resolution=resolution, channels=channels, jit=True))
+        step.round()
+        step.round()
+
+
+def test_a_case_past_the_recompile_limit_is_an_error_not_eager(dynamo_config, monkeypatch):
+    """An involution layer calls four Keras layers: at a limit of 1 their
+    shared `__call__` passes it within the case, which fails in one line
+    instead of timing partly eager code."""
+    monkeypatch.setattr(dynamo_config, "RECOMPILE_LIMIT", 1)
+    step = _measured(_case(layer="involution", implementation="shiftsum", kernel_size=3, groups=1,
+                           reduction_ratio=4, resolution=8, channels=4, jit=True))
+    with pytest.raises(RuntimeError, match=r"raise bench.backends.torch.RECOMPILE_LIMIT or time it with jit "
+                                           r"off. Received: recompile_limit=1$"):
+        step.round()
+
+
 def _unfused():
     return [impl for impl in aggregation.names(tb.NAME) if not aggregation.get(impl).fused]
 
