@@ -58,6 +58,15 @@ def compiled_own(x, kernel, k, s, g):
 FORMS = {"eager": eager, "compiled": torch.compile(eager, dynamic=False), "compiled_own": compiled_own}
 
 
+def run(form, mode: str, x, kernel, dy, k: int, s: int, g: int) -> list:
+    """One call of `form`: its output (inference), or the gradients of x and the kernel (training)."""
+    if mode == "inference":
+        with torch.no_grad():
+            return [form(x, kernel, k, s, g)]
+    u, v = x.detach().requires_grad_(), kernel.detach().requires_grad_()
+    return list(torch.autograd.grad(form(u, v, k, s, g), [u, v], dy))
+
+
 def main(mode: str) -> None:
     torch.set_num_threads(2)
     for b, h, c, g, k, s in CASES:
@@ -65,28 +74,21 @@ def main(mode: str) -> None:
         ho = -(-h // s)
         x, kernel, dy = (torch.tensor(rng.standard_normal(shape).astype("float32"))
                          for shape in [(b, h, h, c), (b, ho, ho, g * k * k), (b, ho, ho, c)])
-
-        def run(form):
-            if mode == "inference":
-                with torch.no_grad():
-                    return [form(x, kernel, k, s, g)]
-            u, v = x.detach().requires_grad_(), kernel.detach().requires_grad_()
-            return torch.autograd.grad(form(u, v, k, s, g), [u, v], dy)
-
-        expected = run(eager)
+        arrays = (mode, x, kernel, dy, k, s, g)
+        expected = run(eager, *arrays)
         first_call = {}
         for name, form in FORMS.items():
             started = time.perf_counter()
-            actual = run(form)
+            actual = run(form, *arrays)
             first_call[name] = time.perf_counter() - started
-            error = max(float((a - e).norm() / e.norm()) for a, e in zip(actual, expected))
+            error = max(float((a - e).norm() / e.norm()) for a, e in zip(actual, expected, strict=True))
             assert error < 1e-5, (name, error)
         times = {name: [] for name in FORMS}
         end = time.perf_counter() + SECONDS
         while time.perf_counter() < end or len(times["eager"]) < 5:
             for name, form in FORMS.items():
                 started = time.perf_counter()
-                run(form)
+                run(form, *arrays)
                 times[name].append(time.perf_counter() - started)
         print(json.dumps({"mode": mode, "case": f"B{b} {h}px C{c} G{g} K{k} s{s}", "rounds": len(times["eager"]),
                           **{f"{n}_ms": round(float(np.median(t)) * 1e3, 2) for n, t in times.items()},
