@@ -19,7 +19,7 @@ from reports.load import TIME  # noqa: E402
 sns.set_theme(style="whitegrid", context="notebook")
 LABELS = {"kernel_size": "kernel size K", "stride": "stride", "groups": "groups G", "reduction_ratio":
           "reduction ratio r", "resolution": "resolution (px)", "channels": "channels C", "batch": "batch",
-          "dtype": "dtype", "mode": "mode"}
+          "dtype": "dtype", "mode": "mode", "jit": "compilation (jit)"}
 
 
 def _figure(width=7.5, height=4.2):
@@ -46,7 +46,8 @@ def time_vs_axis(table: pd.DataFrame, axis: str):
         return None
     frame = tables.with_time_interval(frame)
     fig, ax = _figure(10, 4.2)
-    numeric = pd.api.types.is_numeric_dtype(frame[axis])
+    # pandas counts booleans (jit) as numbers: they are two categories here.
+    numeric = pd.api.types.is_numeric_dtype(frame[axis]) and not pd.api.types.is_bool_dtype(frame[axis])
     plot = sns.lineplot if numeric else sns.pointplot
     order = _series_order(frame)
     plot(data=frame, x=axis, y=TIME, hue="series", hue_order=order, marker="o", ax=ax,

@@ -17,13 +17,12 @@ from bench.rundir import AXES as RUN_AXES
 from bench.rundir import INVOLUTION_ONLY, SETUP
 from reports.load import BETWEEN_PROCESSES, ONE_PROCESS, TIME
 
-# The run format's axes (bench.rundir, from bench.cases.Case): the context of
-# a per-axis view is every axis but what is compared; the views move each axis
-# but the compilation mode; baselines match involution on the axes they have,
-# within one setup (backend, device, float32 precision policy, L2 mode).
-CONTEXT = tuple(a for a in RUN_AXES if a not in ("layer", "implementation"))
-AXES = tuple(a for a in CONTEXT if a != "jit")
-MATCH = (*SETUP, *(a for a in CONTEXT if a not in INVOLUTION_ONLY))
+# The run format's axes (bench.rundir, from bench.cases.Case) but what is
+# compared: a per-axis view moves one of them (the compilation mode, jit,
+# too) with the others fixed; baselines match involution on the axes they
+# have, within one setup (backend, device, float32 precision policy, L2 mode).
+AXES = tuple(a for a in RUN_AXES if a not in ("layer", "implementation"))
+MATCH = (*SETUP, *(a for a in AXES if a not in INVOLUTION_ONLY))
 METRICS = {TIME: "time (ms)", "peak_memory_mb": "peak memory (MB)", "gflops": "GFLOPs",
            "params": "parameters"}
 
@@ -65,7 +64,7 @@ def axis_slice(table: pd.DataFrame, axis: str) -> pd.DataFrame:
     if rows.empty:
         return rows
     parts = []
-    others = [a for a in CONTEXT if a != axis]
+    others = [a for a in AXES if a != axis]
     for _, group in rows.groupby(list(SETUP), sort=True):
         inv = group[group["layer"] == "involution"]
         if inv.empty:

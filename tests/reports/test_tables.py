@@ -50,6 +50,25 @@ def test_axes_without_two_values_have_no_view(table):
         assert tables.axis_table(table, axis).empty
 
 
+def test_jit_view(table):
+    """The base case compiled as well (a sweep with `jit = [true, false]`):
+    the compilation mode is a view of its own, each side against the Conv2D
+    of the same mode."""
+    base = table[(table["kernel_size"] == 7) & (table["stride"] == 1) & (table["groups"].isin([0, 4]))
+                 & (table["reduction_ratio"].isin([0, 4])) & (table["resolution"] == 32)]
+    compiled = base.assign(jit=True, case_id=base["case_id"].str.replace("nojit", "jit"),
+                           time_ms=base["time_ms"] / np.where(base["layer"] == "involution", 5.0, 1.25))
+    both = pd.concat([base, compiled], ignore_index=True)
+    assert "jit" in tables.varying_axes(both)
+    pivot = tables.time_pivot(both, "jit").set_index("jit")
+    assert list(pivot.index) == [False, True]
+    assert pivot.loc[True, "involution/shiftsum"] == pytest.approx(pivot.loc[False, "involution/shiftsum"] / 5)
+    ratios = tables.axis_table(both, "jit")
+    shiftsum = ratios[ratios["series"] == "involution/shiftsum"].set_index("jit")["time_vs_conv2d"]
+    assert shiftsum[True] == pytest.approx(shiftsum[False] / 4)
+    assert tables.axis_table(table, "jit").empty  # run_base: jit off only
+
+
 def test_axes_that_vary_only_together(table):
     """Stages as in the `paper` sweep: resolution and channels move together,
     so neither has a one-axis view, and `varying_axes` names both."""
