@@ -153,8 +153,10 @@ def _unfused():
 ])
 def test_measured_peak_holds_the_steps_output(layer, implementation, mode):
     """Whatever the backend's allocator does after warm-up, the peak of a
-    step is at least its output (training: and the gradients of its input
-    and weights); `reference` also holds its (B, H, W, K*K, C) patch tensor."""
+    step is at least its output and, in training, the gradients of its input
+    and weights that it returns; `reference` also holds its (B, H, W, K*K, C)
+    patch tensor. (A training floor of output and gradients together failed
+    once on TensorFlow by the 256 B of Conv2D's bias gradient.)"""
     involution = layer == "involution"
     case = _case(layer=layer, implementation=implementation, kernel_size=7, groups=4 if involution else 0,
                  reduction_ratio=4 if involution else 0, channels=64, resolution=32, batch=4, mode=mode,
