@@ -20,8 +20,8 @@ from bench.cases import Case
 
 # How many compiled versions of one function Dynamo keeps in a case (its
 # default: 8). Keras' layers share their `__call__` code and Dynamo guards on
-# the layer object, so each layer of a model takes a version: the Keras
-# example's involution model needs more than 8.
+# the layer and its input's shape, so each layer of a model takes a version:
+# the Keras example's involution model needs more than 8.
 RECOMPILE_LIMIT = 64
 
 

@@ -132,9 +132,9 @@ def test_a_compiled_case_is_compiled_whatever_ran_before(dynamo_config, monkeypa
 
 
 def test_a_case_past_the_recompile_limit_is_an_error_not_eager(dynamo_config, monkeypatch):
-    """An involution layer calls four Keras layers: at a limit of 1 their
-    shared `__call__` passes it within the case, which fails in one line
-    instead of timing partly eager code."""
+    """An involution layer calls several Keras layers (its kernel
+    generation's): at a limit of 1 their shared `__call__` passes it within
+    the case, which fails in one line instead of timing partly eager code."""
     monkeypatch.setattr(dynamo_config, "RECOMPILE_LIMIT", 1)
     step = _measured(_case(layer="involution", implementation="shiftsum", kernel_size=3, groups=1,
                            reduction_ratio=4, resolution=8, channels=4, jit=True))

@@ -65,8 +65,8 @@ def test_training_floor_is_the_larger_of_the_output_and_the_gradients():
     row = {"peak_memory_bytes": 1, "trainable_params": 36928}
     floor = memory_check(case, (8, 56, 56, 64), row)["peak_memory_floor_bytes"]
     assert floor == 36928 * 4 + 2 * (8 * 56 * 56 * 64)  # the weights' (float32) and the input's gradients
-    narrow = memory_check(case, (8, 56, 56, 512), row)["peak_memory_floor_bytes"]  # an output wider than the input
-    assert narrow == 2 * (8 * 56 * 56 * 512)
+    wide = memory_check(case, (8, 56, 56, 512), row)["peak_memory_floor_bytes"]  # an output wider than the input
+    assert wide == 2 * (8 * 56 * 56 * 512)
 
 
 def test_no_measurement_is_neither_valid_nor_invalid():
