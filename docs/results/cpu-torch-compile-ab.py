@@ -1,6 +1,7 @@
 """PyTorch on a CPU: `shiftsum`'s aggregation eager against compiled by
 `torch.compile`, timed in one process with the forms alternating round by
-round (docs/PERF.md, section 27).
+round by the suite's own timer (`bench.timing`, each round ending with the
+backend's wait; docs/PERF.md, section 27).
 
     KERAS_BACKEND=torch python docs/results/cpu-torch-compile-ab.py inference
     KERAS_BACKEND=torch python docs/results/cpu-torch-compile-ab.py training
@@ -16,6 +17,7 @@ compilation) in seconds.
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
 import time
@@ -23,6 +25,7 @@ import time
 import numpy as np
 import torch
 
+from bench import backends, timing
 from layers.aggregation import shiftsum
 from layers.aggregation._common import padded_input
 
@@ -83,13 +86,13 @@ def main(mode: str) -> None:
             first_call[name] = time.perf_counter() - started
             error = max(float((a - e).norm() / e.norm()) for a, e in zip(actual, expected, strict=True))
             assert error < 1e-5, (name, error)
+        timer = timing.for_runner(backends.current(), "warm", cap_s=SECONDS)
+        batches = {name: timer.latency_rounds(functools.partial(run, form, *arrays)) for name, form in FORMS.items()}
         times = {name: [] for name in FORMS}
         end = time.perf_counter() + SECONDS
         while time.perf_counter() < end or len(times["eager"]) < 5:
-            for name, form in FORMS.items():
-                started = time.perf_counter()
-                run(form, *arrays)
-                times[name].append(time.perf_counter() - started)
+            for name, batch in batches.items():
+                times[name] += batch(1)
         print(json.dumps({"mode": mode, "case": f"B{b} {h}px C{c} G{g} K{k} s{s}", "rounds": len(times["eager"]),
                           **{f"{n}_ms": round(float(np.median(t)) * 1e3, 2) for n, t in times.items()},
                           **{f"{n}_first_call_s": round(t, 1) for n, t in first_call.items()}}), flush=True)

@@ -138,8 +138,8 @@ if backend.backend() == "jax":
     _jax.defvjp(_jax_forward, _jax_backward)
     _DIFFERENTIABLE["jax"] = _jax
 
-# PyTorch differentiates `_forward` itself: its windows are views, and the
-# gradient of each one copy into zeros. With `_backward` the aggregation took
+# PyTorch differentiates `_forward` itself: its windows are views, and each
+# one's gradient is a copy into zeros. With `_backward` the aggregation took
 # 0.78-1.05x the time in one process, but the layer's training steps showed
 # no change beyond the processes' noise, in 1.4-2x the peak memory
 # (docs/PERF.md, section 26).

@@ -106,7 +106,8 @@ def dynamo_config():
     """The PyTorch runner, with torch._dynamo's settings restored after the
     test (a jit case sets them)."""
     if tb.NAME != "torch":
-        pytest.skip("torch.compile's per-process state (PyTorch backend)")
+        pytest.skip("tests torch.compile's recompile limit, which only PyTorch has (TensorFlow and JAX build "
+                    "a new compiled function per case); the PyTorch test process (tox -e torch) runs it")
     import torch
 
     from bench.backends import torch as torch_runner
