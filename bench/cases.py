@@ -108,6 +108,16 @@ class Case:
         return replace(self, **changes)
 
 
+def not_run(cases: list[tuple[Case, str | None]]) -> dict[str, list[str]]:
+    """The ids of the cases that cannot run here, grouped by their reason (in
+    the order of first appearance): run.json's `not_run`."""
+    grouped: dict[str, list[str]] = {}
+    for case, reason in cases:
+        if reason:
+            grouped.setdefault(reason, []).append(case.id)
+    return grouped
+
+
 def drop_reason(case: Case, backend: str, device: str) -> str | None:
     """Why a case cannot run on this backend and device, or None."""
     from layers import aggregation, registry

@@ -215,7 +215,9 @@ def pytest_generate_tests(metafunc):
         return
     params = []
     for case, reason in _session(metafunc.config).cases:
-        marks = [pytest.mark.skip(reason=f"{case.id}: {reason}")] if reason else []
+        # The reason alone, without the case's id: pytest's summary then counts
+        # the cases of each reason on one line instead of listing each case.
+        marks = [pytest.mark.skip(reason=reason)] if reason else []
         params.append(pytest.param(case.id, id=case.id, marks=marks))
     metafunc.parametrize("case_id", params)
 

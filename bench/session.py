@@ -23,7 +23,7 @@ import keras
 import numpy as np
 
 from bench import backends, machine, nvml, provenance, rundir, sweeps, timing
-from bench.cases import Case, drop_reason
+from bench.cases import Case, drop_reason, not_run
 from bench.options import UsageError, parse_shard, pattern, resumable, same_backend, same_commit, same_kernels
 from layers import aggregation, counting, registry
 from layers.aggregation import auto
@@ -208,6 +208,8 @@ class BenchSession:
             "precompile": self.options.precompile,
             "precompile_time": self.options.precompile_time,
             "kernel_switches": self.kernel_switches,
+            # The sweep's cases that this backend and device cannot run: no rows, so the report says so.
+            "not_run": not_run(self.cases),
             **self.provenance,
             **self.threads,
             "machine": self.machine,
@@ -461,6 +463,10 @@ class BenchSession:
                  + (f", pass {self.pass_index} of {self.passes}" if self.passes > 1 else "") + " "
                  f"({', '.join(f'{v} {k}' for k, v in sorted(s.statuses.items())) or 'none run'}); "
                  f"sweep {self.sweep.name}{' shard ' + '/'.join(map(str, self.shard)) if self.shard else ''}"]
+        dropped = sum(1 for _, reason in self.cases if reason)
+        if dropped:
+            lines.append(f"  not run on this backend and device: {dropped} of {len(self.cases)} cases (why: the "
+                         "SKIPPED lines, run.json's not_run and the report)")
         lines.append(f"  wall time {wall:.1f} s, of which timed rounds {s.timed:.1f} s")
         lines.append(f"  device time: {self.timer().source()}")
         if s.overheads:

@@ -105,10 +105,13 @@ def _environment(loaded: load.Loaded) -> list[dict]:
 def _summary(loaded: load.Loaded) -> list[dict]:
     t = loaded.table
     blocks = []
+    not_run = tables.not_run(loaded.runs)
     if not t.empty:
         ok = int((t["status"] == "ok").sum())
         pairs = tables.matched(t)
         cards = [("cases", f"{len(t):,}"), ("ok", f"{ok:,}"), ("failed or unsupported", f"{len(t) - ok:,}")]
+        if not not_run.empty:
+            cards.append(("not runnable on the run's backend or device", f"{int(not_run['cases'].sum()):,}"))
         if not pairs.empty:
             weighed = pairs["memory_ratio"].notna()
             cards += [("involution faster than Conv2D", f"{int((pairs['speedup'] > 1).sum())} / {len(pairs)}"),
@@ -147,6 +150,9 @@ def _summary(loaded: load.Loaded) -> list[dict]:
         failures = tables.failures(t)
         if not failures.empty:
             blocks.append(_table(failures, "Cases that did not run (their rows are kept with the reason)."))
+    if not not_run.empty:
+        blocks.append(_table(not_run, "Cases of the sweep that the run's backend and device cannot run: not "
+                                      "timed, so no other table has them (each run's run.json names them all)."))
     if loaded.skipped:
         shown = "; ".join(loaded.skipped[:20]) + (f"; and {len(loaded.skipped) - 20} more" if len(
             loaded.skipped) > 20 else "")

@@ -272,6 +272,16 @@ def failures(table: pd.DataFrame) -> pd.DataFrame:
     return table[table["status"] != "ok"][["case_id", "backend", "status", "error"]].reset_index(drop=True)
 
 
+def not_run(runs: list[dict]) -> pd.DataFrame:
+    """Per run and reason, the sweep's cases that its backend and device
+    cannot run (run.json's `not_run`): they have no rows, so no other table
+    shows them."""
+    rows = [{"backend": run.get("backend"), "device": run.get("device"), "sweep": run.get("sweep"),
+             "cases": len(ids), "reason": reason, "example": ids[0]}
+            for run in runs for reason, ids in (run.get("not_run") or {}).items() if ids]
+    return pd.DataFrame(rows)
+
+
 def models(table: pd.DataFrame) -> pd.DataFrame:
     if table.empty:
         return pd.DataFrame()

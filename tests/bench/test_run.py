@@ -8,7 +8,7 @@ import subprocess
 import sys
 
 from bench import sweeps
-from bench.cases import drop_reason
+from bench.cases import drop_reason, not_run
 from bench.rundir import EXTRA_INFO
 from bench.session import MAX_STORED_ROUNDS
 from tests import backend as tb
@@ -45,12 +45,18 @@ def test_injected_failure_is_a_row_and_the_sweep_goes_on(smoke_run):
 
 
 def test_dropped_cases_are_reported_with_a_reason(smoke_run):
-    dropped = {c.id: drop_reason(c, tb.NAME, "cpu") for c in sweeps.load("smoke").cases(tb.NAME, "cpu")}
-    dropped = {k: v for k, v in dropped.items() if v}
+    """Each reason once, with its count (pytest groups equal skip reasons), in
+    the summary, and every dropped case by id in run.json (which the report reads)."""
+    cases = sweeps.load("smoke").cases(tb.NAME, "cpu")
+    dropped = not_run([(c, drop_reason(c, tb.NAME, "cpu")) for c in cases])
     if tb.NAME in ("jax", "torch"):
         assert dropped, "the fused kernel must be listed as dropped on a CPU"
-    for case_id, reason in dropped.items():
-        assert f"{case_id}: {reason}" in smoke_run.output
+    for reason, ids in dropped.items():
+        assert re.search(rf"SKIPPED \[{len(ids)}\] bench/test_sweep.py: {re.escape(reason)}", smoke_run.output)
+    meta = json.loads((smoke_run.path / "run.json").read_text())
+    assert meta["not_run"] == dropped
+    count = sum(map(len, dropped.values()))
+    assert (f"not run on this backend and device: {count} of {len(cases)} cases" in smoke_run.output) == (count > 0)
 
 
 def test_every_field_present_and_plausible(smoke_run):

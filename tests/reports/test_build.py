@@ -197,3 +197,23 @@ def test_implausible_memory_is_left_out_and_counted(fixtures, tmp_path):
     # implementations) lost their Conv2D's memory.
     assert re.search(r"<b>\d+ / 10</b><span>involution faster than Conv2D", summary)
     assert re.search(r"<b>\d+ / 6</b><span>involution lighter than Conv2D", summary)
+
+
+def test_the_summary_lists_the_cases_the_run_could_not_run(fixtures, tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    meta = json.loads((fixtures / "run_base" / "run.json").read_text())
+    reason = "'triton' is a fused GPU kernel: without a GPU it runs in an interpreter"
+    meta["not_run"] = {reason: ["involution-triton-k7s1g4r4-32px-c64-b8-f32-inf-nojit",
+                                "involution-triton-k3s1g4r4-32px-c64-b8-f32-inf-nojit"]}
+    (run / "run.json").write_text(json.dumps(meta))
+    (run / "results.jsonl").write_text((fixtures / "run_base" / "results.jsonl").read_text())
+    text = build.build_report([run], output=tmp_path / "report.html").read_text()
+    summary = text[text.index('id="summary"'):text.index('id="axes"')]
+    assert re.search(r"<b>2</b><span>not runnable on the run&#39;s backend or device", summary)
+    assert "the run&#39;s backend and device cannot run" in summary
+    assert "is a fused GPU kernel: without a GPU it runs in an interpreter" in summary
+    assert "involution-triton-k7s1g4r4-32px-c64-b8-f32-inf-nojit" in summary  # the first as an example
+    # A run without the field (older run.json) has neither the card nor the table.
+    plain = build.build_report([fixtures / "run_base"], output=tmp_path / "plain.html").read_text()
+    assert "not runnable on the run" not in plain and "cannot run" not in plain

@@ -110,6 +110,21 @@ def test_statuses_failures_models_profiles(table):
     assert len(tables.profiled(table)) == 1
 
 
+def test_not_run_counts_each_reason_of_each_run():
+    runs = [{"backend": "jax", "device": "cpu", "sweep": "quick",
+             "not_run": {"'pallas' is a fused GPU kernel": ["a", "b", "c"],
+                         "groups=3 does not divide channels=64": ["d"]}},
+            {"backend": "tensorflow", "device": "cpu", "sweep": "quick", "not_run": {}},
+            {"backend": "torch", "device": "gpu"}]  # a run.json from before the field: nothing to list
+    frame = tables.not_run(runs)
+    assert frame.to_dict("records") == [
+        {"backend": "jax", "device": "cpu", "sweep": "quick", "cases": 3, "example": "a",
+         "reason": "'pallas' is a fused GPU kernel"},
+        {"backend": "jax", "device": "cpu", "sweep": "quick", "cases": 1, "example": "d",
+         "reason": "groups=3 does not divide channels=64"}]
+    assert tables.not_run(runs[1:]).empty
+
+
 def test_speedup_intervals_of_runs_with_passes_rest_on_the_spread_between_processes(fixtures):
     pairs = tables.matched(load.load_runs([fixtures / "cmp_base"]).table).set_index("case_id")
     assert ((pairs["speedup_low"] <= pairs["speedup"]) & (pairs["speedup"] <= pairs["speedup_high"])).all()
