@@ -466,7 +466,7 @@ class BenchSession:
         dropped = sum(1 for _, reason in self.cases if reason)
         if dropped:
             lines.append(f"  not run on this backend and device: {dropped} of {len(self.cases)} cases (why: the "
-                         "SKIPPED lines, run.json's not_run and the report)")
+                         "SKIPPED lines, and run.json's not_run)")
         lines.append(f"  wall time {wall:.1f} s, of which timed rounds {s.timed:.1f} s")
         lines.append(f"  device time: {self.timer().source()}")
         if s.overheads:
@@ -477,7 +477,8 @@ class BenchSession:
             if s.fastest_median:
                 share = f" ({100 * self.overhead_per_round / s.fastest_median:.2f}% of the fastest case's median)"
             lines.append(f"  harness cost per round: {self.overhead_per_round * 1e6:.2f} us{share}")
-        lines.append(f"  results: {self.run_dir.results}")
+        lines.append(f"  results: {self.run_dir.results}" if self.run_dir.results.exists()
+                     else "  results: none (no case ran)")
         return lines
 
 

@@ -12,7 +12,7 @@ from bench.cases import drop_reason, not_run
 from bench.rundir import EXTRA_INFO
 from bench.session import MAX_STORED_ROUNDS
 from tests import backend as tb
-from tests.bench.conftest import INJECTED
+from tests.bench.conftest import INJECTED, TINY, run_bench
 
 
 def _runnable():
@@ -57,6 +57,28 @@ def test_dropped_cases_are_reported_with_a_reason(smoke_run):
     assert meta["not_run"] == dropped
     count = sum(map(len, dropped.values()))
     assert (f"not run on this backend and device: {count} of {len(cases)} cases" in smoke_run.output) == (count > 0)
+
+
+@tb.BACKEND_INDEPENDENT
+def test_a_sweep_whose_cases_all_cannot_run_says_so(tmp_path):
+    """Groups that do not divide the channels: no backend runs these cases.
+    The run ends normally, with nothing written but run.json."""
+    sweep = tmp_path / "undividable.toml"
+    sweep.write_text(TINY.read_text().replace("groups = 2", "groups = 3").replace(
+        'layer = ["involution", "conv2d", "depthwise"]', 'kernel_size = [3, 5]'))
+    path = tmp_path / "run"
+    result = run_bench("--sweep", str(sweep), "--run-dir", str(path))
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-3000:]
+    cases = sweeps.load(str(sweep)).cases(tb.NAME, "cpu")
+    reason = "groups=3 does not divide channels=8"
+    assert {drop_reason(c, tb.NAME, "cpu") for c in cases} == {reason}
+    assert f"SKIPPED [{len(cases)}] bench/test_sweep.py: {reason}" in output
+    assert f"not run on this backend and device: {len(cases)} of {len(cases)} cases" in output
+    assert "results: none (no case ran)" in output and "report:" not in output
+    meta = json.loads((path / "run.json").read_text())
+    assert list(meta["not_run"]) == [reason] and sorted(meta["not_run"][reason]) == sorted(c.id for c in cases)
+    assert not (path / "results.jsonl").exists() and not (path / "report.html").exists()
 
 
 def test_every_field_present_and_plausible(smoke_run):
