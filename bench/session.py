@@ -465,8 +465,8 @@ class BenchSession:
                  f"sweep {self.sweep.name}{' shard ' + '/'.join(map(str, self.shard)) if self.shard else ''}"]
         dropped = sum(1 for _, reason in self.cases if reason)
         if dropped:
-            lines.append(f"  not run on this backend and device: {dropped} of {len(self.cases)} cases (why: the "
-                         "SKIPPED lines, and run.json's not_run)")
+            lines.append(f"  not run on this backend and device: {dropped} of {len(self.cases)} cases (reasons: "
+                         "run.json's not_run)")
         lines.append(f"  wall time {wall:.1f} s, of which timed rounds {s.timed:.1f} s")
         lines.append(f"  device time: {self.timer().source()}")
         if s.overheads:

@@ -69,6 +69,17 @@ def _read_rows(path: Path, skipped: list[str]) -> list[dict]:
 _FIX = f"give the folder of the {RESULTS} a sweep names at its end ('results: ...')"
 
 
+def _not_run_text(meta: Path) -> str:
+    """How many of the run's cases its backend and device could not run, from run.json."""
+    try:
+        not_run = json.loads(meta.read_text()).get("not_run") or {}
+        count = sum(len(ids) for ids in not_run.values())
+    except (OSError, ValueError, AttributeError, TypeError):
+        return f"{META} unreadable"
+    return (f"{count} case(s) its backend and device cannot run, listed by reason in {META}'s not_run" if count
+            else f"{META} lists no case its backend and device cannot run")
+
+
 def load_runs(paths: list[str | Path]) -> Loaded:
     """Load run directories (shards, backends, machines) into one table."""
     if not paths:
@@ -84,6 +95,10 @@ def load_runs(paths: list[str | Path]) -> Loaded:
         results = path / RESULTS
         history = path / HISTORY
         if not results.exists() and not history.exists() and not list(path.glob(KERNEL_MAPS)):
+            if (path / META).exists():  # a run in which no case finished (or none could run here)
+                raise ReportError(f"{path}: no case of this run finished, so it has no {RESULTS} "
+                                  f"({_not_run_text(path / META)}); give the run directory of a sweep that "
+                                  "finished at least one case")
             raise ReportError(f"{path}: no {RESULTS} (nor {HISTORY}): not a benchmark run directory; {_FIX}")
         meta = {}
         if (path / META).exists():

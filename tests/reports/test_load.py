@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
@@ -53,6 +54,19 @@ def test_a_file_or_a_foreign_folder(fixtures, tmp_path):
     with pytest.raises(load.ReportError, match="not a directory"):
         load.load_runs([fixtures / "run_base" / "run.json"])
     with pytest.raises(load.ReportError, match="not a benchmark run directory"):
+        load.load_runs([tmp_path])
+
+
+def test_a_run_in_which_no_case_finished(tmp_path):
+    """run.json alone: the run names why (its not_run), not "not a run directory"."""
+    (tmp_path / "run.json").write_text(json.dumps({"backend": "jax", "not_run": {"a reason": ["a", "b"]}}))
+    with pytest.raises(load.ReportError) as info:
+        load.load_runs([tmp_path])
+    text = str(info.value)
+    assert text.startswith(f"{tmp_path}: no case of this run finished") and "\n" not in text
+    assert "2 case(s) its backend and device cannot run, listed by reason in run.json's not_run" in text
+    (tmp_path / "run.json").write_text(json.dumps({"backend": "jax"}))  # interrupted before its first case
+    with pytest.raises(load.ReportError, match="run.json lists no case its backend and device cannot run"):
         load.load_runs([tmp_path])
 
 
