@@ -1,6 +1,7 @@
 """`shiftsum`'s forward and backward, its own gradient against automatic
 differentiation of the same forward, timed in one process with the two
-alternating round by round (docs/PERF.md, section 26).
+alternating round by round by the suite's own timer (`bench.timing`, each
+round ending with the backend's wait; docs/PERF.md, sections 26 and 28).
 
     KERAS_BACKEND=tensorflow python docs/results/cpu-grad-ab.py [xla]
     KERAS_BACKEND=jax python docs/results/cpu-grad-ab.py
@@ -12,11 +13,14 @@ as slices of the padded input: what `shiftsum` was before section 26);
 kept automatic differentiation) `_forward` with `shiftsum._backward` in an
 autograd Function. TensorFlow runs both in a `tf.function`
 (`xla`: with `jit_compile=True`, the `xla` implementation's setting), JAX
-jitted, PyTorch eagerly on 2 threads. One JSON line per case.
+jitted, PyTorch eagerly on 2 threads, under the sweep's precision policy
+(`Runner.configure`: full FP32). Each "own" is checked against "autodiff"
+first. One JSON line per case.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
 import time
@@ -24,6 +28,7 @@ import time
 import numpy as np
 from keras import backend
 
+from bench import backends, timing
 from layers.aggregation import shiftsum
 from layers.aggregation._common import padded_input
 
@@ -60,7 +65,7 @@ def own(x, kernel, k, s, g):
 
 
 def step(aggregate, k, s, g):
-    """A function of (x, kernel, dy) computing both gradients, synchronised."""
+    """A function of (x, kernel, dy) computing both gradients (the timer waits for them)."""
     if BACKEND == "tensorflow":
         import tensorflow as tf
 
@@ -71,12 +76,12 @@ def step(aggregate, k, s, g):
                 y = aggregate(x, kernel, k, s, g)
             return tape.gradient(y, [x, kernel], output_gradients=dy)
 
-        return lambda a: [t.numpy() for t in grads(*a)]
+        return lambda a: grads(*a)
     if BACKEND == "jax":
         import jax
 
         grads = jax.jit(lambda x, kernel, dy: jax.vjp(lambda u, v: aggregate(u, v, k, s, g), x, kernel)[1](dy))
-        return lambda a: jax.block_until_ready(grads(*a))
+        return lambda a: grads(*a)
     import torch
 
     def grads(a):
@@ -107,19 +112,23 @@ def arrays(b, h, c, g, k, s):
 
 
 def main() -> None:
+    runner = backends.current()
+    runner.configure(tf32=False)
     for b, h, c, g, k, s in CASES:
         a = arrays(b, h, c, g, k, s)
         forms = {"autodiff": step(autodiff, k, s, g), "own": step(own, k, s, g)}
         for f in forms.values():  # compile and warm up
             f(a)
-            f(a)
+        expected, actual = ([np.asarray(t) for t in forms[name](a)] for name in ("autodiff", "own"))
+        error = max(float(np.linalg.norm(u - e) / np.linalg.norm(e)) for u, e in zip(actual, expected, strict=True))
+        assert error < 1e-5, error
+        timer = timing.for_runner(runner, "warm", cap_s=SECONDS)
+        batches = {name: timer.latency_rounds(functools.partial(f, a)) for name, f in forms.items()}
         times = {name: [] for name in forms}
         end = time.perf_counter() + SECONDS
         while time.perf_counter() < end or len(times["own"]) < 5:
-            for name, f in forms.items():
-                t0 = time.perf_counter()
-                f(a)
-                times[name].append(time.perf_counter() - t0)
+            for name, batch in batches.items():
+                times[name] += batch(1)
         before, after = (float(np.median(times[n])) * 1e3 for n in ("autodiff", "own"))
         print(json.dumps({"backend": BACKEND, "xla": XLA, "case": f"B{b} {h}px C{c} G{g} K{k} s{s}",
                           "rounds": len(times["own"]), "autodiff_ms": round(before, 3), "own_ms": round(after, 3),
