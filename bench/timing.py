@@ -329,6 +329,21 @@ class Timer:
 
         return batch
 
+    def alternating(self, runs: dict[str, Callable[[], Any]], seconds: float,
+                    min_rounds: int = 5) -> dict[str, list[float]]:
+        """Seconds per step of each of `runs`, in latency rounds taken in
+        turn, one round of each, for `seconds` and until each has
+        `min_rounds`: an A/B comparison within one process, where a drift of
+        the machine's speed (between processes, up to 2x on a shared CPU)
+        falls on every form alike. The forms are warmed up by the caller."""
+        batches = {name: self.latency_rounds(run) for name, run in runs.items()}
+        times: dict[str, list[float]] = {name: [] for name in runs}
+        end = time.perf_counter() + seconds
+        while time.perf_counter() < end or min(map(len, times.values())) < min_rounds:
+            for name, batch in batches.items():
+                times[name] += batch(1)
+        return times
+
     def measure(self, run: Callable[[], Any], estimate: float) -> Measurement:
         """Latency rounds, then device rounds; `estimate` is a warm round's
         seconds (from `warm_up`)."""

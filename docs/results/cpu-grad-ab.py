@@ -23,7 +23,6 @@ from __future__ import annotations
 import functools
 import json
 import sys
-import time
 
 import numpy as np
 from keras import backend
@@ -123,12 +122,7 @@ def main() -> None:
         error = max(float(np.linalg.norm(u - e) / np.linalg.norm(e)) for u, e in zip(actual, expected, strict=True))
         assert error < 1e-5, error
         timer = timing.for_runner(runner, "warm", cap_s=SECONDS)
-        batches = {name: timer.latency_rounds(functools.partial(f, a)) for name, f in forms.items()}
-        times = {name: [] for name in forms}
-        end = time.perf_counter() + SECONDS
-        while time.perf_counter() < end or len(times["own"]) < 5:
-            for name, batch in batches.items():
-                times[name] += batch(1)
+        times = timer.alternating({name: functools.partial(f, a) for name, f in forms.items()}, SECONDS)
         before, after = (float(np.median(times[n])) * 1e3 for n in ("autodiff", "own"))
         print(json.dumps({"backend": BACKEND, "xla": XLA, "case": f"B{b} {h}px C{c} G{g} K{k} s{s}",
                           "rounds": len(times["own"]), "autodiff_ms": round(before, 3), "own_ms": round(after, 3),

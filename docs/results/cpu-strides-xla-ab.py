@@ -1,22 +1,24 @@
 """TensorFlow's `xla` aggregation with the stride-phase windows against the
-stepped slices, in one process, the two forms alternating round by round
-(docs/PERF.md, section 25): the sweep's processes moved by 15% (sigma), more
-than the difference sought.
+stepped slices, in one process, the two forms alternating round by round by
+the suite's own timer (`bench.timing`; docs/PERF.md, sections 25 and 28):
+the sweep's processes moved by 15% (sigma), more than the difference sought.
 
     KERAS_BACKEND=tensorflow python docs/results/cpu-strides-xla-ab.py
 """
 
+import functools
 import os
-import time
 
 import numpy as np
 
 os.environ["KERAS_BACKEND"] = "tensorflow"
 import tensorflow as tf  # noqa: E402
 
+from bench import backends, timing  # noqa: E402
 from layers.aggregation import _common, shiftsum  # noqa: E402
 
-B, C, G, K, ROUNDS = 8, 64, 4, 7, 25
+B, C, G, K = 8, 64, 4, 7
+SECONDS = 8.0  # per size, stride and mode, both forms together
 
 
 def aggregate(x, kernel, stride, phases):
@@ -33,6 +35,8 @@ def aggregate(x, kernel, stride, phases):
 
 
 def main():
+    runner = backends.current()
+    runner.configure(tf32=False)
     rng = np.random.default_rng(0)
     for size in (32, 56):
         for stride in (2, 3):
@@ -51,15 +55,13 @@ def main():
                     return tape.gradient(y, [a, k], output_gradients=y)
 
                 steps["forward+backward", phases] = tf.function(backward, jit_compile=True)
-            times = {key: [] for key in steps}
-            for r in range(ROUNDS + 1):
-                for key, step in steps.items():
-                    start = time.perf_counter()
-                    tf.nest.map_structure(lambda t: t.numpy(), step(x, kernel))
-                    if r:  # the first round compiles
-                        times[key].append(time.perf_counter() - start)
+            for step in steps.values():
+                step(x, kernel)  # compiles
+            timer = timing.for_runner(runner, "warm", cap_s=SECONDS)
             for mode in ("forward", "forward+backward"):
-                stepped, phased = (np.median(times[mode, p]) * 1e3 for p in (False, True))
+                times = timer.alternating({p: functools.partial(steps[mode, p], x, kernel) for p in (False, True)},
+                                          SECONDS)
+                stepped, phased = (np.median(times[p]) * 1e3 for p in (False, True))
                 print(f"{size} px, stride {stride}, {mode}: stepped slices {stepped:.2f} ms, "
                       f"stride phases {phased:.2f} ms ({phased / stepped:.2f}x)", flush=True)
 

@@ -1,20 +1,22 @@
 """`shiftsum` with the kernel's taps split in one op (`ops.unstack`, as the
 code is now) against one indexing a tap (`kernel[..., tap]`, before `5a2e403`),
-in one process, the two alternating round by round (docs/PERF.md, section 25):
-the sweep's processes moved by 8-17% (sigma), as much as the differences sought.
+in one process, the two alternating round by round by the suite's own timer
+(`bench.timing`; docs/PERF.md, sections 25 and 28): the sweep's processes
+moved by 8-17% (sigma), as much as the differences sought.
 
     KERAS_BACKEND=torch python docs/results/cpu-taps-ab.py   # or tensorflow (graphs), jax (jitted)
 """
 
-import time
+import functools
 
 import numpy as np
 from keras import backend, ops
 
+from bench import backends, timing
 from layers.aggregation import shiftsum
 from layers.aggregation._common import windows
 
-ROUNDS = 15
+SECONDS = 6.0  # per case and mode, both forms together
 # (batch, size, channels, groups, kernel size, stride)
 CASES = [(8, 32, 64, 4, 7, 1), (8, 32, 64, 4, 7, 2), (8, 56, 64, 4, 7, 1), (8, 32, 64, 16, 7, 1),
          (8, 56, 64, 16, 7, 1)]
@@ -66,6 +68,8 @@ def compiled(fn, gradients: bool):
 
 
 def main():
+    runner = backends.current()
+    runner.configure(tf32=False)
     rng = np.random.default_rng(0)
     for b, size, c, g, k, s in CASES:
         out = -(-size // s)
@@ -74,15 +78,11 @@ def main():
         for mode in ("forward", "forward+backward"):
             steps = {name: compiled(lambda x, kk, f=f, k=k, s=s, g=g: f(x, kk, k, s, g), mode != "forward")
                      for name, f in (("indexed", indexed), ("split", shiftsum.aggregate))}
-            times = {name: [] for name in steps}
-            for r in range(ROUNDS + 1):
-                for name, step in steps.items():
-                    start = time.perf_counter()
-                    result = step(x, kernel)
-                    for t in result if isinstance(result, (list, tuple)) else [result]:
-                        ops.convert_to_numpy(t)  # waits for the values
-                    if r:  # the first round compiles
-                        times[name].append(time.perf_counter() - start)
+            for step in steps.values():
+                step(x, kernel)  # compiles
+            timer = timing.for_runner(runner, "warm", cap_s=SECONDS)
+            times = timer.alternating({name: functools.partial(step, x, kernel) for name, step in steps.items()},
+                                      SECONDS)
             before, after = (np.median(times[name]) * 1e3 for name in ("indexed", "split"))
             print(f"{backend.backend()} {size} px, {g} groups, stride {s}, {mode}: indexed {before:.2f} ms, "
                   f"split {after:.2f} ms ({after / before:.2f}x)", flush=True)

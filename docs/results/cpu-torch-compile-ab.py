@@ -87,12 +87,8 @@ def main(mode: str) -> None:
             error = max(float((a - e).norm() / e.norm()) for a, e in zip(actual, expected, strict=True))
             assert error < 1e-5, (name, error)
         timer = timing.for_runner(backends.current(), "warm", cap_s=SECONDS)
-        batches = {name: timer.latency_rounds(functools.partial(run, form, *arrays)) for name, form in FORMS.items()}
-        times = {name: [] for name in FORMS}
-        end = time.perf_counter() + SECONDS
-        while time.perf_counter() < end or len(times["eager"]) < 5:
-            for name, batch in batches.items():
-                times[name] += batch(1)
+        times = timer.alternating({name: functools.partial(run, form, *arrays) for name, form in FORMS.items()},
+                                  SECONDS)
         print(json.dumps({"mode": mode, "case": f"B{b} {h}px C{c} G{g} K{k} s{s}", "rounds": len(times["eager"]),
                           **{f"{n}_ms": round(float(np.median(t)) * 1e3, 2) for n, t in times.items()},
                           **{f"{n}_first_call_s": round(t, 1) for n, t in first_call.items()}}), flush=True)

@@ -144,6 +144,22 @@ def test_latency_rounds_flush_outside_the_clock(clock):
     assert fields["device_median_s"] is None and fields["device_time_source"] == "none: test"
 
 
+def test_alternating_takes_one_round_of_each_form_in_turn(clock):
+    calls = []
+    a_work, b_work = clock.work(1e-3), clock.work(3e-3)
+    settings = timing.Settings(cap_s=1.0)
+    timer = timing.Timer(sync=lambda out: calls.append("sync"), device=None, device_reason="none: test",
+                         flush=None, latency=settings, device_settings=settings)
+    runs = {"a": lambda: (calls.append("a"), a_work())[1], "b": lambda: (calls.append("b"), b_work())[1]}
+    times = timer.alternating(runs, seconds=0.02)
+    # Each turn of 4 ms: until 20 ms have passed, then no further turn.
+    assert calls[:8] == ["a", "sync", "b", "sync"] * 2
+    assert times["a"] == pytest.approx([1e-3] * 5) and times["b"] == pytest.approx([3e-3] * 5)
+    # Past its time, still min_rounds of each.
+    times = timer.alternating(runs, seconds=0.0, min_rounds=3)
+    assert len(times["a"]) == len(times["b"]) == 3
+
+
 def test_cpu_runner_has_no_device_clock_and_says_why():
     runner = backends.current()
     device, reason = runner.device_timing()
