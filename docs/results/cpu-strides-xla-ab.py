@@ -4,8 +4,13 @@ the suite's own timer (`bench.timing`; docs/PERF.md, sections 25 and 28):
 the sweep's processes moved by 15% (sigma), more than the difference sought.
 
     KERAS_BACKEND=tensorflow python docs/results/cpu-strides-xla-ab.py
+
+The forward and `shiftsum`'s own backward (section 26) both read their
+windows through `padded_windows`; the stepped form swaps it, while each
+function is traced, for the stepped slices the other backends take.
 """
 
+import contextlib
 import functools
 import os
 
@@ -15,23 +20,31 @@ os.environ["KERAS_BACKEND"] = "tensorflow"
 import tensorflow as tf  # noqa: E402
 
 from bench import backends, timing  # noqa: E402
-from layers.aggregation import _common, shiftsum  # noqa: E402
+from layers.aggregation import shiftsum  # noqa: E402
 
 B, C, G, K = 8, 64, 4, 7
 SECONDS = 8.0  # per size, stride and mode, both forms together
 
 
-def aggregate(x, kernel, stride, phases):
-    """`shiftsum`'s aggregation; with phases=False the windows are the
-    stepped slices the other backends take (the helper is told it is not on
-    TensorFlow while the function is traced)."""
-    real = _common.backend.backend
+def stepped_windows(xp, ho, wo, kernel_size, stride):
+    """`window(i, j)` as a slice with a step, as JAX and PyTorch take it."""
+    def window(i, j):
+        return xp[:, i : i + (ho - 1) * stride + 1 : stride, j : j + (wo - 1) * stride + 1 : stride, :]
+
+    return window
+
+
+@contextlib.contextmanager
+def windows(phases: bool):
+    """`shiftsum` reads its windows by stride phase (phases=True, as it is)
+    or as stepped slices, in what is traced inside the block."""
+    real = shiftsum.padded_windows
     if not phases:
-        _common.backend.backend = lambda: "not-tensorflow"
+        shiftsum.padded_windows = stepped_windows
     try:
-        return shiftsum.aggregate(x, kernel, K, stride, G)
+        yield
     finally:
-        _common.backend.backend = real
+        shiftsum.padded_windows = real
 
 
 def main():
@@ -45,18 +58,23 @@ def main():
             kernel = tf.constant(rng.standard_normal((B, out, out, G * K * K)), tf.float32)
             steps = {}
             for phases in (False, True):
-                steps["forward", phases] = tf.function(
-                    lambda a, k, p=phases, s=stride: aggregate(a, k, s, p), jit_compile=True)
+                def forward(a, k, p=phases, s=stride):
+                    with windows(p):
+                        return shiftsum.aggregate(a, k, K, s, G)
 
                 def backward(a, k, p=phases, s=stride):
-                    with tf.GradientTape() as tape:
+                    with windows(p), tf.GradientTape() as tape:
                         tape.watch([a, k])
-                        y = aggregate(a, k, s, p)
-                    return tape.gradient(y, [a, k], output_gradients=y)
+                        y = shiftsum.aggregate(a, k, K, s, G)
+                        return tape.gradient(y, [a, k], output_gradients=y)
+
+                steps["forward", phases] = tf.function(forward, jit_compile=True)
 
                 steps["forward+backward", phases] = tf.function(backward, jit_compile=True)
-            for step in steps.values():
-                step(x, kernel)  # compiles
+            results = {key: [t.numpy() for t in tf.nest.flatten(step(x, kernel))] for key, step in steps.items()}
+            for mode in ("forward", "forward+backward"):  # the two forms compute the same
+                for a, b in zip(results[mode, False], results[mode, True], strict=True):
+                    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
             timer = timing.for_runner(runner, "warm", cap_s=SECONDS)
             for mode in ("forward", "forward+backward"):
                 times = timer.alternating({p: functools.partial(steps[mode, p], x, kernel) for p in (False, True)},

@@ -5,6 +5,10 @@ in one process, the two alternating round by round by the suite's own timer
 moved by 8-17% (sigma), as much as the differences sought.
 
     KERAS_BACKEND=torch python docs/results/cpu-taps-ab.py   # or tensorflow (graphs), jax (jitted)
+
+Both forms are differentiated by the backend: "split" is `shiftsum._forward`,
+which since section 26 has its own backward on TensorFlow and JAX (there
+`shiftsum.aggregate` would compare that backward instead of the split).
 """
 
 import functools
@@ -14,7 +18,7 @@ from keras import backend, ops
 
 from bench import backends, timing
 from layers.aggregation import shiftsum
-from layers.aggregation._common import windows
+from layers.aggregation._common import padded_input, windows
 
 SECONDS = 6.0  # per case and mode, both forms together
 # (batch, size, channels, groups, kernel size, stride)
@@ -34,6 +38,12 @@ def indexed(x, kernel, kernel_size, stride, groups):
             term = win * k[..., i * kernel_size + j]
             out = term if out is None else out + term
     return ops.reshape(out, (-1, ho, wo, channels))
+
+
+def split(x, kernel, kernel_size, stride, groups):
+    """The aggregation as it is, forward only: the taps split in one op."""
+    xp, ho, wo = padded_input(x, kernel_size, stride)  # (B, Hp, Wp, C)
+    return shiftsum._forward(xp, kernel, ho, wo, kernel_size, stride, groups)  # (B, Ho, Wo, C)
 
 
 def compiled(fn, gradients: bool):
@@ -77,9 +87,11 @@ def main():
         kernel = ops.convert_to_tensor(rng.standard_normal((b, out, out, g * k * k)).astype("float32"))
         for mode in ("forward", "forward+backward"):
             steps = {name: compiled(lambda x, kk, f=f, k=k, s=s, g=g: f(x, kk, k, s, g), mode != "forward")
-                     for name, f in (("indexed", indexed), ("split", shiftsum.aggregate))}
-            for step in steps.values():
-                step(x, kernel)  # compiles
+                     for name, f in (("indexed", indexed), ("split", split))}
+            results = {name: [ops.convert_to_numpy(t) for t in (r if isinstance(r, (list, tuple)) else [r])]
+                       for name, r in ((name, step(x, kernel)) for name, step in steps.items())}  # compiles
+            for a, b in zip(results["indexed"], results["split"], strict=True):  # the two compute the same
+                np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-3)
             timer = timing.for_runner(runner, "warm", cap_s=SECONDS)
             times = timer.alternating({name: functools.partial(step, x, kernel) for name, step in steps.items()},
                                       SECONDS)
