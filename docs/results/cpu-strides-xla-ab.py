@@ -23,6 +23,7 @@ from bench import backends, timing  # noqa: E402
 from layers.aggregation import shiftsum  # noqa: E402
 
 B, C, G, K = 8, 64, 4, 7
+SIZES, STRIDES = (32, 56), (2, 3)
 SECONDS = 8.0  # per size, stride and mode, both forms together
 
 
@@ -51,8 +52,8 @@ def main():
     runner = backends.current()
     runner.configure(tf32=False)
     rng = np.random.default_rng(0)
-    for size in (32, 56):
-        for stride in (2, 3):
+    for size in SIZES:
+        for stride in STRIDES:
             out = -(-size // stride)
             x = tf.constant(rng.standard_normal((B, size, size, C)), tf.float32)
             kernel = tf.constant(rng.standard_normal((B, out, out, G * K * K)), tf.float32)

@@ -1,0 +1,61 @@
+"""The A/B scripts under docs/results/ run, at one tiny case each, on the
+backends they are for: PERF.md cites their output, and two of them once
+stopped measuring what PERF.md says (section 28) without anything failing."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+from tests import backend as tb
+
+RESULTS = Path(__file__).resolve().parents[2] / "docs" / "results"
+# (batch, resolution, channels, groups, kernel size, stride): a stride of 1 and of 2
+TINY = [(1, 8, 8, 2, 3, 1), (1, 9, 8, 2, 3, 2)]
+
+
+def _script(name: str, **constants) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(name.replace("-", "_"), RESULTS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    for key, value in constants.items():
+        assert hasattr(module, key), key  # the test keeps up with the script's names
+        setattr(module, key, value)
+    return module
+
+
+def _lines(capsys) -> list[str]:
+    return [line for line in capsys.readouterr().out.splitlines() if line.strip()]
+
+
+def test_grad_ab(capsys):
+    _script("cpu-grad-ab", CASES=TINY, SECONDS=0.01).main()
+    rows = [json.loads(line) for line in _lines(capsys)]
+    assert [row["case"] for row in rows] == ["B1 8px C8 G2 K3 s1", "B1 9px C8 G2 K3 s2"]
+    assert all(row["backend"] == tb.NAME and row["rounds"] >= 5 and row["own_ms"] > 0 for row in rows)
+
+
+def test_taps_ab(capsys):
+    _script("cpu-taps-ab", CASES=TINY, SECONDS=0.01).main()
+    lines = _lines(capsys)
+    assert len(lines) == 4 and all(line.startswith(f"{tb.NAME} ") and "indexed" in line and "split" in line
+                                   for line in lines)
+
+
+@pytest.mark.skipif(tb.NAME != "tensorflow", reason="TensorFlow's windows by stride phase: a TensorFlow script")
+def test_strides_xla_ab(capsys):
+    _script("cpu-strides-xla-ab", B=1, C=8, G=2, K=3, SIZES=(9,), STRIDES=(2,), SECONDS=0.01).main()
+    lines = _lines(capsys)
+    assert len(lines) == 2 and all(line.startswith("9 px, stride 2, ") and "stride phases" in line for line in lines)
+
+
+@pytest.mark.skipif(tb.NAME != "torch", reason="torch.compile: a PyTorch script")
+def test_torch_compile_ab(capsys):
+    _script("cpu-torch-compile-ab", CASES=TINY[:1], SECONDS=0.01).main("inference")
+    (row,) = [json.loads(line) for line in _lines(capsys)]
+    assert row["mode"] == "inference" and row["rounds"] >= 5
+    assert {"eager_ms", "compiled_ms", "compiled_own_ms"} <= set(row)
