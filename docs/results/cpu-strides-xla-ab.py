@@ -64,9 +64,10 @@ def main():
                         return shiftsum.aggregate(a, k, K, s, G)
 
                 def backward(a, k, p=phases, s=stride):
-                    with windows(p), tf.GradientTape() as tape:
-                        tape.watch([a, k])
-                        y = shiftsum.aggregate(a, k, K, s, G)
+                    with windows(p):  # the backward is traced at tape.gradient
+                        with tf.GradientTape() as tape:
+                            tape.watch([a, k])
+                            y = shiftsum.aggregate(a, k, K, s, G)
                         return tape.gradient(y, [a, k], output_gradients=y)
 
                 steps["forward", phases] = tf.function(forward, jit_compile=True)
