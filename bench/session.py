@@ -123,6 +123,9 @@ class BenchSession:
 
         cases = shard_cases(self.sweep.cases(self.backend, self.device), self.shard)
         self.cases = [(case, drop_reason(case, self.backend, self.device)) for case in cases]
+        # The cases this backend and device cannot run, by reason: they get no rows, so run.json and the
+        # end-of-run summary say so.
+        self.not_run = not_run(self.cases)
         self.by_id = {case.id: case for case in cases}
         runnable = {case.id for case, reason in self.cases if reason is None}
         if options.pass_index:  # named by the supervisor, with --resume
@@ -208,8 +211,7 @@ class BenchSession:
             "precompile": self.options.precompile,
             "precompile_time": self.options.precompile_time,
             "kernel_switches": self.kernel_switches,
-            # The sweep's cases that this backend and device cannot run: no rows, so the report says so.
-            "not_run": not_run(self.cases),
+            "not_run": self.not_run,
             **self.provenance,
             **self.threads,
             "machine": self.machine,
@@ -463,10 +465,10 @@ class BenchSession:
                  + (f", pass {self.pass_index} of {self.passes}" if self.passes > 1 else "") + " "
                  f"({', '.join(f'{v} {k}' for k, v in sorted(s.statuses.items())) or 'none run'}); "
                  f"sweep {self.sweep.name}{' shard ' + '/'.join(map(str, self.shard)) if self.shard else ''}"]
-        dropped = sum(1 for _, reason in self.cases if reason)
-        if dropped:
-            lines.append(f"  not run on this backend and device: {dropped} of {len(self.cases)} cases (reasons: "
-                         "run.json's not_run)")
+        if self.not_run:
+            lines.append(f"  not run on this backend and device: {sum(map(len, self.not_run.values()))} of the "
+                         f"{'shard' if self.shard else 'sweep'}'s {len(self.cases)} cases (reasons: run.json's "
+                         "not_run)")
         lines.append(f"  wall time {wall:.1f} s, of which timed rounds {s.timed:.1f} s")
         lines.append(f"  device time: {self.timer().source()}")
         if s.overheads:

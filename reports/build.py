@@ -111,7 +111,7 @@ def _summary(loaded: load.Loaded) -> list[dict]:
         pairs = tables.matched(t)
         cards = [("cases", f"{len(t):,}"), ("ok", f"{ok:,}"), ("failed or unsupported", f"{len(t) - ok:,}")]
         if not not_run.empty:
-            cards.append(("not runnable on the run's backend or device", f"{int(not_run['cases'].sum()):,}"))
+            cards.append(("not runnable on the run's backend and device", f"{int(not_run['cases'].sum()):,}"))
         if not pairs.empty:
             weighed = pairs["memory_ratio"].notna()
             cards += [("involution faster than Conv2D", f"{int((pairs['speedup'] > 1).sum())} / {len(pairs)}"),

@@ -101,13 +101,17 @@ def test_involution_flops_agree_with_xla_cost_analysis():
     assert 1.0 <= measured / _analytic(case).flops < 1.5
 
 
+# torch.compile keeps its compiled functions, and their recompile limit, for
+# the whole process; TensorFlow and JAX compile a new function for each case.
+PYTORCH_ONLY = pytest.mark.skipif(tb.NAME != "torch", reason=(
+    "torch.compile's per-process recompile limit exists on PyTorch only; tox's PyTorch run (tox -e torch) "
+    "runs this test"))
+
+
 @pytest.fixture
 def dynamo_config():
     """The PyTorch runner, with torch._dynamo's settings restored after the
     test (a jit case sets them)."""
-    if tb.NAME != "torch":
-        pytest.skip("tests torch.compile's recompile limit, which only PyTorch has (TensorFlow and JAX build "
-                    "a new compiled function per case); the PyTorch test process (tox -e torch) runs it")
     import torch
 
     from bench.backends import torch as torch_runner
@@ -118,6 +122,7 @@ def dynamo_config():
         yield torch_runner
 
 
+@PYTORCH_ONLY
 def test_a_compiled_case_is_compiled_whatever_ran_before(dynamo_config, monkeypatch):
     """Dynamo counts a function's compiled versions per process, and Keras'
     layers share their `__call__`: at a limit of 2, the fifth of these cases
@@ -132,6 +137,7 @@ def test_a_compiled_case_is_compiled_whatever_ran_before(dynamo_config, monkeypa
         step.round()
 
 
+@PYTORCH_ONLY
 def test_a_case_past_the_recompile_limit_is_an_error_not_eager(dynamo_config, monkeypatch):
     """An involution layer calls several Keras layers (its kernel
     generation's): at a limit of 1 their shared `__call__` passes it within

@@ -56,7 +56,8 @@ def test_dropped_cases_are_reported_with_a_reason(smoke_run):
     meta = json.loads((smoke_run.path / "run.json").read_text())
     assert meta["not_run"] == dropped
     count = sum(map(len, dropped.values()))
-    assert (f"not run on this backend and device: {count} of {len(cases)} cases" in smoke_run.output) == (count > 0)
+    assert (f"not run on this backend and device: {count} of the sweep's {len(cases)} cases" in smoke_run.output
+            ) == (count > 0)
 
 
 @tb.BACKEND_INDEPENDENT
@@ -74,7 +75,7 @@ def test_a_sweep_whose_cases_all_cannot_run_says_so(tmp_path):
     reason = "groups=3 does not divide channels=8"
     assert {drop_reason(c, tb.NAME, "cpu") for c in cases} == {reason}
     assert f"SKIPPED [{len(cases)}] bench/test_sweep.py: {reason}" in output
-    assert f"not run on this backend and device: {len(cases)} of {len(cases)} cases" in output
+    assert f"not run on this backend and device: {len(cases)} of the sweep's {len(cases)} cases" in output
     assert "results: none (no case ran)" in output and "report:" not in output
     meta = json.loads((path / "run.json").read_text())
     assert list(meta["not_run"]) == [reason] and sorted(meta["not_run"][reason]) == sorted(c.id for c in cases)

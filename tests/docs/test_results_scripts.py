@@ -46,14 +46,18 @@ def test_taps_ab(capsys):
                                    for line in lines)
 
 
-@pytest.mark.skipif(tb.NAME != "tensorflow", reason="TensorFlow's windows by stride phase: a TensorFlow script")
+@pytest.mark.skipif(tb.NAME != "tensorflow", reason=(
+    "cpu-strides-xla-ab.py times TensorFlow's XLA only (the stride phases exist on TensorFlow alone); tox's "
+    "TensorFlow run runs this test"))
 def test_strides_xla_ab(capsys):
     _script("cpu-strides-xla-ab", B=1, C=8, G=2, K=3, SIZES=(9,), STRIDES=(2,), SECONDS=0.01).main()
     lines = _lines(capsys)
     assert len(lines) == 2 and all(line.startswith("9 px, stride 2, ") and "stride phases" in line for line in lines)
 
 
-@pytest.mark.skipif(tb.NAME != "torch", reason="torch.compile: a PyTorch script")
+@pytest.mark.skipif(tb.NAME != "torch", reason=(
+    "cpu-torch-compile-ab.py times torch.compile, which exists on PyTorch only; tox's PyTorch run runs this "
+    "test"))
 def test_torch_compile_ab(capsys):
     _script("cpu-torch-compile-ab", CASES=TINY[:1], SECONDS=0.01).main("inference")
     (row,) = [json.loads(line) for line in _lines(capsys)]

@@ -210,7 +210,7 @@ def test_the_summary_lists_the_cases_the_run_could_not_run(fixtures, tmp_path):
     (run / "results.jsonl").write_text((fixtures / "run_base" / "results.jsonl").read_text())
     text = build.build_report([run], output=tmp_path / "report.html").read_text()
     summary = text[text.index('id="summary"'):text.index('id="axes"')]
-    assert re.search(r"<b>2</b><span>not runnable on the run&#39;s backend or device", summary)
+    assert re.search(r"<b>2</b><span>not runnable on the run&#39;s backend and device", summary)
     assert "the run&#39;s backend and device cannot run" in summary
     assert "is a fused GPU kernel: without a GPU it runs in an interpreter" in summary
     assert "involution-triton-k7s1g4r4-32px-c64-b8-f32-inf-nojit" in summary  # the first as an example
