@@ -71,6 +71,8 @@ def run(form, mode: str, x, kernel, dy, k: int, s: int, g: int) -> list:
 
 
 def main(mode: str) -> None:
+    runner = backends.current()
+    runner.configure(tf32=False)  # the sweep's precision policy, as the other A/B scripts
     torch.set_num_threads(2)
     for b, h, c, g, k, s in CASES:
         rng = np.random.default_rng(0)
@@ -86,7 +88,7 @@ def main(mode: str) -> None:
             first_call[name] = time.perf_counter() - started
             error = max(float((a - e).norm() / e.norm()) for a, e in zip(actual, expected, strict=True))
             assert error < 1e-5, (name, error)
-        timer = timing.for_runner(backends.current(), "warm", cap_s=SECONDS)
+        timer = timing.for_runner(runner, "warm", cap_s=SECONDS)
         times = timer.alternating({name: functools.partial(run, form, *arrays) for name, form in FORMS.items()},
                                   SECONDS)
         print(json.dumps({"mode": mode, "case": f"B{b} {h}px C{c} G{g} K{k} s{s}", "rounds": len(times["eager"]),
