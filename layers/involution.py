@@ -202,6 +202,12 @@ class Involution(keras.layers.Layer):
                 "The number of input channels must be divisible by `groups`. "
                 f"Received: groups={self.groups} for {channels} input channels"
             )
+        # Import the aggregation's module now, outside any compiled call: torch.compile
+        # cannot trace an import, and it would keep that graph break for the process.
+        names = auto.choices(backend.backend()) if self.implementation == "auto" else (self.implementation,)
+        for name in names:
+            if aggregation.get(name).available():
+                aggregation.get(name).module()
         self.channels = channels
         self.reduced_channels = max(1, channels // self.reduction_ratio)
         conv_args = dict(
@@ -227,6 +233,11 @@ class Involution(keras.layers.Layer):
         gen_shape = (None, None, None, channels)
         self.reduce.build(gen_shape)
         self.bn.build((None, None, None, self.reduced_channels))
+        # Keras keeps the batch statistics' axes as a list, which its attribute tracking
+        # wraps in a TrackedList that torch.compile cannot pass to torch.mean: the
+        # compiled training step broke into 9 graphs at the batch norm (docs/PERF.md,
+        # section 29). A tuple is left as it is.
+        self.bn._reduction_axes = tuple(self.bn._reduction_axes)
         self.span.build((None, None, None, self.reduced_channels))
 
     def resolve_implementation(self, x, training=None) -> str:

@@ -27,10 +27,15 @@ SIZES, STRIDES = (32, 56), (2, 3)
 SECONDS = 8.0  # per size, stride and mode, both forms together
 
 
-def stepped_windows(xp, ho, wo, kernel_size, stride):
-    """`window(i, j)` as a slice with a step, as JAX and PyTorch take it."""
+def stepped_windows(xp, ho, wo, kernel_size, stride, groups=None):
+    """`window(i, j)` as a slice with a step, as JAX and PyTorch take it
+    (with `groups`, the channels split into groups first, as there)."""
+    if groups is not None:
+        shape = tf.shape(xp)
+        xp = tf.reshape(xp, [shape[0], shape[1], shape[2], groups, xp.shape[-1] // groups])
+
     def window(i, j):
-        return xp[:, i : i + (ho - 1) * stride + 1 : stride, j : j + (wo - 1) * stride + 1 : stride, :]
+        return xp[:, i : i + (ho - 1) * stride + 1 : stride, j : j + (wo - 1) * stride + 1 : stride]
 
     return window
 

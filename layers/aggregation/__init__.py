@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import ModuleType
@@ -80,7 +81,12 @@ class Implementation:
         if backend_name not in self.modules:
             raise ValueError(f"{self.name!r} runs on the {', '.join(self.backends)} backend(s), not on "
                              f"{backend_name}. Received: backend={backend_name!r}")
-        return importlib.import_module(f"layers.aggregation.{self.modules[backend_name]}")
+        name = f"layers.aggregation.{self.modules[backend_name]}"
+        # Once imported, taken from sys.modules: torch.compile cannot trace
+        # importlib, and a graph break inside the layer's profiler stage would
+        # leave the rest of its call uncompiled (docs/PERF.md, section 29).
+        loaded = sys.modules.get(name)
+        return loaded if loaded is not None else importlib.import_module(name)
 
     def function(self) -> Callable:
         return self.module().aggregate

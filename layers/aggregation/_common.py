@@ -254,9 +254,11 @@ def windows(x, kernel_size: int, stride: int):
     return padded_windows(xp, ho, wo, kernel_size, stride), ho, wo
 
 
-def padded_windows(xp, ho, wo, kernel_size: int, stride: int):
+def padded_windows(xp, ho, wo, kernel_size: int, stride: int, groups: int | None = None):
     """`window(i, j)`: the (B, Ho, Wo, C) rows i + s * ho and columns
-    j + s * wo of `xp`, the output of `padded_input`.
+    j + s * wo of `xp`, the output of `padded_input`; with `groups`,
+    (B, Ho, Wo, G, C/G), the channels split into their groups once for all
+    K*K windows.
 
     With a stride, each window is a slice with a step. TensorFlow's kernel for
     those is slow: its shift-sum at stride 2 took twice its time at stride 1
@@ -265,11 +267,21 @@ def padded_windows(xp, ho, wo, kernel_size: int, stride: int):
     (s, s, B, Hp / s, Wp / s, C), and every window is a plain slice of one
     phase. XLA (JAX) fuses a stepped slice into its consumer and PyTorch takes
     it as a view, so they slice directly: the split would cost them a copy.
+
+    The groups are split once, not in each window, because every `keras.ops`
+    call is Python that torch.compile traces anew in each case: K*K reshapes
+    were most of the time Dynamo took to trace the layer (docs/PERF.md,
+    section 29).
     """
+    channels = xp.shape[-1]
+    lanes = (channels,) if groups is None else (groups, channels // groups)  # what a pixel holds
     if stride == 1 or backend.backend() != "tensorflow":
+        if groups is not None:
+            shape = ops.shape(xp)
+            xp = ops.reshape(xp, (-1, shape[1], shape[2], *lanes))  # (B, Hp, Wp, G, C/G)
 
         def window(i: int, j: int):
-            return xp[:, i : i + (ho - 1) * stride + 1 : stride, j : j + (wo - 1) * stride + 1 : stride, :]
+            return xp[:, i : i + (ho - 1) * stride + 1 : stride, j : j + (wo - 1) * stride + 1 : stride]
 
         return window
     s = stride
@@ -280,10 +292,10 @@ def padded_windows(xp, ho, wo, kernel_size: int, stride: int):
         xp = _pad(xp, 0, extra, 0, extra)
     hb, wb = ho + (kernel_size - 1) // s, wo + (kernel_size - 1) // s
     phases = ops.transpose(
-        ops.reshape(xp, (-1, hb, s, wb, s, xp.shape[-1])), (2, 4, 0, 1, 3, 5)
-    )  # (s, s, B, Hb, Wb, C): phases[p, q, b, u, v] = xp[b, u * s + p, v * s + q]
+        ops.reshape(xp, (-1, hb, s, wb, s, *lanes)), (2, 4, 0, 1, 3, *range(5, 5 + len(lanes)))
+    )  # (s, s, B, Hb, Wb, *lanes): phases[p, q, b, u, v] = xp[b, u * s + p, v * s + q]
 
     def phase_window(i: int, j: int):
-        return phases[i % s, j % s, :, i // s : i // s + ho, j // s : j // s + wo, :]
+        return phases[i % s, j % s, :, i // s : i // s + ho, j // s : j // s + wo]
 
     return phase_window

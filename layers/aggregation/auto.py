@@ -59,6 +59,12 @@ def _lookup(backend_name: str, device: str, mode: str, dtype: str | None) -> Cho
     return FALLBACK
 
 
+def choices(backend_name: str) -> tuple[str, ...]:
+    """Every implementation `auto` can pick on the backend, in any device, mode or dtype."""
+    picked = [choice.implementation for key, choice in TABLE.items() if key[0] == backend_name]
+    return tuple(dict.fromkeys([*picked, FALLBACK.implementation]))
+
+
 def choose(backend_name: str, device: str, mode: str, dtype: str | None = None) -> str:
     """The implementation for (backend, device kind "cpu"/"gpu", mode, compute dtype)."""
     return _lookup(backend_name, device, mode, dtype).implementation

@@ -42,13 +42,12 @@ def aggregate(x, kernel, kernel_size: int, stride: int, groups: int):
 def _forward(xp, kernel, ho, wo, kernel_size: int, stride: int, groups: int):
     """xp (B, Hp, Wp, C) from `padded_input`, kernel (B, Ho, Wo, G*K*K) -> (B, Ho, Wo, C)."""
     k, channels = kernel_size, xp.shape[-1]
-    window = padded_windows(xp, ho, wo, k, stride)
+    window = padded_windows(xp, ho, wo, k, stride, groups)  # window(i, j): (B, Ho, Wo, G, C/G)
     taps = _taps(kernel, ho, wo, k, groups)  # K*K x (B, Ho, Wo, G, 1)
     out = None
     for i in range(k):
         for j in range(k):
-            win = ops.reshape(window(i, j), (-1, ho, wo, groups, channels // groups))  # (B, Ho, Wo, G, C/G)
-            term = win * taps[i * k + j]  # (B, Ho, Wo, G, C/G)
+            term = window(i, j) * taps[i * k + j]  # (B, Ho, Wo, G, C/G)
             out = term if out is None else out + term
     return ops.reshape(out, (-1, ho, wo, channels))
 
@@ -66,10 +65,9 @@ def _backward(xp, kernel, dy, ho, wo, kernel_size: int, stride: int, groups: int
     width = channels // groups
     dy_g = ops.reshape(dy, (-1, ho, wo, groups, width))  # (B, Ho, Wo, G, C/G)
 
-    window = padded_windows(xp, ho, wo, k, s)
+    window = padded_windows(xp, ho, wo, k, s, groups)  # window(i, j): (B, Ho, Wo, G, C/G)
     d_kernel = ops.stack(
-        [ops.sum(ops.reshape(window(i, j), (-1, ho, wo, groups, width)) * dy_g, axis=-1)
-         for i in range(k) for j in range(k)],
+        [ops.sum(window(i, j) * dy_g, axis=-1) for i in range(k) for j in range(k)],
         axis=-1,
     )  # (B, Ho, Wo, G, K*K)
     d_kernel = ops.reshape(d_kernel, (-1, ho, wo, groups * k * k))

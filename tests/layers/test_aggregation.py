@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from layers import aggregation
-from layers.aggregation._common import Geometry
+from layers.aggregation._common import Geometry, padded_input, padded_windows
 from tests import backend as tb
 from tests import numpy_reference as npref
 
@@ -203,6 +203,21 @@ def test_tensorflow_gradient_of_shiftsum_gathers(stride):
     assert len(scatters) <= 1  # the padding's crop to the windows' span, for sizes known at run time
     slices = [op for op in graph.get_operations() if op.type == "StridedSlice"]
     assert {int(v) for op in slices for v in tf.get_static_value(op.inputs[3])} == {1}
+
+
+@pytest.mark.parametrize("geometry", [g for g in GEOMETRIES if g[4] > 1], ids=_ids)
+def test_windows_split_into_groups_are_the_windows_reshaped(geometry):
+    """`padded_windows(..., groups)` splits the channels once (docs/PERF.md,
+    section 29): each of its K*K windows equals the plain window reshaped
+    to (B, Ho, Wo, G, C/G), stride phases (TensorFlow) included."""
+    b, h, w, c, k, s, g = geometry
+    x = tb.tensor(_random_case(geometry, "windows")[0])
+    xp, ho, wo = padded_input(x, k, s)
+    plain, grouped = padded_windows(xp, ho, wo, k, s), padded_windows(xp, ho, wo, k, s, g)
+    for i in range(k):
+        for j in range(k):
+            expected = tb.to_numpy(plain(i, j)).reshape(b, ho, wo, g, c // g)
+            np.testing.assert_array_equal(tb.to_numpy(grouped(i, j)), expected)
 
 
 PORTABLE = [name for name in IMPLEMENTATIONS if not aggregation.get(name).fused]

@@ -29,3 +29,10 @@ def test_fused_kernels_on_gpus_and_the_dtype_specific_entry():
     assert auto.choose("jax", "gpu", "inference", "bfloat16") == "shiftsum"
     assert auto.choose("jax", "gpu", "inference") == "pallas"  # no dtype: the float32 entry
     assert "H100" in auto.evidence("torch", "gpu", "inference")
+
+
+def test_choices_are_every_pick_of_the_backend_and_the_fallback():
+    assert auto.choices("torch") == ("shiftsum", "triton")
+    assert auto.choices("tensorflow") == ("xla", "shiftsum")
+    assert set(auto.choices("jax")) == {"shiftsum", "pallas"}
+    assert auto.choices("numpy") == ("shiftsum",)  # nothing measured: the fallback only
