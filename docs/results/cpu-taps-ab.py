@@ -18,7 +18,7 @@ from keras import backend, ops
 
 from bench import backends, timing
 from layers.aggregation import shiftsum
-from layers.aggregation._common import padded_input, windows
+from layers.aggregation._common import padded_input, padded_windows
 
 SECONDS = 6.0  # per case and mode, both forms together
 # (batch, size, channels, groups, kernel size, stride)
@@ -27,15 +27,17 @@ CASES = [(8, 32, 64, 4, 7, 1), (8, 32, 64, 4, 7, 2), (8, 56, 64, 4, 7, 1), (8, 3
 
 
 def indexed(x, kernel, kernel_size, stride, groups):
-    """The aggregation as it was: each tap's weights indexed out of the kernel."""
+    """The aggregation as it was: each tap's weights indexed out of the
+    kernel. Its windows are read as `split` reads them (split into groups
+    once since section 29), so that the two differ in the taps alone."""
     channels = x.shape[-1]
-    window, ho, wo = windows(x, kernel_size, stride)
+    xp, ho, wo = padded_input(x, kernel_size, stride)  # (B, Hp, Wp, C)
+    window = padded_windows(xp, ho, wo, kernel_size, stride, groups)  # window(i, j): (B, Ho, Wo, G, C/G)
     k = ops.reshape(kernel, (-1, ho, wo, groups, 1, kernel_size * kernel_size))  # (B, Ho, Wo, G, 1, K*K)
     out = None
     for i in range(kernel_size):
         for j in range(kernel_size):
-            win = ops.reshape(window(i, j), (-1, ho, wo, groups, channels // groups))  # (B, Ho, Wo, G, C/G)
-            term = win * k[..., i * kernel_size + j]
+            term = window(i, j) * k[..., i * kernel_size + j]
             out = term if out is None else out + term
     return ops.reshape(out, (-1, ho, wo, channels))
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import sys
 from pathlib import Path
 from types import ModuleType
 
@@ -21,6 +22,7 @@ TINY = [(1, 8, 8, 2, 3, 1), (1, 9, 8, 2, 3, 2)]
 def _script(name: str, **constants) -> ModuleType:
     spec = importlib.util.spec_from_file_location(name.replace("-", "_"), RESULTS / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # where torch.compile looks up the module of a function it traces
     spec.loader.exec_module(module)
     for key, value in constants.items():
         assert hasattr(module, key), key  # the test keeps up with the script's names
@@ -63,3 +65,14 @@ def test_torch_compile_ab(capsys):
     (row,) = [json.loads(line) for line in _lines(capsys)]
     assert row["mode"] == "inference" and row["rounds"] >= 5
     assert {"eager_ms", "compiled_ms", "compiled_own_ms"} <= set(row)
+
+
+@pytest.mark.skipif(tb.NAME != "torch", reason=(
+    "cpu-torch-graphs-ab.py times torch.compile's graphs, which exist on PyTorch only; tox's PyTorch run runs "
+    "this test"))
+def test_torch_graphs_ab(capsys):
+    _script("cpu-torch-graphs-ab", CASES=[("shiftsum", 1, 8, 8, 2)], K=3, SECONDS=0.01).main()
+    rows = [json.loads(line) for line in _lines(capsys)]
+    assert [row["mode"] for row in rows] == ["inference", "training"]
+    # "before" breaks where the layer's graphs broke before 60f16b7; "now" is one graph
+    assert all(row["now_graphs"] == 1 and row["before_graphs"] > 1 and row["rounds"] >= 5 for row in rows)
