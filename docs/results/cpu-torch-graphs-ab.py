@@ -85,7 +85,7 @@ def as_form(form: str, fn):
 def steps(name: str, b: int, size: int, c: int, g: int, mode: str):
     """{form: step}: each form's layer (the same weights) and its compiled step."""
     rng = np.random.default_rng(0)
-    x = torch.tensor(rng.standard_normal((b, size, size, c)), dtype=torch.float32)
+    x = torch.tensor(rng.standard_normal((b, size, size, c)), dtype=torch.float32, requires_grad=mode == "training")
     dy = torch.tensor(rng.standard_normal((b, size, size, c)), dtype=torch.float32)
     layers = {}
     for form in ("before", "now"):
@@ -99,13 +99,13 @@ def steps(name: str, b: int, size: int, c: int, g: int, mode: str):
 
     def step(form):
         layer = layers[form]
-        weights = [v.value for v in layer.trainable_variables]
+        wrt = [x, *(v.value for v in layer.trainable_variables)]  # as the sweep: the input and the weights
 
         def run():  # as the sweep's step (bench.backends.torch)
             if mode == "inference":
                 with torch.no_grad():
                     return [layer(x, training=False)]
-            return torch.autograd.grad((layer(x, training=True) * dy).sum(), weights)
+            return torch.autograd.grad((layer(x, training=True) * dy).sum(), wrt)
 
         return run
 

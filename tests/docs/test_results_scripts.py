@@ -48,6 +48,13 @@ def test_taps_ab(capsys):
                                    for line in lines)
 
 
+def test_windows_ab(capsys):
+    _script("cpu-windows-ab", CASES=TINY, SECONDS=0.01).main()
+    lines = _lines(capsys)
+    assert len(lines) == 4 and all(line.startswith(f"{tb.NAME} ") and "per window" in line and "split once" in line
+                                   for line in lines)
+
+
 @pytest.mark.skipif(tb.NAME != "tensorflow", reason=(
     "cpu-strides-xla-ab.py times TensorFlow's XLA only (the stride phases exist on TensorFlow alone); tox's "
     "TensorFlow run runs this test"))

@@ -1,0 +1,116 @@
+"""`shiftsum` with its windows split into groups once (as it is since
+`60f16b7`) against each window reshaped on its own (before), in one process,
+the two alternating round by round by the suite's own timer (`bench.timing`;
+docs/PERF.md, section 29), each as the backend's sweep runs it without jit
+(TensorFlow: a graph; JAX: jitted; PyTorch: eager).
+
+    KERAS_BACKEND=tensorflow python docs/results/cpu-windows-ab.py   # or jax, torch
+
+The change was made for torch.compile's tracing (49 fewer `keras.ops` calls
+to trace); this checks what it does to the steps themselves. "per window"
+swaps `shiftsum.padded_windows` for one that reshapes each window, in the
+forward and in `shiftsum`'s own backward (TensorFlow, JAX) alike, while the
+step is traced (TensorFlow, JAX) or run (PyTorch).
+"""
+
+import contextlib
+import functools
+
+import numpy as np
+from keras import backend, ops
+
+from bench import backends, timing
+from layers.aggregation import shiftsum
+
+SECONDS = 6.0  # per case and mode, both forms together
+# (batch, size, channels, groups, kernel size, stride): RedNet stages 1 and 3, and strided
+CASES = [(8, 56, 64, 4, 7, 1), (8, 14, 256, 16, 7, 1), (8, 32, 64, 4, 7, 2)]
+_SPLIT_ONCE = shiftsum.padded_windows
+
+
+def _per_window(xp, ho, wo, kernel_size, stride, groups=None):
+    window = _SPLIT_ONCE(xp, ho, wo, kernel_size, stride)
+    if groups is None:
+        return window
+    width = xp.shape[-1] // groups
+    return lambda i, j: ops.reshape(window(i, j), (-1, ho, wo, groups, width))  # (B, Ho, Wo, G, C/G)
+
+
+@contextlib.contextmanager
+def windows(form: str):
+    shiftsum.padded_windows = _per_window if form == "per window" else _SPLIT_ONCE
+    try:
+        yield
+    finally:
+        shiftsum.padded_windows = _SPLIT_ONCE
+
+
+def compiled(form: str, kernel_size: int, stride: int, groups: int, gradients: bool):
+    """The aggregation, or the gradients of sum(y^2), in `form`, as the sweep
+    runs it without jit."""
+    def fn(x, k):
+        return shiftsum.aggregate(x, k, kernel_size, stride, groups)
+
+    name = backend.backend()
+    if name == "jax":
+        import jax
+        import jax.numpy as jnp
+
+        jitted = jax.jit(jax.grad(lambda x, k: jnp.sum(fn(x, k) ** 2), argnums=(0, 1)) if gradients else fn)
+
+        def traced_in_form(x, k):  # traced at the first call, then the compiled program
+            with windows(form):
+                return jitted(x, k)
+
+        return traced_in_form
+    if name == "torch":
+        def eager(x, k):  # every call runs the Python
+            with windows(form):
+                if not gradients:
+                    return fn(x, k)
+                x, k = x.detach().requires_grad_(), k.detach().requires_grad_()
+                (fn(x, k) ** 2).sum().backward()
+                return x.grad, k.grad
+
+        return eager
+    import tensorflow as tf
+
+    def step(x, k):
+        with tf.GradientTape() as tape:
+            tape.watch([x, k])
+            loss = tf.reduce_sum(fn(x, k) ** 2)
+        return tape.gradient(loss, [x, k])
+
+    graph = tf.function(step if gradients else fn)
+
+    def traced(x, k):
+        with windows(form):
+            return graph(x, k)
+
+    return traced
+
+
+def main():
+    runner = backends.current()
+    runner.configure(tf32=False)
+    rng = np.random.default_rng(0)
+    timer = timing.for_runner(runner, "warm", cap_s=SECONDS)
+    for b, size, c, g, k, s in CASES:
+        out = -(-size // s)
+        x = ops.convert_to_tensor(rng.standard_normal((b, size, size, c)).astype("float32"))
+        kernel = ops.convert_to_tensor(rng.standard_normal((b, out, out, g * k * k)).astype("float32"))
+        for mode in ("forward", "forward+backward"):
+            steps = {form: compiled(form, k, s, g, mode != "forward") for form in ("per window", "split once")}
+            results = {form: [ops.convert_to_numpy(t) for t in (r if isinstance(r, (list, tuple)) else [r])]
+                       for form, r in ((form, step(x, kernel)) for form, step in steps.items())}  # traces
+            for a, z in zip(results["per window"], results["split once"], strict=True):  # the same values
+                np.testing.assert_allclose(a, z, rtol=1e-5, atol=1e-5 * float(np.abs(z).max()))
+            times = timer.alternating({form: functools.partial(step, x, kernel) for form, step in steps.items()},
+                                      SECONDS)
+            before, after = (np.median(times[form]) * 1e3 for form in ("per window", "split once"))
+            print(f"{backend.backend()} {size} px, {g} groups, stride {s}, {mode}: per window {before:.2f} ms, "
+                  f"split once {after:.2f} ms ({after / before:.2f}x)", flush=True)
+
+
+if __name__ == "__main__":
+    main()
