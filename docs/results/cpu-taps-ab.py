@@ -14,6 +14,7 @@ which since section 26 has its own backward on TensorFlow and JAX (there
 import functools
 
 import numpy as np
+from _ab import without_jit  # this folder's shared helper (the script's folder is on sys.path)
 from keras import backend, ops
 
 from bench import backends, timing
@@ -48,37 +49,6 @@ def split(x, kernel, kernel_size, stride, groups):
     return shiftsum._forward(xp, kernel, ho, wo, kernel_size, stride, groups)  # (B, Ho, Wo, C)
 
 
-def compiled(fn, gradients: bool):
-    """fn, or the gradients of sum(fn^2), as this backend's sweep runs them
-    without jit (TensorFlow: a graph; JAX: jitted, as it is always timed;
-    PyTorch: eager)."""
-    name = backend.backend()
-    if name == "jax":
-        import jax
-        import jax.numpy as jnp
-
-        return jax.jit(jax.grad(lambda x, k: jnp.sum(fn(x, k) ** 2), argnums=(0, 1)) if gradients else fn)
-    if name == "torch":
-        if not gradients:
-            return fn
-
-        def step(x, k):
-            x, k = x.detach().requires_grad_(), k.detach().requires_grad_()
-            (fn(x, k) ** 2).sum().backward()
-            return x.grad, k.grad
-
-        return step
-    import tensorflow as tf
-
-    def step(x, k):
-        with tf.GradientTape() as tape:
-            tape.watch([x, k])
-            loss = tf.reduce_sum(fn(x, k) ** 2)
-        return tape.gradient(loss, [x, k])
-
-    return tf.function(step if gradients else fn)
-
-
 def main():
     runner = backends.current()
     runner.configure(tf32=False)
@@ -88,7 +58,7 @@ def main():
         x = ops.convert_to_tensor(rng.standard_normal((b, size, size, c)).astype("float32"))
         kernel = ops.convert_to_tensor(rng.standard_normal((b, out, out, g * k * k)).astype("float32"))
         for mode in ("forward", "forward+backward"):
-            steps = {name: compiled(lambda x, kk, f=f, k=k, s=s, g=g: f(x, kk, k, s, g), mode != "forward")
+            steps = {name: without_jit(lambda x, kk, f=f, k=k, s=s, g=g: f(x, kk, k, s, g), mode != "forward")
                      for name, f in (("indexed", indexed), ("split", split))}
             results = {name: [ops.convert_to_numpy(t) for t in (r if isinstance(r, (list, tuple)) else [r])]
                        for name, r in ((name, step(x, kernel)) for name, step in steps.items())}  # compiles

@@ -17,6 +17,7 @@ import contextlib
 import functools
 
 import numpy as np
+from _ab import without_jit  # this folder's shared helper (the script's folder is on sys.path)
 from keras import backend, ops
 
 from bench import backends, timing
@@ -45,49 +46,14 @@ def windows(form: str):
         shiftsum.padded_windows = _SPLIT_ONCE
 
 
-def compiled(form: str, kernel_size: int, stride: int, groups: int, gradients: bool):
-    """The aggregation, or the gradients of sum(y^2), in `form`, as the sweep
-    runs it without jit."""
-    def fn(x, k):
-        return shiftsum.aggregate(x, k, kernel_size, stride, groups)
-
-    name = backend.backend()
-    if name == "jax":
-        import jax
-        import jax.numpy as jnp
-
-        jitted = jax.jit(jax.grad(lambda x, k: jnp.sum(fn(x, k) ** 2), argnums=(0, 1)) if gradients else fn)
-
-        def traced_in_form(x, k):  # traced at the first call, then the compiled program
-            with windows(form):
-                return jitted(x, k)
-
-        return traced_in_form
-    if name == "torch":
-        def eager(x, k):  # every call runs the Python
-            with windows(form):
-                if not gradients:
-                    return fn(x, k)
-                x, k = x.detach().requires_grad_(), k.detach().requires_grad_()
-                (fn(x, k) ** 2).sum().backward()
-                return x.grad, k.grad
-
-        return eager
-    import tensorflow as tf
-
-    def step(x, k):
-        with tf.GradientTape() as tape:
-            tape.watch([x, k])
-            loss = tf.reduce_sum(fn(x, k) ** 2)
-        return tape.gradient(loss, [x, k])
-
-    graph = tf.function(step if gradients else fn)
-
-    def traced(x, k):
+def in_form(form: str, step):
+    """step(x, k) with the windows of `form`: while it is traced (TensorFlow,
+    JAX: at the first call) or run (eager PyTorch: every call)."""
+    def run(x, k):
         with windows(form):
-            return graph(x, k)
+            return step(x, k)
 
-    return traced
+    return run
 
 
 def main():
@@ -100,7 +66,9 @@ def main():
         x = ops.convert_to_tensor(rng.standard_normal((b, size, size, c)).astype("float32"))
         kernel = ops.convert_to_tensor(rng.standard_normal((b, out, out, g * k * k)).astype("float32"))
         for mode in ("forward", "forward+backward"):
-            steps = {form: compiled(form, k, s, g, mode != "forward") for form in ("per window", "split once")}
+            steps = {form: in_form(form, without_jit(lambda x, kk, k=k, s=s, g=g: shiftsum.aggregate(x, kk, k, s, g),
+                                                     mode != "forward"))
+                     for form in ("per window", "split once")}
             results = {form: [ops.convert_to_numpy(t) for t in (r if isinstance(r, (list, tuple)) else [r])]
                        for form, r in ((form, step(x, kernel)) for form, step in steps.items())}  # traces
             for a, z in zip(results["per window"], results["split once"], strict=True):  # the same values

@@ -20,6 +20,8 @@ TINY = [(1, 8, 8, 2, 3, 1), (1, 9, 8, 2, 3, 2)]
 
 
 def _script(name: str, **constants) -> ModuleType:
+    if str(RESULTS) not in sys.path:  # as when run: the scripts import their folder's `_ab`
+        sys.path.insert(0, str(RESULTS))
     spec = importlib.util.spec_from_file_location(name.replace("-", "_"), RESULTS / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # where torch.compile looks up the module of a function it traces
