@@ -11,10 +11,9 @@ which since section 26 has its own backward on TensorFlow and JAX (there
 `shiftsum.aggregate` would compare that backward instead of the split).
 """
 
-import functools
 
 import numpy as np
-from _ab import without_jit  # this folder's shared helper (the script's folder is on sys.path)
+from _ab import check_and_time, without_jit  # this folder's shared helper (the script's folder is on sys.path)
 from keras import backend, ops
 
 from bench import backends, timing
@@ -60,14 +59,8 @@ def main():
         for mode in ("forward", "forward+backward"):
             steps = {name: without_jit(lambda x, kk, f=f, k=k, s=s, g=g: f(x, kk, k, s, g), mode != "forward")
                      for name, f in (("indexed", indexed), ("split", split))}
-            results = {name: [ops.convert_to_numpy(t) for t in (r if isinstance(r, (list, tuple)) else [r])]
-                       for name, r in ((name, step(x, kernel)) for name, step in steps.items())}  # compiles
-            for a, b in zip(results["indexed"], results["split"], strict=True):  # the two compute the same
-                np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-3)
             timer = timing.for_runner(runner, "warm", cap_s=SECONDS)
-            times = timer.alternating({name: functools.partial(step, x, kernel) for name, step in steps.items()},
-                                      SECONDS)
-            before, after = (np.median(times[name]) * 1e3 for name in ("indexed", "split"))
+            before, after = check_and_time(steps, (x, kernel), timer, SECONDS, tolerance=1e-4).values()
             print(f"{backend.backend()} {size} px, {g} groups, stride {s}, {mode}: indexed {before:.2f} ms, "
                   f"split {after:.2f} ms ({after / before:.2f}x)", flush=True)
 

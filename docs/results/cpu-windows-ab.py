@@ -14,10 +14,9 @@ step is traced (TensorFlow, JAX) or run (PyTorch).
 """
 
 import contextlib
-import functools
 
 import numpy as np
-from _ab import without_jit  # this folder's shared helper (the script's folder is on sys.path)
+from _ab import check_and_time, without_jit  # this folder's shared helper (the script's folder is on sys.path)
 from keras import backend, ops
 
 from bench import backends, timing
@@ -69,13 +68,7 @@ def main():
             steps = {form: in_form(form, without_jit(lambda x, kk, k=k, s=s, g=g: shiftsum.aggregate(x, kk, k, s, g),
                                                      mode != "forward"))
                      for form in ("per window", "split once")}
-            results = {form: [ops.convert_to_numpy(t) for t in (r if isinstance(r, (list, tuple)) else [r])]
-                       for form, r in ((form, step(x, kernel)) for form, step in steps.items())}  # traces
-            for a, z in zip(results["per window"], results["split once"], strict=True):  # the same values
-                np.testing.assert_allclose(a, z, rtol=1e-5, atol=1e-5 * float(np.abs(z).max()))
-            times = timer.alternating({form: functools.partial(step, x, kernel) for form, step in steps.items()},
-                                      SECONDS)
-            before, after = (np.median(times[form]) * 1e3 for form in ("per window", "split once"))
+            before, after = check_and_time(steps, (x, kernel), timer, SECONDS, tolerance=1e-5).values()
             print(f"{backend.backend()} {size} px, {g} groups, stride {s}, {mode}: per window {before:.2f} ms, "
                   f"split once {after:.2f} ms ({after / before:.2f}x)", flush=True)
 
