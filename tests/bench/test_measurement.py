@@ -4,13 +4,11 @@ hold."""
 
 from __future__ import annotations
 
-import os
 import statistics
 import subprocess
 import sys
 import textwrap
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -21,8 +19,7 @@ from bench.cases import DEFAULT_JIT, Case
 from bench.session import memory_check
 from layers import aggregation, counting, registry
 from tests import backend as tb
-
-ROOT = Path(__file__).resolve().parents[2]
+from tests.bench.conftest import bench_env
 
 RUNNER = backends.current()
 
@@ -178,7 +175,9 @@ def test_a_process_first_compiled_case_compiles_once():
         step()
         print(first, counters["stats"]["unique_graphs"])
     """)
-    env = {**os.environ, "KERAS_BACKEND": "torch", "PYTHONPATH": str(ROOT)}
+    # bench_env keeps the PYTHONPATH the tests run with (the GPU machine's
+    # Keras comes on it).
+    env = {**bench_env(), "KERAS_BACKEND": "torch"}
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.split() == ["1", "1"]
