@@ -756,9 +756,11 @@ def kernel_grad_in_float32(geo: Geometry) -> bool:
 
 
 def check_size(implementation: str, *shapes: tuple[int, ...]) -> None:
-    """The kernels index pixels with 32-bit integers: refuse larger tensors."""
+    """The kernels index pixels with 32-bit integers: refuse larger tensors.
+    (A list, not a generator, for math.prod: torch.compile traces this on
+    PyTorch, and a generator argument broke its graph.)"""
     for shape in shapes:
-        if math.prod(int(n) for n in shape) >= 2**31:
+        if math.prod([int(n) for n in shape]) >= 2**31:
             raise ValueError(
                 f"The {implementation!r} involution implementation indexes pixels with 32-bit integers; "
                 f"split the batch. Received: a tensor of shape {tuple(int(n) for n in shape)}")
