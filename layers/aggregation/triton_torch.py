@@ -1,6 +1,5 @@
 """`triton` and `triton_fused` on PyTorch: the Triton kernels of
-`triton_kernels`, launched by Triton itself, as PyTorch custom operators
-(`torch.library.custom_op`, namespace `involution`) with their gradients.
+`triton_kernels`, launched by Triton itself, with their gradients.
 
 - `aggregate` (`triton`, and `triton_fused`'s training with
   `return_kernel=True`): the aggregation of a generated kernel, forward and
@@ -13,30 +12,39 @@
 - `aggregate_hidden` (`triton_fused`, training): the weights generated on
   chip from the stored bottleneck, forward and backward.
 
-Why custom operators: `torch.compile` keeps each one as a single opaque node
-of its graph (its shapes from the registered fake), forward and backward, so
-a compiled layer is one graph around the kernels. The autograd Functions
-behind `torch.compiler.disable` that they replace broke the graph inside the
-layer's profiler stage, where Dynamo cannot resume: the layer's own call then
-ran uncompiled in a `jit` case (the calls it makes compiled as graphs of
-their own), and in training Dynamo traced into Triton's launcher (docs/PERF.md,
-section 30).
+Each launch is one function below (`LAUNCHES`), called in one of two ways:
+- under `torch.compile`, as a PyTorch custom operator (`OPERATORS`,
+  `torch.library.custom_op`, namespace `involution`, with a fake for its
+  output's shape, dtype and strides, and the gradients registered as calls
+  of the backward operators): Dynamo keeps each as one opaque node, so a
+  compiled layer is one graph around the kernels and AOTAutograd takes the
+  backward into the compiled backward. The `torch.compiler.disable`d autograd
+  Functions they replace broke the graph inside the layer's profiler stage,
+  where Dynamo cannot resume: the layer's own call then ran uncompiled in a
+  `jit` case, and in training Dynamo traced into Triton's launcher
+  (docs/PERF.md, section 30);
+- eagerly, directly, in an autograd Function where gradients are needed: a
+  custom operator's eager dispatch cost 20-30 us more a call on the 2-core
+  CPU, about 100 us a layer call (section 30), host time that a GPU step's
+  latency would pay.
 
 The fused kernel's reduce matmul runs on `tl.dot` with the precision PyTorch's
 matmuls are set to: IEEE float32 unless `torch.backends.cuda.matmul.allow_tf32`
 is on (the suite pins it per run, see bench/backends/torch.py), read when the
-operator runs. On CPU tensors the kernels run in Triton's interpreter, in
+kernel is launched. On CPU tensors the kernels run in Triton's interpreter, in
 float32 NumPy.
 """
 
 from __future__ import annotations
+
+from typing import NamedTuple
 
 import torch
 
 from layers.aggregation import triton_kernels as tk
 from layers.aggregation._common import Generation, Geometry, folded_generation, input_channel_block, output_size
 
-__all__ = ["Generation", "aggregate", "aggregate_hidden", "involution"]
+__all__ = ["LAUNCHES", "OPERATORS", "Generation", "aggregate", "aggregate_hidden", "involution"]
 
 Tensor = torch.Tensor
 
@@ -46,16 +54,19 @@ def _kernels(x: Tensor) -> tk.Kernels:
 
 
 def _output_like(x: Tensor, stride: int) -> Tensor:
-    """An empty contiguous (B, Ho, Wo, C) tensor like x: every operator's
+    """An empty contiguous (B, Ho, Wo, C) tensor like x: every forward's
     output, and its fake. (Every output is contiguous, and a fake must say so:
     `empty_like` keeps its argument's strides, and TorchInductor checks them.)"""
     batch, height, width, channels = x.shape
     return x.new_empty((batch, output_size(height, stride), output_size(width, stride), channels))
 
 
+def _float32(*tensors: Tensor) -> list[Tensor]:
+    return [t.float().contiguous() for t in tensors]
+
+
 # The aggregation of a generated kernel: x (B, H, W, C), kernel (B, Ho, Wo, G*K*K).
 
-@torch.library.custom_op("involution::aggregate", mutates_args=())
 def _aggregate(x: Tensor, kernel: Tensor, kernel_size: int, stride: int, groups: int) -> Tensor:
     x, kernel = x.contiguous(), kernel.contiguous()
     geo = Geometry.of(tuple(x.shape), kernel_size, stride, groups)
@@ -65,7 +76,6 @@ def _aggregate(x: Tensor, kernel: Tensor, kernel_size: int, stride: int, groups:
     return out
 
 
-@torch.library.custom_op("involution::aggregate_kernel_grad", mutates_args=())
 def _aggregate_kernel_grad(x: Tensor, kernel: Tensor, dy: Tensor, kernel_size: int, stride: int,
                            groups: int) -> Tensor:
     x, dy = x.contiguous(), dy.contiguous()
@@ -77,7 +87,6 @@ def _aggregate_kernel_grad(x: Tensor, kernel: Tensor, dy: Tensor, kernel_size: i
     return dk.to(kernel.dtype)  # (B, Ho, Wo, G*K*K)
 
 
-@torch.library.custom_op("involution::aggregate_input_grad", mutates_args=())
 def _aggregate_input_grad(x: Tensor, kernel: Tensor, dy: Tensor, kernel_size: int, stride: int,
                           groups: int) -> Tensor:
     kernel, dy = kernel.contiguous(), dy.contiguous()
@@ -87,43 +96,6 @@ def _aggregate_input_grad(x: Tensor, kernel: Tensor, dy: Tensor, kernel_size: in
               k_ptr=kernel, dy_ptr=dy, dx_ptr=dx, n_pix=geo.phase_pixels, N_CBLK=geo.channel_blocks,
               **tk.sizes(geo))
     return dx
-
-
-@_aggregate.register_fake
-def _(x, kernel, kernel_size, stride, groups):
-    return _output_like(x, stride)
-
-
-@_aggregate_kernel_grad.register_fake
-def _(x, kernel, dy, kernel_size, stride, groups):
-    return kernel.new_empty(kernel.shape)
-
-
-@_aggregate_input_grad.register_fake
-def _(x, kernel, dy, kernel_size, stride, groups):
-    return x.new_empty(x.shape)
-
-
-def _save_inputs(ctx, inputs, output):
-    *tensors, kernel_size, stride, groups = inputs
-    ctx.save_for_backward(*tensors)
-    ctx.geometry = (kernel_size, stride, groups)
-
-
-def _aggregate_backward(ctx, dy):
-    x, kernel = ctx.saved_tensors
-    dx = _aggregate_input_grad(x, kernel, dy, *ctx.geometry) if ctx.needs_input_grad[0] else None
-    dk = _aggregate_kernel_grad(x, kernel, dy, *ctx.geometry) if ctx.needs_input_grad[1] else None
-    return dx, dk, None, None, None
-
-
-_aggregate.register_autograd(_aggregate_backward, setup_context=_save_inputs)
-
-
-def aggregate(x, kernel, kernel_size: int, stride: int, groups: int):
-    """x (B, H, W, C), kernel (B, Ho, Wo, G*K*K) -> (B, Ho, Wo, C); torch tensors."""
-    tk.check_size("triton", x.shape, kernel.shape)
-    return _aggregate(x, kernel, kernel_size, stride, groups)
 
 
 # The generating kernels: the weights made on chip from the pooled input
@@ -144,11 +116,6 @@ def _fused(x, xg, w_reduce, b_reduce, w_span, b_span, geo: Geometry, reduced: in
     return out
 
 
-def _float32(*tensors: Tensor) -> list[Tensor]:
-    return [t.float().contiguous() for t in tensors]
-
-
-@torch.library.custom_op("involution::aggregate_hidden", mutates_args=())
 def _aggregate_hidden(x: Tensor, hidden: Tensor, w_span: Tensor, b_span: Tensor, kernel_size: int, stride: int,
                       groups: int) -> Tensor:
     w_span, b_span = _float32(w_span, b_span)
@@ -157,7 +124,6 @@ def _aggregate_hidden(x: Tensor, hidden: Tensor, w_span: Tensor, b_span: Tensor,
                   from_hidden=True)
 
 
-@torch.library.custom_op("involution::generation_grad", mutates_args=())
 def _generation_grad(x: Tensor, hidden: Tensor, w_span: Tensor, dy: Tensor, kernel_size: int, stride: int,
                      groups: int) -> tuple[Tensor, Tensor, Tensor]:
     """The gradients of the hidden tensor, the span kernel and its bias, the
@@ -176,7 +142,6 @@ def _generation_grad(x: Tensor, hidden: Tensor, w_span: Tensor, dy: Tensor, kern
     return d_hidden, d_w_parts.sum(0).to(w_span.dtype), d_b_parts.sum(0).to(w_span.dtype)
 
 
-@torch.library.custom_op("involution::generated_input_grad", mutates_args=())
 def _generated_input_grad(x: Tensor, hidden: Tensor, w_span: Tensor, b_span: Tensor, dy: Tensor, kernel_size: int,
                           stride: int, groups: int) -> Tensor:
     hidden, dy = hidden.contiguous(), dy.contiguous()
@@ -189,47 +154,6 @@ def _generated_input_grad(x: Tensor, hidden: Tensor, w_span: Tensor, b_span: Ten
     return dx
 
 
-@_aggregate_hidden.register_fake
-def _(x, hidden, w_span, b_span, kernel_size, stride, groups):
-    return _output_like(x, stride)
-
-
-@_generation_grad.register_fake
-def _(x, hidden, w_span, dy, kernel_size, stride, groups):
-    generated = w_span.shape[-1]
-    return (hidden.new_empty(hidden.shape), w_span.new_empty((hidden.shape[-1], generated)),
-            w_span.new_empty((generated,)))
-
-
-@_generated_input_grad.register_fake
-def _(x, hidden, w_span, b_span, dy, kernel_size, stride, groups):
-    return x.new_empty(x.shape)
-
-
-def _aggregate_hidden_backward(ctx, dy):
-    x, hidden, w_span, b_span = ctx.saved_tensors
-    dx = d_hidden = d_w_span = d_b_span = None
-    if any(ctx.needs_input_grad[1:4]):
-        d_hidden, d_w_span, d_b_span = _generation_grad(x, hidden, w_span, dy, *ctx.geometry)
-        d_b_span = d_b_span.to(b_span.dtype)
-    if ctx.needs_input_grad[0]:
-        dx = _generated_input_grad(x, hidden, w_span, b_span, dy, *ctx.geometry)
-    return dx, d_hidden, d_w_span, d_b_span, None, None, None
-
-
-_aggregate_hidden.register_autograd(_aggregate_hidden_backward, setup_context=_save_inputs)
-
-
-def aggregate_hidden(x, hidden, span_kernel, span_bias, kernel_size: int, stride: int, groups: int):
-    """Training involution from the bottleneck: x (B, H, W, C), hidden
-    (B, Ho, Wo, R), span kernel (R, G*K*K) and bias (G*K*K,) -> (B, Ho, Wo, C),
-    the kernel generated on chip forward and backward; saves x and hidden (R
-    values a pixel), never the kernel (G*K*K)."""
-    tk.check_size("triton_fused", x.shape, hidden.shape)
-    return _aggregate_hidden(x, hidden, span_kernel, span_bias, kernel_size, stride, groups)
-
-
-@torch.library.custom_op("involution::involution", mutates_args=())
 def _involution(x: Tensor, pooled: Tensor, w_reduce: Tensor, b_reduce: Tensor, w_span: Tensor, b_span: Tensor,
                 kernel_size: int, stride: int, groups: int) -> Tensor:
     geo = Geometry.of(tuple(x.shape), kernel_size, stride, groups)
@@ -238,9 +162,145 @@ def _involution(x: Tensor, pooled: Tensor, w_reduce: Tensor, b_reduce: Tensor, w
                   w_reduce.shape[1], from_hidden=False)
 
 
-@_involution.register_fake
+class Launches(NamedTuple):
+    """Every launch, by name: the plain functions (`LAUNCHES`) or their custom
+    operators (`OPERATORS`, `torch.ops.involution.<name>`)."""
+
+    aggregate: object
+    aggregate_kernel_grad: object
+    aggregate_input_grad: object
+    aggregate_hidden: object
+    generation_grad: object
+    generated_input_grad: object
+    involution: object
+
+
+LAUNCHES = Launches(_aggregate, _aggregate_kernel_grad, _aggregate_input_grad, _aggregate_hidden, _generation_grad,
+                    _generated_input_grad, _involution)
+OPERATORS = Launches(*(torch.library.custom_op(f"involution::{name}", fn, mutates_args=())
+                       for name, fn in LAUNCHES._asdict().items()))
+
+
+# The fakes: what each operator returns, without running it.
+
+@OPERATORS.aggregate.register_fake
+def _(x, kernel, kernel_size, stride, groups):
+    return _output_like(x, stride)
+
+
+@OPERATORS.aggregate_kernel_grad.register_fake
+def _(x, kernel, dy, kernel_size, stride, groups):
+    return kernel.new_empty(kernel.shape)
+
+
+@OPERATORS.aggregate_input_grad.register_fake
+def _(x, kernel, dy, kernel_size, stride, groups):
+    return x.new_empty(x.shape)
+
+
+@OPERATORS.aggregate_hidden.register_fake
+def _(x, hidden, w_span, b_span, kernel_size, stride, groups):
+    return _output_like(x, stride)
+
+
+@OPERATORS.generation_grad.register_fake
+def _(x, hidden, w_span, dy, kernel_size, stride, groups):
+    generated = w_span.shape[-1]
+    return (hidden.new_empty(hidden.shape), w_span.new_empty((hidden.shape[-1], generated)),
+            w_span.new_empty((generated,)))
+
+
+@OPERATORS.generated_input_grad.register_fake
+def _(x, hidden, w_span, b_span, dy, kernel_size, stride, groups):
+    return x.new_empty(x.shape)
+
+
+@OPERATORS.involution.register_fake
 def _(x, pooled, w_reduce, b_reduce, w_span, b_span, kernel_size, stride, groups):
     return _output_like(x, stride)
+
+
+# The gradients, once for both ways of calling: `calls` is LAUNCHES or
+# OPERATORS, `needs` which inputs want a gradient, `geometry` (K, stride, groups).
+
+def _aggregate_grads(calls: Launches, needs, saved, geometry, dy) -> tuple:
+    x, kernel = saved
+    dx = calls.aggregate_input_grad(x, kernel, dy, *geometry) if needs[0] else None
+    dk = calls.aggregate_kernel_grad(x, kernel, dy, *geometry) if needs[1] else None
+    return dx, dk, None, None, None
+
+
+def _aggregate_hidden_grads(calls: Launches, needs, saved, geometry, dy) -> tuple:
+    x, hidden, w_span, b_span = saved
+    dx = d_hidden = d_w_span = d_b_span = None
+    if any(needs[1:4]):
+        d_hidden, d_w_span, d_b_span = calls.generation_grad(x, hidden, w_span, dy, *geometry)
+        d_b_span = d_b_span.to(b_span.dtype)
+    if needs[0]:
+        dx = calls.generated_input_grad(x, hidden, w_span, b_span, dy, *geometry)
+    return dx, d_hidden, d_w_span, d_b_span, None, None, None
+
+
+GRADIENTS = {"aggregate": _aggregate_grads, "aggregate_hidden": _aggregate_hidden_grads}
+
+
+def _save_inputs(ctx, inputs, output):
+    *tensors, kernel_size, stride, groups = inputs
+    ctx.save_for_backward(*tensors)
+    ctx.geometry = (kernel_size, stride, groups)
+
+
+def _operator_backward(grads):
+    def backward(ctx, dy):
+        return grads(OPERATORS, ctx.needs_input_grad, ctx.saved_tensors, ctx.geometry, dy)
+
+    return backward
+
+
+for _name, _grads in GRADIENTS.items():
+    getattr(OPERATORS, _name).register_autograd(_operator_backward(_grads), setup_context=_save_inputs)
+
+
+class _Eager(torch.autograd.Function):
+    """A differentiable launch called eagerly: `forward(name, *inputs)` runs
+    LAUNCHES.<name>, and its backward the plain gradient launches."""
+
+    @staticmethod
+    def forward(ctx, name, *inputs):
+        ctx.name = name
+        _save_inputs(ctx, inputs, None)
+        return getattr(LAUNCHES, name)(*inputs)
+
+    @staticmethod
+    def backward(ctx, dy):
+        return None, *GRADIENTS[ctx.name](LAUNCHES, ctx.needs_input_grad[1:], ctx.saved_tensors, ctx.geometry, dy)
+
+
+def _call(name: str, *inputs):
+    """LAUNCHES.<name>(*inputs) as the call's context wants it: the custom
+    operator under torch.compile; eagerly the function itself, in `_Eager`
+    where a gradient may be asked of it."""
+    if torch.compiler.is_compiling():
+        return getattr(OPERATORS, name)(*inputs)
+    tensors = [t for t in inputs if isinstance(t, Tensor)]
+    if name in GRADIENTS and torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
+        return _Eager.apply(name, *inputs)
+    return getattr(LAUNCHES, name)(*inputs)
+
+
+def aggregate(x, kernel, kernel_size: int, stride: int, groups: int):
+    """x (B, H, W, C), kernel (B, Ho, Wo, G*K*K) -> (B, Ho, Wo, C); torch tensors."""
+    tk.check_size("triton", x.shape, kernel.shape)
+    return _call("aggregate", x, kernel, kernel_size, stride, groups)
+
+
+def aggregate_hidden(x, hidden, span_kernel, span_bias, kernel_size: int, stride: int, groups: int):
+    """Training involution from the bottleneck: x (B, H, W, C), hidden
+    (B, Ho, Wo, R), span kernel (R, G*K*K) and bias (G*K*K,) -> (B, Ho, Wo, C),
+    the kernel generated on chip forward and backward; saves x and hidden (R
+    values a pixel), never the kernel (G*K*K)."""
+    tk.check_size("triton_fused", x.shape, hidden.shape)
+    return _call("aggregate_hidden", x, hidden, span_kernel, span_bias, kernel_size, stride, groups)
 
 
 def _with_gradients(x, pooled, gen: Generation, kernel_size: int, stride: int, groups: int):
@@ -262,4 +322,4 @@ def involution(x, pooled, gen: Generation, kernel_size: int, stride: int, groups
     if _needs_grad(x, pooled, gen):
         return _with_gradients(x, pooled, gen, kernel_size, stride, groups)
     tk.check_size("triton_fused", x.shape, pooled.shape)
-    return _involution(x, pooled, *folded_generation(gen), kernel_size, stride, groups)
+    return _call("involution", x, pooled, *folded_generation(gen), kernel_size, stride, groups)

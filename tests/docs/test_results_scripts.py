@@ -85,3 +85,17 @@ def test_torch_graphs_ab(capsys):
     assert [row["mode"] for row in rows] == ["inference", "training"]
     # "before" breaks where the layer's graphs broke before 60f16b7; "now" is one graph
     assert all(row["now_graphs"] == 1 and row["before_graphs"] > 1 and row["rounds"] >= 5 for row in rows)
+
+
+@pytest.mark.skipif(tb.NAME != "torch", reason=(
+    "cpu-triton-call-ab.py times the Triton kernels' PyTorch calls; tox's PyTorch run runs this test"))
+def test_triton_call_ab(capsys):
+    from layers.aggregation import triton_kernels, triton_torch
+
+    launch, aggregate = triton_kernels.launch, triton_torch.aggregate
+    _script("cpu-triton-call-ab", CASES=[(1, 8, 8, 2)], SECONDS=0.01).main()
+    rows = [json.loads(line) for line in _lines(capsys)]
+    assert [row["mode"] for row in rows] == ["inference", "training", "layer inference", "layer training"]
+    assert [row["launches"] for row in rows] == [1, 3, 1, 3]  # training: the forward and both gradients
+    assert all(row["rounds"] >= 5 and row["before_us"] > 0 and row["now_us"] > 0 for row in rows)
+    assert (triton_kernels.launch, triton_torch.aggregate) == (launch, aggregate)  # restored

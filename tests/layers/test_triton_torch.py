@@ -68,3 +68,27 @@ def test_custom_operator_passes_opcheck(name):
 
     assert triton_torch  # registers the operators
     torch.library.opcheck(getattr(torch.ops.involution, name).default, _arguments(name))
+
+
+@pytest.mark.parametrize("name", OPERATORS)
+def test_operator_computes_what_its_eager_call_computes(name):
+    """The two ways of calling a launch (`triton_torch._call`): the custom
+    operator (under torch.compile) and the function itself (eagerly, in an
+    autograd Function where a gradient is wanted), outputs and gradients."""
+    import torch
+
+    from layers.aggregation import triton_torch
+
+    args = _arguments(name)
+    tensors = [a for a in args if isinstance(a, torch.Tensor) and a.requires_grad]
+    results = {}
+    for way, call in (("operator", getattr(triton_torch.OPERATORS, name)),
+                      ("eager", lambda *a: triton_torch._Eager.apply(name, *a) if name in triton_torch.GRADIENTS
+                       else getattr(triton_torch.LAUNCHES, name)(*a))):
+        out = call(*args)
+        outs = list(out) if isinstance(out, tuple) else [out]
+        if tensors:
+            outs += torch.autograd.grad(outs[0], tensors, torch.ones_like(outs[0]))
+        results[way] = [t.detach().numpy() for t in outs]
+    for a, b in zip(results["operator"], results["eager"], strict=True):
+        np.testing.assert_array_equal(a, b)
