@@ -24,9 +24,9 @@ Each launch is one function below (`LAUNCHES`), called in one of two ways:
   `jit` case, and in training Dynamo traced into Triton's launcher
   (docs/PERF.md, section 30);
 - eagerly, directly, in an autograd Function where gradients are needed: a
-  custom operator's eager dispatch cost 20-30 us more a call on the 2-core
-  CPU, about 100 us a layer call (section 30), host time that a GPU step's
-  latency would pay.
+  custom operator's eager dispatch cost about 25 us more a launch on the
+  2-core CPU, 20-250 us a layer step (section 30), host time that a GPU
+  step's latency would pay.
 
 The fused kernel's reduce matmul runs on `tl.dot` with the precision PyTorch's
 matmuls are set to: IEEE float32 unless `torch.backends.cuda.matmul.allow_tf32`
@@ -282,8 +282,8 @@ def _call(name: str, *inputs):
     where a gradient may be asked of it."""
     if torch.compiler.is_compiling():
         return getattr(OPERATORS, name)(*inputs)
-    tensors = [t for t in inputs if isinstance(t, Tensor)]
-    if name in GRADIENTS and torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
+    if name in GRADIENTS and torch.is_grad_enabled() and any(
+            isinstance(t, Tensor) and t.requires_grad for t in inputs):
         return _Eager.apply(name, *inputs)
     return getattr(LAUNCHES, name)(*inputs)
 
