@@ -11,10 +11,10 @@ Each alone, then in the `Involution` layer's eager step (`triton`, the
 aggregation swapped in its module), inference and training (the input's and
 the weights' gradients).
 
-`triton_kernels.launch` is replaced by a recorder: nothing is launched, so
-what is timed is the Python and the dispatch around the launches, the part of
-a GPU step's host time that the change touches (a launch by Triton's own
-launcher comes on top, alike for all three). The forms are first checked to
+`triton_kernels.launch` is replaced by a recorder that, while timed, records
+nothing: nothing is launched, so what is timed is the Python and the dispatch
+around the launches, the part of a GPU step's host time that the change
+touches (a launch by Triton's own launcher comes on top, alike for all three). The forms are first checked to
 make the same launches, with the same grids and arguments.
 
     KERAS_BACKEND=torch python docs/results/cpu-triton-call-ab.py
@@ -78,9 +78,12 @@ def _before(x, kernel, kernel_size: int, stride: int, groups: int):
 
 FORMS = {"before": _before, "operator": triton_torch.OPERATORS.aggregate, "now": triton_torch.aggregate}
 launches: list[tuple] = []
+recording = [False]  # only while the forms are checked: timed, a launch is a bare function call
 
 
 def _record(kernel, geo, pixels, programs, **arguments):
+    if not recording[0]:
+        return
     launches.append((tk._source(kernel).__name__, geo, pixels, programs,
                      tuple((name, tuple(v.shape) if isinstance(v, torch.Tensor) else v)
                            for name, v in sorted(arguments.items()))))
@@ -115,10 +118,12 @@ def _layer_step(form: str, layer, x, training: bool):
 
 def _time(steps: dict, timer, case: str, mode: str) -> None:
     made = {}
+    recording[0] = True
     for form, run in steps.items():
         launches.clear()
         run()
         made[form] = sorted(launches, key=repr)
+    recording[0] = False
     if any(launched != made["now"] for launched in made.values()):
         raise RuntimeError(f"the forms launch differently at {case} ({mode})")
     for _ in range(3):
