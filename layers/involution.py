@@ -11,6 +11,7 @@ from keras import backend, ops
 from layers import aggregation
 from layers.aggregation import auto
 from layers.aggregation._common import Generation
+from layers.pooling import average_pool_same
 
 _RESERVED = ("auto",)
 # The layer's stages as profiler ranges name them (see `stage`): generation and
@@ -218,13 +219,6 @@ class Involution(keras.layers.Layer):
         )
         # Creation order fixes get_weights(): reduce kernel, reduce bias,
         # BN gamma, beta, moving mean, moving variance, span kernel, span bias.
-        self.pool = (
-            keras.layers.AveragePooling2D(
-                self.strides, self.strides, padding="same", dtype=self.dtype_policy, name="pool"
-            )
-            if self.strides > 1
-            else None
-        )
         self.reduce = keras.layers.Conv2D(self.reduced_channels, name="reduce", **conv_args)
         self.bn = keras.layers.BatchNormalization(name="bn", dtype=self.dtype_policy)
         self.span = keras.layers.Conv2D(
@@ -253,7 +247,7 @@ class Involution(keras.layers.Layer):
         impl = aggregation.get(self.resolve_implementation(x, training))
         if impl.generates and not training and not self.return_kernel:
             with stage(FUSED_STAGE):
-                pooled = self.pool(x) if self.pool is not None else x  # (B, Ho, Wo, C)
+                pooled = self._pool(x)  # (B, Ho, Wo, C)
                 return impl.generating_function()(x, pooled, self._generation(), self.kernel_size,
                                                   self.strides, self.groups)
         if impl.trains_from_hidden and training and not self.return_kernel:
@@ -273,9 +267,14 @@ class Involution(keras.layers.Layer):
         k = self.kernel_size
         return out, ops.reshape(kernel, (-1, shape[1], shape[2], self.groups, k, k))
 
+    def _pool(self, x):
+        """x average-pooled by the stride, "same" padding, padded cells not
+        counted, alike on every backend (layers.pooling): (B, Ho, Wo, C)."""
+        return average_pool_same(x, self.strides) if self.strides > 1 else x
+
     def _hidden(self, x, training):
         """The generation's bottleneck relu(bn(reduce(pool(x)))): (B, Ho, Wo, C/r)."""
-        pooled = self.pool(x) if self.pool is not None else x  # (B, Ho, Wo, C)
+        pooled = self._pool(x)  # (B, Ho, Wo, C)
         return ops.relu(self.bn(_pointwise(self.reduce, pooled), training=training))
 
     def _generation(self):

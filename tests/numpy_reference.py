@@ -66,18 +66,35 @@ def aggregate_grads(x, kernel, dy, k, s, groups):
     return dx, dk
 
 
-def avg_pool_same(x: np.ndarray, s: int) -> np.ndarray:
-    """AveragePooling2D(s, s, padding="same"): padded cells are not counted."""
-    b, h, w, c = x.shape
+def _pool_windows(h: int, w: int, s: int):
+    """(oy, ox, rows, columns) of each window of "same" pooling by s at s,
+    clipped to the input: the padded cells are not in it."""
     ho, top = same_geometry(h, s, s)
     wo, left = same_geometry(w, s, s)
-    out = np.zeros((b, ho, wo, c))
     for oy in range(ho):
         for ox in range(wo):
             y0, x0 = max(oy * s - top, 0), max(ox * s - left, 0)
             y1, x1 = min(oy * s - top + s, h), min(ox * s - left + s, w)
-            out[:, oy, ox] = x[:, y0:y1, x0:x1].mean(axis=(1, 2))
+            yield oy, ox, slice(y0, y1), slice(x0, x1)
+
+
+def avg_pool_same(x: np.ndarray, s: int) -> np.ndarray:
+    """AveragePooling2D(s, s, padding="same"): padded cells are not counted."""
+    b, h, w, c = x.shape
+    out = np.zeros((b, -(-h // s), -(-w // s), c))
+    for oy, ox, rows, columns in _pool_windows(h, w, s):
+        out[:, oy, ox] = x[:, rows, columns].mean(axis=(1, 2))
     return out
+
+
+def avg_pool_same_grad(x_shape: tuple, dy: np.ndarray, s: int) -> np.ndarray:
+    """The gradient of sum(avg_pool_same(x, s) * dy) with respect to x: each
+    output's gradient shared equally by the cells of its window."""
+    dx = np.zeros(x_shape)
+    for oy, ox, rows, columns in _pool_windows(x_shape[1], x_shape[2], s):
+        window = dx[:, rows, columns]  # (B, h, w, C), a view
+        window += dy[:, oy, ox][:, None, None, :] / (window.shape[1] * window.shape[2])
+    return dx
 
 
 def involution(x, weights, k, s, groups, training=False):

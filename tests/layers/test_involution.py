@@ -40,7 +40,7 @@ def _random_weights(layer, rng):
 @pytest.mark.parametrize("training", [False, True], ids=["inference", "training"])
 @pytest.mark.parametrize("name", AGGREGATING)
 @pytest.mark.parametrize(
-    "geometry", [(2, 9, 8, 8, 3, 1, 2, 4), (1, 11, 11, 12, 5, 2, 3, 2), (2, 7, 7, 3, 3, 3, 1, 4)],
+    "geometry", [(2, 9, 8, 8, 3, 1, 2, 4), (1, 11, 11, 12, 5, 2, 3, 2), (2, 7, 8, 3, 3, 3, 1, 4)],
     ids=lambda g: "b{}-{}x{}-c{}-k{}-s{}-g{}-r{}".format(*g),
 )
 def test_layer_matches_numpy(name, geometry, training):
@@ -84,14 +84,15 @@ def _fused_pair_case(name: str, salt: str):
     return x, dy, fused, unfused
 
 
-# Odd sizes, strides 1-3, groups of 1 to 64 channels, reduced widths 1 to 24,
+# Odd sizes, strides 1-3 (8 px at stride 3: "same" pooling pads unevenly, see
+# layers.pooling), groups of 1 to 64 channels, reduced widths 1 to 24,
 # inputs read in two steps of the reduce matmul (`input_channel_block`: 32
 # channels a step), the second one full (C = 64) or partial (C = 48)
 # (b, h, w, c, k, s, g, r).
 GENERATION_GEOMETRIES = [
     (2, 9, 8, 8, 3, 1, 2, 4),
     (1, 11, 11, 12, 5, 2, 3, 2),
-    (2, 7, 7, 3, 3, 3, 1, 4),
+    (2, 7, 8, 3, 3, 3, 1, 4),
     (1, 6, 7, 64, 3, 1, 1, 4),
     (1, 5, 5, 8, 3, 2, 8, 4),
     (1, 7, 6, 48, 7, 1, 2, 2),
@@ -449,3 +450,28 @@ def test_torch_compile_takes_the_whole_layer_as_one_graph(name, training):
     torch.compile(step, backend="aot_eager")()
     inside = [reason.splitlines()[0] for reason in counters["graph_break"] if "autograd.grad" not in reason]
     assert counters["stats"]["unique_graphs"] == 1 and not inside, (dict(counters["stats"]), inside)
+
+
+@pytest.mark.skipif(tb.NAME != "torch", reason="TorchInductor is PyTorch's; tox's PyTorch run (`tox -e torch`) runs "
+                                                "this test")
+def test_torch_inductor_trains_through_an_unevenly_padded_pooling():
+    """A training step compiled by TorchInductor that differentiates the input
+    at 9 px and stride 2, where "same" pooling pads one row and column: with
+    Keras' own pooling, which pads by replication on PyTorch, TorchInductor's
+    compiled backward failed in `replication_pad2d_backward` (docs/PERF.md,
+    section 30); layers.pooling pads inside PyTorch's pooling instead."""
+    import torch
+
+    x = np.random.default_rng(0).standard_normal((2, 9, 9, 8)).astype("float32")
+    layer = Involution(3, strides=2, groups=2, reduction_ratio=2, implementation="shiftsum")
+    layer.build(x.shape)
+
+    def input_gradient(call):
+        t = torch.tensor(x, requires_grad=True)
+        (call(t) ** 2).sum().backward()  # compiled: AOTAutograd's backward graph, by TorchInductor
+        return t.grad  # (B, 9, 9, C)
+
+    torch._dynamo.reset()
+    compiled = torch.compile(lambda t: layer(t, training=True), backend="inductor")
+    torch.testing.assert_close(input_gradient(compiled), input_gradient(lambda t: layer(t, training=True)),
+                               rtol=1e-4, atol=1e-4)

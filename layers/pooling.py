@@ -1,0 +1,55 @@
+"""The involution layer's average pooling by its stride, the same on every
+backend.
+
+`keras.layers.AveragePooling2D(s, s, padding="same")` averages each window
+over the cells inside the input: padded cells are not counted (TensorFlow's
+"SAME" pooling, and Keras on JAX). Keras 3.15 on PyTorch pads an uneven "same"
+padding by replicating the edge row or column and counts the copies, so its
+windows at the bottom and right edge weigh the edge twice: 8 px at stride 3,
+11 px at stride 3 and 9 px at stride 4 give other values than on the other
+backends (up to 0.8 on unit normal inputs; keras-team/keras#23233 mends it
+after 3.15.1). Replication padding also takes a compiled PyTorch training
+step through `replication_pad2d_backward`, whose strides TorchInductor
+predicts wrongly (docs/PERF.md, section 30).
+
+On PyTorch `average_pool_same` pads the top and left by PyTorch's own
+(symmetric) padding and lets `ceil_mode` add the last, partial window at the
+bottom and right; `count_include_pad=False` leaves every padded cell out of
+the count. Elsewhere it is Keras' own operation.
+"""
+
+from __future__ import annotations
+
+from keras import backend, ops
+
+if backend.backend() == "torch":  # imported here: torch.compile cannot trace an import
+    import torch.nn.functional as torch_functional
+
+__all__ = ["average_pool_same"]
+
+
+def same_padding_before(size: int, stride: int) -> int:
+    """Cells "same" pooling pads before the first row (or column) of `size`:
+    half of the total padding, rounded down (the rest goes after the last)."""
+    total = -(-size // stride) * stride - size
+    return total // 2
+
+
+def average_pool_same(x, stride: int):
+    """Average pooling of x (B, H, W, C) by `stride` windows at `stride`,
+    "same" padding, padded cells not counted -> (B, ceil(H/s), ceil(W/s), C).
+
+    Example:
+
+    >>> average_pool_same(keras.ops.ones((2, 9, 9, 4)), 2).shape
+    (2, 5, 5, 4)
+    """
+    if backend.backend() != "torch":
+        return ops.average_pool(x, stride, stride, padding="same")
+    _, height, width, _ = x.shape
+    padding = (same_padding_before(height, stride), same_padding_before(width, stride))
+    # A (B, C, H, W) view of the channels-last tensor: PyTorch pools it in that
+    # layout without a copy, and the output's permutation back is contiguous.
+    pooled = torch_functional.avg_pool2d(x.permute(0, 3, 1, 2), stride, stride, padding=padding, ceil_mode=True,
+                                         count_include_pad=False)  # (B, C, Ho, Wo)
+    return pooled.permute(0, 2, 3, 1)  # (B, Ho, Wo, C)
