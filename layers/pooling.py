@@ -22,17 +22,12 @@ from __future__ import annotations
 
 from keras import backend, ops
 
+from layers.aggregation._common import same_padding
+
 if backend.backend() == "torch":  # imported here: torch.compile cannot trace an import
     import torch.nn.functional as torch_functional
 
 __all__ = ["average_pool_same"]
-
-
-def same_padding_before(size: int, stride: int) -> int:
-    """Cells "same" pooling pads before the first row (or column) of `size`:
-    half of the total padding, rounded down (the rest goes after the last)."""
-    total = -(-size // stride) * stride - size
-    return total // 2
 
 
 def average_pool_same(x, stride: int):
@@ -41,13 +36,15 @@ def average_pool_same(x, stride: int):
 
     Example:
 
-    >>> average_pool_same(keras.ops.ones((2, 9, 9, 4)), 2).shape
+    >>> average_pool_same(ops.ones((2, 9, 9, 4)), 2).shape
     (2, 5, 5, 4)
     """
     if backend.backend() != "torch":
         return ops.average_pool(x, stride, stride, padding="same")
     _, height, width, _ = x.shape
-    padding = (same_padding_before(height, stride), same_padding_before(width, stride))
+    # Conv2D's "same" padding of a stride-sized window: (before, after); PyTorch pads `before` on both
+    # sides, and ceil_mode's last window covers the rest (before <= after <= before + 1).
+    padding = (same_padding(height, stride, stride)[0], same_padding(width, stride, stride)[0])
     # A (B, C, H, W) view of the channels-last tensor: PyTorch pools it in that
     # layout without a copy, and the output's permutation back is contiguous.
     pooled = torch_functional.avg_pool2d(x.permute(0, 3, 1, 2), stride, stride, padding=padding, ceil_mode=True,

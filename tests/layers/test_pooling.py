@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from layers.pooling import average_pool_same, same_padding_before
+from layers.pooling import average_pool_same
 from tests import backend as tb
 from tests import numpy_reference as npref
 
@@ -35,8 +35,3 @@ def test_average_pool_same_gradient_matches_numpy(h, w, s):
     dy = np.random.default_rng(s).standard_normal((2, -(-h // s), -(-w // s), 3)).astype("float32")
     (dx,) = tb.grads(lambda t: average_pool_same(t, s), [x], dy)
     np.testing.assert_allclose(dx, npref.avg_pool_same_grad(x.shape, dy, s), rtol=1e-6, atol=1e-6)
-
-
-@pytest.mark.parametrize("size, stride, before", [(9, 2, 0), (8, 3, 0), (7, 3, 1), (9, 4, 1), (1, 3, 1), (6, 5, 2)])
-def test_same_padding_before_is_half_the_total_rounded_down(size, stride, before):
-    assert same_padding_before(size, stride) == before
