@@ -81,6 +81,11 @@ case "${1:-check}" in
     log "triton_fused tests (the generation on chip, PyTorch, compiled for the GPU)"
     KERAS_BACKEND=torch timeout "${TEST_LIMIT:-120}" python3 -m pytest -q -p no:cacheprovider --maxfail=3 \
       tests/layers/test_involution.py -k generation 2>&1 | tail -25
+    log "the layer's stride pooling on the GPU against NumPy (PyTorch's avg_pool2d with ceil_mode; JAX)"
+    for backend in torch jax; do
+      KERAS_BACKEND=$backend timeout "${TEST_LIMIT:-120}" python3 -m pytest -q -p no:cacheprovider --maxfail=3 \
+        tests/layers/test_pooling.py 2>&1 | tail -5
+    done
     ;;
   targets)
     shift
