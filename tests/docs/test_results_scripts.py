@@ -112,3 +112,9 @@ def test_pooling_ab(capsys):
     assert len(lines) == 8 and all(line.startswith("torch ") and "keras" in line and "layers.pooling" in line
                                    for line in lines)
     assert involution.average_pool_same is pool  # restored
+
+
+def test_keras_pooling_check(capsys):
+    _script("keras-pooling-check", CASES=[(9, 2), (8, 3)]).main()
+    lines = _lines(capsys)
+    assert len(lines) == 2 and all(line.startswith(f"{tb.NAME} ") and "largest difference" in line for line in lines)
