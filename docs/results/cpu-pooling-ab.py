@@ -21,7 +21,6 @@ from keras import backend, ops
 
 from bench import backends, timing
 from layers import Involution
-from layers import involution as involution_module
 from layers.pooling import average_pool_same
 
 SECONDS = 6.0  # per case and step, both forms together
@@ -31,24 +30,33 @@ STRIDE = 2
 FORMS = {"keras": lambda x, s: ops.average_pool(x, s, s, padding="same"), "layers.pooling": average_pool_same}
 
 
-def layer_step(layer, form: str, training: bool):
+def layer_step(layer, training: bool):
     """x -> the layer's output (inference, no gradient recorded), or the
-    gradients of sum(output^2) with respect to x and the weights (training),
-    with the stride pooling of `form`."""
+    gradients of sum(output^2) with respect to x and the weights (training)."""
     weights = [v.value for v in layer.trainable_variables]
 
     def step(x):
-        involution_module.average_pool_same = FORMS[form]
-        try:
-            if not training:
-                with torch.no_grad():
-                    return layer(x, training=False)
-            x = x.detach().requires_grad_()
-            return torch.autograd.grad((layer(x, training=True) ** 2).sum(), [x, *weights])
-        finally:
-            involution_module.average_pool_same = average_pool_same
+        if not training:
+            with torch.no_grad():
+                return layer(x, training=False)
+        x = x.detach().requires_grad_()
+        return torch.autograd.grad((layer(x, training=True) ** 2).sum(), [x, *weights])
 
     return step
+
+
+def layers_by_form(x) -> dict:
+    """One layer a form, the same weights, each pooling `form`'s way (its own
+    `_pool`, set here: nothing is swapped while the steps are timed)."""
+    made = {}
+    for form, pool in FORMS.items():
+        layer = Involution(7, strides=STRIDE, groups=4, implementation="shiftsum")
+        layer.build(x.shape)
+        if made:
+            layer.set_weights(next(iter(made.values())).get_weights())
+        layer._pool = lambda t, pool=pool: pool(t, STRIDE)
+        made[form] = layer
+    return made
 
 
 def pool_step(form: str, training: bool):
@@ -71,11 +79,10 @@ def main():
     timer = timing.for_runner(runner, "warm", cap_s=SECONDS)
     for b, size, c in CASES:
         x = torch.tensor(rng.standard_normal((b, size, size, c)), dtype=torch.float32)
-        layer = Involution(7, strides=STRIDE, groups=4, implementation="shiftsum")
-        layer.build(x.shape)
+        layers = layers_by_form(x)
         for what in ("pooling", "layer"):
             for training in (False, True):
-                steps = {form: pool_step(form, training) if what == "pooling" else layer_step(layer, form, training)
+                steps = {form: pool_step(form, training) if what == "pooling" else layer_step(layers[form], training)
                          for form in FORMS}
                 before, after = check_and_time(steps, (x,), timer, SECONDS, tolerance=1e-5).values()
                 mode = "forward+backward" if training else "forward"

@@ -83,8 +83,7 @@ def test_operator_computes_what_its_eager_call_computes(name):
     tensors = [a for a in args if isinstance(a, torch.Tensor) and a.requires_grad]
     results = {}
     for way, call in (("operator", getattr(triton_torch.OPERATORS, name)),
-                      ("eager", lambda *a: triton_torch._Eager.apply(name, *a) if name in triton_torch.GRADIENTS
-                       else getattr(triton_torch.LAUNCHES, name)(*a))):
+                      ("eager", lambda *a: triton_torch._call(name, *a))):
         out = call(*args)
         outs = list(out) if isinstance(out, tuple) else [out]
         if tensors:
