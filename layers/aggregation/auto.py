@@ -21,9 +21,12 @@ class Choice(NamedTuple):
 FALLBACK = Choice("shiftsum", "not measured: portable default")
 HALF = ("bfloat16", "float16")
 
-_CPU = "docs/PERF.md 'What auto picks': AMD EPYC, 2 cores, 2026-11-22, RedNet stages at batch 8"
-_CPU_GRADIENT = ("docs/PERF.md 'shiftsum's own gradient': AMD EPYC, 2 cores, 2026-12-06, RedNet stages at "
-                 "batch 8, training")
+# Every CPU entry was the fastest, with its interval below the next one's, in
+# PERF 32's re-measurement (3 processes a case); PERF 2 and 26 chose them.
+# PERF 32's rows, which tests/layers/test_auto.py holds the CPU entries to.
+CPU_ROWS = "docs/results/cpu-stages-32-{backend}.csv"
+_CPU = ("docs/PERF.md 'The CPU comparison at the current code': AMD EPYC, 2 cores, 2026-12-07, RedNet stages "
+        f"at batch 8, 3 processes ({CPU_ROWS})")
 _H100 = ("docs/PERF.md 'GPU': H100 80GB HBM3, 2026-11-22, python -m bench.targets (RedNet stages, batch 64, "
          "whole layer)")
 
@@ -37,7 +40,7 @@ TABLE: dict[tuple[str, ...], Choice] = {
     # stacked patches, in a third of their memory (XLA's automatic
     # differentiation of it was 2-3x slower than theirs); not at one channel
     # per group, where the patches' gradient was 1.7x faster (PERF 26).
-    ("jax", "cpu", "training"): Choice("shiftsum", _CPU_GRADIENT),
+    ("jax", "cpu", "training"): Choice("shiftsum", _CPU),
     ("torch", "cpu", "inference"): Choice("shiftsum", _CPU),
     ("torch", "cpu", "training"): Choice("shiftsum", _CPU),
     # Pallas: 0.59-0.92x shift-sum's time in float32 forward, 0.18-0.53x in

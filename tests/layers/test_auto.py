@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
 from layers import aggregation
 from layers.aggregation import auto
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_table_entries_are_valid():
@@ -36,3 +43,18 @@ def test_choices_are_every_pick_of_the_backend_and_the_fallback():
     assert auto.choices("tensorflow") == ("xla", "shiftsum")
     assert set(auto.choices("jax")) == {"shiftsum", "pallas"}
     assert auto.choices("numpy") == ("shiftsum",)  # nothing measured: the fallback only
+
+
+@pytest.mark.parametrize("backend", ["tensorflow", "jax", "torch"])
+def test_cpu_entries_are_the_fastest_in_their_rows(backend):
+    """Each CPU choice is the fastest involution at every RedNet stage of the
+    committed rows it cites, with its 95% interval below the next one's."""
+    rows = pd.read_csv(ROOT / auto.CPU_ROWS.format(backend=backend))
+    rows = rows[(rows["layer"] == "involution") & (rows["status"] == "ok")]
+    assert (rows["device"] == "cpu").all() and (rows["interval_basis"] == "between processes").all()
+    stages = rows.groupby(["mode", "resolution", "channels", "groups"])
+    assert len(stages) == 6  # three stages, two modes
+    for (mode, *_), stage in stages:
+        first, second = stage.sort_values("time_ms").iloc[:2].itertuples()
+        assert first.implementation == auto.choose(backend, "cpu", mode, "float32")
+        assert first.time_ms_ci_high < second.time_ms_ci_low
