@@ -7,7 +7,7 @@ framework (the supervisor checks `--resume` against the commit).
 - the git commit of the checkout and whether its tracked files were modified;
 - the versions of the packages whose code runs or measures;
 - the environment variables that change results (thread counts, XLA and
-  TensorFlow flags, TF32 overrides, visible GPUs, ...);
+  TensorFlow flags, TF32 overrides, visible GPUs, the C allocator's settings, ...);
 - the CPU: model, microarchitecture (`archspec`, Spack's detector) and the
   instruction-set extensions oneDNN and XLA dispatch on (from the kernel's
   flags): two machines that both call themselves "AMD EPYC" ran TensorFlow's
@@ -30,7 +30,11 @@ PACKAGES = (
 ENV_NAMES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "CUDA_VISIBLE_DEVICES",
              "NVIDIA_TF32_OVERRIDE", "XLA_FLAGS", "LIBTPU_INIT_ARGS", "KMP_AFFINITY", "KMP_BLOCKTIME",
              "CUBLAS_WORKSPACE_CONFIG", "CUDA_LAUNCH_BLOCKING", "LD_PRELOAD")
-ENV_PREFIXES = ("TF_", "XLA_", "JAX_", "KERAS_", "TORCH_", "PYTORCH_", "TRITON_", "INVOLUTION_", "ONEDNN_", "DNNL_")
+# MALLOC_* and GLIBC_TUNABLES (glibc), MALLOC_CONF (jemalloc), TCMALLOC_*: whether
+# a step's large temporaries go back to the system after each step and fault in
+# again at the next (3x a JAX step's time on a CPU: docs/PERF.md, section 33).
+ENV_PREFIXES = ("TF_", "XLA_", "JAX_", "KERAS_", "TORCH_", "PYTORCH_", "TRITON_", "INVOLUTION_", "ONEDNN_", "DNNL_",
+                "MALLOC_", "TCMALLOC_", "GLIBC_TUNABLES")
 # Instruction-set extensions the frameworks' CPU kernels dispatch on.
 ISA = ("sse4_2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl", "avx512dq", "avx512_vnni",
        "avx512_bf16", "avx512_fp16", "avx_vnni", "amx_tile", "amx_bf16", "amx_int8", "asimd", "sve", "sve2")

@@ -49,7 +49,11 @@ def test_environment_keeps_what_changes_results_and_nothing_else(monkeypatch):
     monkeypatch.setenv("INVOLUTION_TILE_WIDTH", "8")
     monkeypatch.setenv("INVOLUTION_BENCH_HANDOFF", "/tmp/handoff.json")  # the supervisor's, not a setting
     monkeypatch.setenv("SOMETHING_ELSE", "1")
+    monkeypatch.setenv("MALLOC_TRIM_THRESHOLD_", "4000000000")
+    monkeypatch.setenv("GLIBC_TUNABLES", "glibc.malloc.mmap_threshold=4000000000")
     environment = provenance.environment()
+    assert environment["MALLOC_TRIM_THRESHOLD_"] == "4000000000"
+    assert environment["GLIBC_TUNABLES"] == "glibc.malloc.mmap_threshold=4000000000"
     assert environment["XLA_FLAGS"] == "--xla_gpu_autotune_level=0"
     assert environment["INVOLUTION_TILE_WIDTH"] == "8"
     assert "INVOLUTION_BENCH_HANDOFF" not in environment and "SOMETHING_ELSE" not in environment
