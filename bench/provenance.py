@@ -68,6 +68,14 @@ def environment() -> dict[str, str]:
             if (key in ENV_NAMES or key.startswith(ENV_PREFIXES)) and key != "INVOLUTION_BENCH_HANDOFF"}
 
 
+def environment_changes(base: dict | None, new: dict | None) -> list[str]:
+    """The recorded variables (`environment()`) whose values differ between two
+    runs' run.json, as "NAME: base value -> new value" ("unset" where absent)."""
+    base, new = base or {}, new or {}
+    return [f"{key}: {base.get(key, 'unset')} -> {new.get(key, 'unset')}"
+            for key in sorted(set(base) | set(new)) if base.get(key) != new.get(key)]
+
+
 def cpu() -> dict:
     flags: set[str] = set()
     model = ""

@@ -166,6 +166,10 @@ def _context(base: load.Loaded, new: load.Loaded, history: int, overall: float |
         warnings.append("the two runs were measured on different machines "
                         f"({provenance.machine_key(b)} against {provenance.machine_key(n)}): a change may be the "
                         "machine's, not the code's")
+    changed = provenance.environment_changes(b.get("environment"), n.get("environment"))
+    if changed:
+        warnings.append(f"the two runs ran with different settings ({'; '.join(changed)}): a change may be the "
+                        "setting's, not the code's")
     for name, m in (("base", b), ("new", n)):
         if m.get("git_dirty"):
             warnings.append(f"the {name} run's checkout had uncommitted changes")

@@ -87,3 +87,12 @@ def test_short_commit():
     assert provenance.short("0123456789abcdef0123456789abcdef01234567") == "0123456789"
     assert provenance.short(None) == "None"
     assert provenance.short("not-a-sha") == "not-a-sha"
+
+
+def test_environment_changes_name_each_variable_that_differs():
+    base = {"OMP_NUM_THREADS": "2", "XLA_FLAGS": "--a"}
+    new = {"OMP_NUM_THREADS": "2", "MALLOC_TRIM_THRESHOLD_": "1"}
+    assert provenance.environment_changes(base, new) == ["MALLOC_TRIM_THRESHOLD_: unset -> 1",
+                                                         "XLA_FLAGS: --a -> unset"]
+    assert provenance.environment_changes(base, dict(base)) == []
+    assert provenance.environment_changes(None, None) == []

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import subprocess
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -114,3 +115,13 @@ def test_keras_pooling_check(capsys):
     _script("keras-pooling-check", CASES=[(9, 2), (8, 3)]).main()
     lines = _lines(capsys)
     assert len(lines) == 2 and all(line.startswith(f"{tb.NAME} ") and "largest difference" in line for line in lines)
+
+
+@tb.BACKEND_INDEPENDENT
+def test_allocator_ab_refuses_a_missing_folder_in_one_line():
+    """The sweeps themselves take 20 minutes: only the script's argument check runs here."""
+    done = subprocess.run(["bash", str(RESULTS / "cpu-allocator-ab.sh")], capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr.splitlines() == [
+        "cpu-allocator-ab.sh takes one argument, the folder for the runs. Received: 0 arguments"]

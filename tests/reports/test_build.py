@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import json
 import re
+import shutil
 import time
 from html.parser import HTMLParser
 from pathlib import Path
@@ -217,3 +218,17 @@ def test_the_summary_lists_the_cases_the_run_could_not_run(fixtures, tmp_path):
     # A run without the field (older run.json) has neither the card nor the table.
     plain = build.build_report([fixtures / "run_base"], output=tmp_path / "plain.html").read_text()
     assert "not runnable on the run" not in plain and "cannot run" not in plain
+
+
+def test_the_environment_lists_the_recorded_variables(fixtures, tmp_path):
+    plain = build.build_report([fixtures / "run_base"], output=tmp_path / "plain.html").read_text()
+    assert "none of those that change results" in plain
+    run = tmp_path / "run"
+    shutil.copytree(fixtures / "run_base", run)
+    meta = json.loads((run / "run.json").read_text())
+    meta["environment"] = {"MALLOC_TRIM_THRESHOLD_": "4000000000", "XLA_FLAGS": "--xla_cpu_ftz=true"}
+    meta.update(time_per_case=1 / 3, precision_target=0.02)  # one third of a second a pass
+    (run / "run.json").write_text(json.dumps(meta))
+    text = build.build_report([run], output=tmp_path / "report.html").read_text()
+    assert "MALLOC_TRIM_THRESHOLD_=4000000000, XLA_FLAGS=--xla_cpu_ftz=true" in text
+    assert "or 0.333 s" in text and "0.3333" not in text

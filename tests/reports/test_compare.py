@@ -80,3 +80,20 @@ def test_runs_from_different_machines_are_flagged(fixtures, tmp_path):
     (new / "run.json").write_text(json.dumps(meta))
     _, context = compare.compare(fixtures / "cmp_base", new, 0.05)
     assert any("different machines" in warning for warning in context["warnings"])
+
+
+def test_runs_with_different_settings_are_flagged(fixtures, tmp_path):
+    runs = {}
+    for name, environment in (("base", {"OMP_NUM_THREADS": "2"}),
+                              ("new", {"OMP_NUM_THREADS": "2", "MALLOC_TRIM_THRESHOLD_": "4000000000"})):
+        runs[name] = tmp_path / name
+        shutil.copytree(fixtures / ("cmp_base" if name == "base" else "cmp_same"), runs[name])
+        meta = json.loads((runs[name] / "run.json").read_text())
+        meta["environment"] = environment
+        (runs[name] / "run.json").write_text(json.dumps(meta))
+    _, context = compare.compare(runs["base"], runs["new"], 0.05)
+    assert [w for w in context["warnings"] if "different settings" in w] == [
+        "the two runs ran with different settings (MALLOC_TRIM_THRESHOLD_: unset -> 4000000000): a change may be "
+        "the setting's, not the code's"]
+    _, context = compare.compare(fixtures / "cmp_base", fixtures / "cmp_same", 0.05)
+    assert not [w for w in context["warnings"] if "different settings" in w]
