@@ -21,9 +21,9 @@ class Choice(NamedTuple):
 FALLBACK = Choice("shiftsum", "not measured: portable default")
 HALF = ("bfloat16", "float16")
 
-# Every CPU entry was the fastest, with its interval below the next one's, in
-# PERF 32's re-measurement (3 processes a case); PERF 2 and 26 chose them.
-# PERF 32's rows, which tests/layers/test_auto.py holds the CPU entries to.
+# PERF 2 and 26 chose the CPU entries; in PERF 32's re-measurement (3 processes
+# a case, these rows) each was the fastest, its interval below the next one's,
+# which tests/layers/test_auto.py checks against the rows.
 CPU_ROWS = "docs/results/cpu-stages-32-{backend}.csv"
 _CPU = ("docs/PERF.md 'The CPU comparison at the current code': AMD EPYC, 2 cores, 2026-12-07, RedNet stages "
         f"at batch 8, 3 processes ({CPU_ROWS})")

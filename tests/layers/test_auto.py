@@ -9,6 +9,7 @@ import pytest
 
 from layers import aggregation
 from layers.aggregation import auto
+from tests import backend as tb
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -45,6 +46,7 @@ def test_choices_are_every_pick_of_the_backend_and_the_fallback():
     assert auto.choices("numpy") == ("shiftsum",)  # nothing measured: the fallback only
 
 
+@tb.BACKEND_INDEPENDENT
 @pytest.mark.parametrize("backend", ["tensorflow", "jax", "torch"])
 def test_cpu_entries_are_the_fastest_in_their_rows(backend):
     """Each CPU choice is the fastest involution at every RedNet stage of the
