@@ -68,12 +68,19 @@ def environment() -> dict[str, str]:
             if (key in ENV_NAMES or key.startswith(ENV_PREFIXES)) and key != "INVOLUTION_BENCH_HANDOFF"}
 
 
+# Recorded variables that name a place, not a setting (TRITON_CACHE_DIR differs
+# between two clones' tox environments, the usual A/B): not a change to warn of.
+LOCATION_SUFFIXES = ("_DIR", "_FILE", "_HOME", "_PATH")
+
+
 def environment_changes(base: dict | None, new: dict | None) -> list[str]:
     """The recorded variables (`environment()`) whose values differ between two
-    runs' run.json, as "NAME: base value -> new value" ("unset" where absent)."""
+    runs' run.json, as "NAME: base value -> new value" ("unset" where absent);
+    locations (`LOCATION_SUFFIXES`) left out."""
     base, new = base or {}, new or {}
     return [f"{key}: {base.get(key, 'unset')} -> {new.get(key, 'unset')}"
-            for key in sorted(set(base) | set(new)) if base.get(key) != new.get(key)]
+            for key in sorted(set(base) | set(new))
+            if base.get(key) != new.get(key) and not key.endswith(LOCATION_SUFFIXES)]
 
 
 def cpu() -> dict:

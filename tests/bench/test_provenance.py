@@ -96,3 +96,6 @@ def test_environment_changes_name_each_variable_that_differs():
                                                          "XLA_FLAGS: --a -> unset"]
     assert provenance.environment_changes(base, dict(base)) == []
     assert provenance.environment_changes(None, None) == []
+    # two clones' tox environments: their cache folders differ, their settings do not
+    assert provenance.environment_changes({"TRITON_CACHE_DIR": "/a/.tox/bench/tmp/triton"},
+                                          {"TRITON_CACHE_DIR": "/b/.tox/bench/tmp/triton"}) == []
