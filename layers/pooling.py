@@ -7,8 +7,8 @@ over the cells inside the input: padded cells are not counted (TensorFlow's
 padding by replicating the edge row or column and counts the copies, so its
 windows at the bottom and right edge weigh the edge twice: 8 px at stride 3,
 11 px at stride 3 and 9 px at stride 4 give other values than on the other
-backends (up to 0.8 on unit normal inputs; keras-team/keras#23233 mends it
-after 3.15.1). Replication padding also takes a compiled PyTorch training
+backends (0.2-0.5 off on unit normal inputs, docs/PERF.md section 31;
+keras-team/keras#23233 mends it after 3.15.1). Replication padding also takes a compiled PyTorch training
 step through `replication_pad2d_backward`, whose strides TorchInductor
 predicts wrongly (docs/PERF.md, section 30).
 

@@ -53,11 +53,6 @@ def _figure(fig, alt: str, caption: str = "") -> dict | None:
     return None if fig is None else {"kind": "figure", "png": _png(fig), "alt": alt, "caption": caption}
 
 
-def _seconds(value) -> str:
-    """A time budget as the report shows it: 0.333 s, not 0.3333333333333333 s."""
-    return f"{value:.3g}" if isinstance(value, (int, float)) else str(value)
-
-
 def _environment(loaded: load.Loaded) -> list[dict]:
     blocks = []
     for run in loaded.runs:
@@ -70,7 +65,7 @@ def _environment(loaded: load.Loaded) -> list[dict]:
             ("precision policy", run.get("precision", "unknown")),
             ("timing", f"{run.get('device_time_source') or 'latency rounds only'}"
                        + (f"; rounds until the median is within +-{run['precision_target']:.0%} or "
-                          f"{_seconds(run.get('time_per_case'))} s"
+                          f"{_fmt(run.get('time_per_case'))} s"
                           if run.get("precision_target") is not None else "")),
             ("GPU conditions", run.get("gpu_conditions_source") or "not recorded"),
             ("sweep", f"{run.get('sweep', '')} ({run.get('sweep_source', '')})"
