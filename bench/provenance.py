@@ -8,6 +8,9 @@ framework (the supervisor checks `--resume` against the commit).
 - the versions of the packages whose code runs or measures;
 - the environment variables that change results (thread counts, XLA and
   TensorFlow flags, TF32 overrides, visible GPUs, the C allocator's settings, ...);
+- the C allocator that serves the process's `malloc` (glibc's, or tcmalloc or
+  jemalloc loaded first): on a CPU it moved involution's times by up to 4.5x and
+  Conv2D's hardly at all (docs/PERF.md, sections 33 and 34);
 - the CPU: model, microarchitecture (`archspec`, Spack's detector) and the
   instruction-set extensions oneDNN and XLA dispatch on (from the kernel's
   flags): two machines that both call themselves "AMD EPYC" ran TensorFlow's
@@ -16,6 +19,7 @@ framework (the supervisor checks `--resume` against the commit).
 
 from __future__ import annotations
 
+import ctypes
 import importlib.metadata
 import os
 import re
@@ -30,11 +34,13 @@ PACKAGES = (
 ENV_NAMES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "CUDA_VISIBLE_DEVICES",
              "NVIDIA_TF32_OVERRIDE", "XLA_FLAGS", "LIBTPU_INIT_ARGS", "KMP_AFFINITY", "KMP_BLOCKTIME",
              "CUBLAS_WORKSPACE_CONFIG", "CUDA_LAUNCH_BLOCKING", "LD_PRELOAD")
-# MALLOC_* and GLIBC_TUNABLES (glibc), MALLOC_CONF (jemalloc), TCMALLOC_*: whether
-# a step's large temporaries go back to the system after each step and fault in
-# again at the next (3x a JAX step's time on a CPU: docs/PERF.md, section 33).
+# The C allocators' settings: MALLOC_* and GLIBC_TUNABLES (glibc), MALLOC_CONF
+# (jemalloc), TCMALLOC_*: whether a step's large temporaries go back to the
+# system after each step and fault in again at the next (3x a JAX step's time on
+# a CPU: docs/PERF.md, section 33).
+ALLOCATOR_PREFIXES = ("MALLOC_", "TCMALLOC_", "GLIBC_TUNABLES")
 ENV_PREFIXES = ("TF_", "XLA_", "JAX_", "KERAS_", "TORCH_", "PYTORCH_", "TRITON_", "INVOLUTION_", "ONEDNN_", "DNNL_",
-                "MALLOC_", "TCMALLOC_", "GLIBC_TUNABLES")
+                *ALLOCATOR_PREFIXES)
 # Instruction-set extensions the frameworks' CPU kernels dispatch on.
 ISA = ("sse4_2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl", "avx512dq", "avx512_vnni",
        "avx512_bf16", "avx512_fp16", "avx_vnni", "amx_tile", "amx_bf16", "amx_int8", "asimd", "sve", "sve2")
@@ -83,6 +89,55 @@ def environment_changes(base: dict | None, new: dict | None) -> list[str]:
             if base.get(key) != new.get(key) and not key.endswith(LOCATION_SUFFIXES)]
 
 
+class _SymbolInfo(ctypes.Structure):  # dladdr's Dl_info
+    _fields_ = [("dli_fname", ctypes.c_char_p), ("dli_fbase", ctypes.c_void_p), ("dli_sname", ctypes.c_char_p),
+                ("dli_saddr", ctypes.c_void_p)]
+
+
+def malloc_library() -> str:
+    """The file of the library whose `malloc` this process calls: the first
+    one the dynamic linker finds, so a tcmalloc or jemalloc in LD_PRELOAD (or
+    linked into the program) wins over the C library's. Raises OSError where
+    the platform's linker cannot say."""
+    process = ctypes.CDLL(None)  # the global scope, searched as the linker does
+    address = ctypes.cast(process.malloc, ctypes.c_void_p)
+    info = _SymbolInfo()
+    if not process.dladdr(address, ctypes.byref(info)) or not info.dli_fname:
+        raise OSError("dladdr found no library for malloc")
+    return os.fsdecode(info.dli_fname)
+
+
+def _allocator_setting(library_name: str, key: str) -> bool:
+    """Whether the variable `key` is a setting of the allocator in `library_name`."""
+    if "jemalloc" in library_name:
+        return key == "MALLOC_CONF"
+    if "tcmalloc" in library_name:
+        return key.startswith("TCMALLOC_")
+    if library_name.startswith("libc"):
+        return key == "GLIBC_TUNABLES" or (key.startswith("MALLOC_") and key != "MALLOC_CONF")
+    return key.startswith(ALLOCATOR_PREFIXES)  # an allocator this does not know: every candidate
+
+
+def c_allocator(library: str | None = None, environ: dict | None = None) -> str:
+    """One line saying which C allocator serves this process and with which of
+    its settings, e.g. "glibc 2.36 (libc.so.6), its defaults" or
+    "libtcmalloc_minimal.so.4 (/usr/lib/...), its defaults". `library` and
+    `environ` default to this process's (`malloc_library()`, os.environ)."""
+    environ = os.environ if environ is None else environ
+    try:
+        library = library or malloc_library()
+    except (OSError, AttributeError) as error:  # AttributeError: no dladdr or malloc symbol in the global scope
+        return f"unknown ({type(error).__name__}: {error})"
+    name = Path(library).name
+    if name.startswith(("libc.so", "libc-")):
+        glibc = os.confstr("CS_GNU_LIBC_VERSION") if "CS_GNU_LIBC_VERSION" in os.confstr_names else None
+        label = f"{glibc or 'the C library'} ({name})"
+    else:
+        label = f"{name} ({library})"
+    settings = [f"{key}={value}" for key, value in sorted(environ.items()) if _allocator_setting(name, key)]
+    return f"{label}, " + (", ".join(settings) if settings else "its defaults")
+
+
 def cpu() -> dict:
     flags: set[str] = set()
     model = ""
@@ -110,13 +165,14 @@ def cpu() -> dict:
 
 def collect(root: Path) -> dict:
     """Everything, for run.json."""
-    return {**git(root), **cpu(), "packages": versions(), "environment": environment()}
+    return {**git(root), **cpu(), "c_allocator": c_allocator(), "packages": versions(),
+            "environment": environment()}
 
 
 def row_fields(provenance: dict) -> dict:
     """What every row carries of it (run.json has the rest)."""
     return {key: provenance.get(key) for key in ("git_commit", "git_dirty", "cpu_model", "cpu_microarchitecture",
-                                                 "cpu_isa")}
+                                                 "cpu_isa", "c_allocator")}
 
 
 def machine_key(meta: dict) -> tuple:

@@ -80,6 +80,7 @@ def _environment(loaded: load.Loaded) -> list[dict]:
             ("threads", run.get("thread_policy", "not recorded")
                         + (f" — {run['thread_setting']}" if run.get("thread_setting") else "")),
             ("passes", f"{run['passes']} process(es) timed each case" if run.get("passes") else "1"),
+            ("C allocator", run.get("c_allocator") or "not recorded"),
             ("environment variables", ", ".join(f"{k}={v}" for k, v in (run.get("environment") or {}).items())
                                       or "none of those that change results"),
         ]
@@ -96,6 +97,12 @@ def _environment(loaded: load.Loaded) -> list[dict]:
         blocks.append({"kind": "note", "text": (
             f"Warning: these runs were measured on {len(machines)} different machines (CPU model, "
             "microarchitecture, instruction sets or GPU differ): compare figures within one machine only.")})
+    allocators = {run.get("c_allocator") for run in loaded.runs if run.get("c_allocator")}
+    if len(allocators) > 1:
+        blocks.append({"kind": "note", "text": (
+            f"Warning: these runs' processes used {len(allocators)} different C allocators or settings "
+            f"({'; '.join(sorted(allocators))}): on a CPU the allocator moved involution's times by up to 4.5x and "
+            "Conv2D's hardly at all (docs/PERF.md, sections 33 and 34).")})
     blocks.append({"kind": "note", "text": (
         "Times are medians of timed rounds after warm-up. Latency: one step per round, timed on the host, each round "
         "ending with the wait for the device. Device time (GPUs): the device's own time per step, by the method the "

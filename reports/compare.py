@@ -167,6 +167,8 @@ def _context(base: load.Loaded, new: load.Loaded, history: int, overall: float |
                         f"({provenance.machine_key(b)} against {provenance.machine_key(n)}): a change may be the "
                         "machine's, not the code's")
     changed = provenance.environment_changes(b.get("environment"), n.get("environment"))
+    if b.get("c_allocator") and n.get("c_allocator") and b["c_allocator"] != n["c_allocator"]:
+        changed.insert(0, f"C allocator: {b['c_allocator']} -> {n['c_allocator']}")
     if changed:
         warnings.append(f"the two runs ran with different settings ({'; '.join(changed)}): a change may be the "
                         "setting's, not the code's")

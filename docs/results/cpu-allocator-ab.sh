@@ -11,7 +11,7 @@
 #   docs/results/cpu-allocator-ab.sh OUT_DIR [SETTING...]   (default settings: keep)
 set -euo pipefail
 if [ $# -lt 1 ]; then
-  echo "cpu-allocator-ab.sh takes the folder for the runs, then settings (keep, tcmalloc, jemalloc). Received: no arguments" >&2
+  echo "cpu-allocator-ab.sh takes the folder for the runs, then settings (keep, tcmalloc, jemalloc). Received: 0 arguments" >&2
   exit 2
 fi
 out=$1

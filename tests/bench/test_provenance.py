@@ -3,13 +3,17 @@ produced it (`bench.provenance`), checked against a scratch git repository."""
 
 from __future__ import annotations
 
+import ctypes.util
+import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from bench import provenance
 from tests import backend as tb
+from tests.conftest import needs_system_package
 
 pytestmark = tb.BACKEND_INDEPENDENT
 
@@ -72,7 +76,8 @@ def test_rows_carry_the_commit_and_processor(repository):
     record = provenance.collect(repository)
     row = provenance.row_fields(record)
     assert row["git_commit"] == record["git_commit"] and row["cpu_model"] == record["cpu_model"]
-    assert set(row) == {"git_commit", "git_dirty", "cpu_model", "cpu_microarchitecture", "cpu_isa"}
+    assert set(row) == {"git_commit", "git_dirty", "cpu_model", "cpu_microarchitecture", "cpu_isa", "c_allocator"}
+    assert row["c_allocator"] == record["c_allocator"] == provenance.c_allocator()
 
 
 def test_machine_key_tells_machines_apart():
@@ -99,3 +104,44 @@ def test_environment_changes_name_each_variable_that_differs():
     # two clones' tox environments: their cache folders differ, their settings do not
     assert provenance.environment_changes({"TRITON_CACHE_DIR": "/a/.tox/bench/tmp/triton"},
                                           {"TRITON_CACHE_DIR": "/b/.tox/bench/tmp/triton"}) == []
+
+
+def test_c_allocator_names_the_library_and_only_its_own_settings():
+    environ = {"MALLOC_TRIM_THRESHOLD_": "4000000000", "GLIBC_TUNABLES": "glibc.malloc.arena_max=1",
+               "MALLOC_CONF": "background_thread:true", "TCMALLOC_RELEASE_RATE": "0", "OMP_NUM_THREADS": "2"}
+    glibc = provenance.c_allocator("/lib/x86_64-linux-gnu/libc.so.6", environ)
+    assert glibc.endswith(" (libc.so.6), GLIBC_TUNABLES=glibc.malloc.arena_max=1, "
+                          "MALLOC_TRIM_THRESHOLD_=4000000000")
+    assert provenance.c_allocator("/usr/lib/libtcmalloc_minimal.so.4", environ) == (
+        "libtcmalloc_minimal.so.4 (/usr/lib/libtcmalloc_minimal.so.4), TCMALLOC_RELEASE_RATE=0")
+    assert provenance.c_allocator("/usr/lib/libjemalloc.so.2", environ) == (
+        "libjemalloc.so.2 (/usr/lib/libjemalloc.so.2), MALLOC_CONF=background_thread:true")
+    assert provenance.c_allocator("/usr/lib/libjemalloc.so.2", {}) == (
+        "libjemalloc.so.2 (/usr/lib/libjemalloc.so.2), its defaults")
+    # one it does not know: every candidate setting, whichever allocator reads it
+    assert provenance.c_allocator("/opt/libmimalloc.so.2", {"MALLOC_CONF": "x", "PATH": "/bin"}) == (
+        "libmimalloc.so.2 (/opt/libmimalloc.so.2), MALLOC_CONF=x")
+
+
+def _allocator_of_a_process(preload: str | None) -> str:
+    env = {key: value for key, value in os.environ.items() if not key.startswith(("LD_PRELOAD", "MALLOC_"))}
+    if preload:
+        env["LD_PRELOAD"] = preload
+    done = subprocess.run([sys.executable, "-c", "from bench import provenance; print(provenance.c_allocator())"],
+                          cwd=Path(__file__).resolve().parents[2], env=env, capture_output=True, text=True,
+                          timeout=60, check=True)
+    return done.stdout.strip()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the C library's malloc is glibc's on Linux")
+def test_c_allocator_is_the_one_the_process_calls():
+    """Asked of the process itself (dladdr of the malloc it calls): glibc's
+    unless another allocator is loaded first, as LD_PRELOAD does."""
+    assert _allocator_of_a_process(None).startswith("glibc ")
+    libraries = {package: ctypes.util.find_library(name)
+                 for name, package in (("tcmalloc_minimal", "libtcmalloc-minimal4"), ("jemalloc", "libjemalloc2"))}
+    missing = [package for package, soname in libraries.items() if soname is None]
+    if missing:
+        needs_system_package(f"{' and '.join(missing)} not installed (Debian: apt-get install {' '.join(missing)})")
+    for soname in libraries.values():
+        assert _allocator_of_a_process(soname).startswith(f"{soname} (/")

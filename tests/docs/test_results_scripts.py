@@ -118,10 +118,18 @@ def test_keras_pooling_check(capsys):
 
 
 @tb.BACKEND_INDEPENDENT
-def test_allocator_ab_refuses_a_missing_folder_in_one_line():
-    """The sweeps themselves take 20 minutes: only the script's argument check runs here."""
-    done = subprocess.run(["bash", str(RESULTS / "cpu-allocator-ab.sh")], capture_output=True, text=True,
-                          timeout=60)
+@pytest.mark.parametrize("arguments, message", [
+    ([], "cpu-allocator-ab.sh takes the folder for the runs, then settings (keep, tcmalloc, jemalloc). "
+         "Received: 0 arguments"),
+    (["OUT", "keep", "mimalloc"], "cpu-allocator-ab.sh: unknown setting; use keep, tcmalloc or jemalloc. "
+                                  "Received: setting=mimalloc"),
+])
+def test_allocator_ab_refuses_bad_arguments_in_one_line(tmp_path, arguments, message):
+    """The sweeps themselves take 10 minutes a setting: only the script's argument checks run here, before
+    any sweep starts (nothing is written to the folder)."""
+    arguments = [str(tmp_path / a) if a == "OUT" else a for a in arguments]
+    done = subprocess.run(["bash", str(RESULTS / "cpu-allocator-ab.sh"), *arguments], capture_output=True,
+                          text=True, timeout=60)
     assert done.returncode == 2 and done.stdout == ""
-    assert done.stderr.splitlines() == [
-        "cpu-allocator-ab.sh takes one argument, the folder for the runs. Received: 0 arguments"]
+    assert done.stderr.splitlines() == [message]
+    assert not any(tmp_path.iterdir())

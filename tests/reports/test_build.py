@@ -232,3 +232,19 @@ def test_the_environment_lists_the_recorded_variables(fixtures, tmp_path):
     text = build.build_report([run], output=tmp_path / "report.html").read_text()
     assert "MALLOC_TRIM_THRESHOLD_=4000000000, XLA_FLAGS=--xla_cpu_ftz=true" in text
     assert "or 0.3333 s" in text and "0.33333" not in text  # the report's number format
+    assert "C allocator" in text and "not recorded" in text  # the fixture's run.json predates the field
+
+
+def test_runs_with_different_c_allocators_are_flagged(fixtures, tmp_path):
+    runs = []
+    for name, allocator in (("glibc", "glibc 2.36 (libc.so.6), its defaults"),
+                            ("tcmalloc", "libtcmalloc_minimal.so.4 (/usr/lib/libtcmalloc_minimal.so.4), its defaults")):
+        runs.append(tmp_path / name)
+        shutil.copytree(fixtures / "run_base", runs[-1])
+        meta = json.loads((runs[-1] / "run.json").read_text())
+        (runs[-1] / "run.json").write_text(json.dumps({**meta, "c_allocator": allocator}))
+    one = build.build_report(runs[:1], output=tmp_path / "one.html").read_text()
+    assert "glibc 2.36 (libc.so.6), its defaults" in one and "different C allocators" not in one
+    both = build.build_report(runs, output=tmp_path / "both.html").read_text()
+    assert ("Warning: these runs&#39; processes used 2 different C allocators or settings (glibc 2.36 (libc.so.6), "
+            "its defaults; libtcmalloc_minimal.so.4 (/usr/lib/libtcmalloc_minimal.so.4), its defaults)") in both

@@ -97,3 +97,13 @@ def test_runs_with_different_settings_are_flagged(fixtures, tmp_path):
         "the setting's, not the code's"]
     _, context = compare.compare(fixtures / "cmp_base", fixtures / "cmp_same", 0.05)
     assert not [w for w in context["warnings"] if "different settings" in w]
+    # the C allocator that served each run (run.json's c_allocator), named first
+    for name, allocator in (("base", "glibc 2.36 (libc.so.6), its defaults"),
+                            ("new", "libjemalloc.so.2 (/usr/lib/libjemalloc.so.2), its defaults")):
+        meta = json.loads((runs[name] / "run.json").read_text())
+        (runs[name] / "run.json").write_text(json.dumps({**meta, "c_allocator": allocator}))
+    _, context = compare.compare(runs["base"], runs["new"], 0.05)
+    assert [w for w in context["warnings"] if "different settings" in w] == [
+        "the two runs ran with different settings (C allocator: glibc 2.36 (libc.so.6), its defaults -> "
+        "libjemalloc.so.2 (/usr/lib/libjemalloc.so.2), its defaults; MALLOC_TRIM_THRESHOLD_: unset -> 4000000000): "
+        "a change may be the setting's, not the code's"]
