@@ -97,6 +97,11 @@ def _environment(loaded: load.Loaded) -> list[dict]:
         blocks.append({"kind": "note", "text": (
             f"Warning: these runs were measured on {len(machines)} different machines (CPU model, "
             "microarchitecture, instruction sets or GPU differ): compare figures within one machine only.")})
+    variants = sorted(set(loaded.table[load.VARIANT]) - {""}) if load.VARIANT in loaded.table else []
+    if variants:
+        blocks.append({"kind": "note", "text": (
+            f"Runs {', '.join(variants)} time the same cases in the same setup: each is a series of its own, its "
+            "name ending in its run's, and each run's involution is compared with that run's Conv2D.")})
     allocators = {run.get("c_allocator") for run in loaded.runs if run.get("c_allocator")}
     if len(allocators) > 1:
         blocks.append({"kind": "note", "text": (

@@ -18,13 +18,15 @@ from pathlib import Path
 import pandas as pd
 
 from bench import intervals
-from bench.rundir import HISTORY, KERNEL_MAPS, META, RESULTS, SCHEMA
+from bench.rundir import HISTORY, KERNEL_MAPS, META, RESULTS, SCHEMA, SETUP
 
 TIME = "time_ms"  # the column every comparison of speed uses (see _derive)
 # What a time's 95% interval rests on (column interval_basis; see _between_processes).
 BETWEEN_PROCESSES = "between processes"
 ONE_PROCESS = "rounds of one process"
 REQUIRED = ("case_id", "layer", "implementation", "status")
+# The column that tells apart runs timing the same cases in the same setup (see _variants).
+VARIANT = "variant"
 
 
 class ReportError(Exception):
@@ -229,7 +231,25 @@ def _derive(table: pd.DataFrame) -> pd.DataFrame:
         table["series"] = table["series"] + " · " + table["backend"]
     if table["tf32"].nunique() > 1:
         table["series"] = table["series"].where(~table["tf32"], table["series"] + " · TF32")
+    table[VARIANT] = _variants(table)
+    table["series"] = table["series"].where(table[VARIANT] == "", table["series"] + " · " + table[VARIANT])
     return _between_processes(table)
+
+
+def _variants(table: pd.DataFrame) -> pd.Series:
+    """Per row, the name of its run where two runs time the same case in the
+    same setup (two commits, two C allocators, ...), so that each run keeps its
+    own series and its involution is compared with its own Conv2D; "" for the
+    rows of every other run (shards of a sweep and other backends or devices
+    merge as one). The name is the run directory's, or its path where two
+    such directories share a name."""
+    key = ["case_id", *(c for c in SETUP if c in table)]
+    runs_per_case = table.groupby(key, dropna=False)["run_dir"].transform("nunique")
+    overlapping = sorted(set(table.loc[runs_per_case > 1, "run_dir"]))
+    names = {run: Path(run).name for run in overlapping}
+    if len(set(names.values())) < len(names):
+        names = {run: run for run in overlapping}
+    return table["run_dir"].map(lambda run: names.get(run, ""))
 
 
 def log_medians(values) -> list[float]:

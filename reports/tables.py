@@ -14,14 +14,17 @@ import pandas as pd
 
 from bench import intervals
 from bench.rundir import AXES as RUN_AXES
-from bench.rundir import INVOLUTION_ONLY, SETUP
-from reports.load import BETWEEN_PROCESSES, ONE_PROCESS, TIME
+from bench.rundir import INVOLUTION_ONLY
+from bench.rundir import SETUP as RUN_SETUP
+from reports.load import BETWEEN_PROCESSES, ONE_PROCESS, TIME, VARIANT
 
 # The run format's axes (bench.rundir, from bench.cases.Case) but what is
 # compared: a per-axis view moves one of them (the compilation mode, jit,
 # too) with the others fixed; baselines match involution on the axes they
-# have, within one setup (backend, device, float32 precision policy, L2 mode).
+# have, within one setup (backend, device, float32 precision policy, L2 mode,
+# and the run where two runs time the same cases: reports.load._variants).
 AXES = tuple(a for a in RUN_AXES if a not in ("layer", "implementation"))
+SETUP = (*RUN_SETUP, VARIANT)
 MATCH = (*SETUP, *(a for a in AXES if a not in INVOLUTION_ONLY))
 METRICS = {TIME: "time (ms)", "peak_memory_mb": "peak memory (MB)", "gflops": "GFLOPs",
            "params": "parameters"}
@@ -147,8 +150,7 @@ def axis_table(table: pd.DataFrame, axis: str) -> pd.DataFrame:
     frame = axis_slice(table, axis)
     if frame.empty:
         return frame
-    by = [axis] + (["backend"] if frame["backend"].nunique() > 1 else [])
-    frame = _with_ratios(with_time_interval(frame), by)
+    frame = _with_ratios(with_time_interval(frame), [axis, *SETUP])
     frame = frame.assign(time_ci=_interval_text(frame[f"{TIME}_ci_low"], frame[f"{TIME}_ci_high"]),
                          time_vs_conv2d_ci=_interval_text(frame["time_vs_conv2d_low"], frame["time_vs_conv2d_high"]))
     columns = [axis, "series", *METRICS, "time_ci", "time_vs_conv2d", "time_vs_conv2d_ci", "memory_vs_conv2d"]
@@ -257,7 +259,8 @@ def best_implementation(table: pd.DataFrame) -> pd.DataFrame:
         cases=("case_id", "count"), fastest_in=("fastest", "sum"),
         geomean_slowdown=("slowdown", lambda s: float(np.exp(np.log(s).mean()))),
     ).reset_index()
-    return out.sort_values([*group, "geomean_slowdown"]).reset_index(drop=True)
+    out = out.sort_values([*group, "geomean_slowdown"]).reset_index(drop=True)
+    return out.drop(columns=VARIANT) if (out[VARIANT] == "").all() else out  # one run per setup: no column
 
 
 def statuses(table: pd.DataFrame) -> pd.DataFrame:

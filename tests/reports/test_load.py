@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 
 import pytest
 from scipy import stats
@@ -25,6 +26,30 @@ def test_one_row_per_case_with_derived_columns(fixtures):
 def test_runs_merge(fixtures):
     loaded = load.load_runs([fixtures / "run_base", fixtures / "run_new"])
     assert len(loaded.table) == 36 and loaded.table["run_dir"].nunique() == 2
+
+
+def test_runs_of_the_same_cases_in_one_setup_keep_their_own_series(fixtures, tmp_path):
+    """Two runs of one sweep (two commits, two C allocators) are two series,
+    each named by its run; shards of a sweep, and other backends or devices,
+    merge as one."""
+    t = load.load_runs([fixtures / "run_base", fixtures / "run_new"]).table
+    assert dict(zip(t["run_dir"], t["variant"], strict=True)) == {
+        str(fixtures / "run_base"): "run_base", str(fixtures / "run_new"): "run_new"}
+    assert {"involution/shiftsum · run_base", "involution/shiftsum · run_new"} <= set(t["series"])
+    t = load.load_runs([fixtures / "run_base", fixtures / "run_gpu"]).table  # another backend and device
+    assert set(t["variant"]) == {""} and "involution/shiftsum · torch" in set(t["series"])
+    lines = (fixtures / "run_base" / "results.jsonl").read_text().splitlines()
+    for index in (0, 1):  # two shards: each case in one of them
+        shard = tmp_path / f"shard{index}"
+        shard.mkdir()
+        shutil.copy(fixtures / "run_base" / "run.json", shard / "run.json")
+        (shard / "results.jsonl").write_text("\n".join(lines[index::2]) + "\n")
+    t = load.load_runs([tmp_path / "shard0", tmp_path / "shard1"]).table
+    assert len(t) == len(lines) and set(t["variant"]) == {""}
+    for parent in ("a", "b"):  # two run directories of one name: their paths tell them apart
+        shutil.copytree(fixtures / "run_base", tmp_path / parent / "run")
+    t = load.load_runs([tmp_path / "a" / "run", tmp_path / "b" / "run"]).table
+    assert set(t["variant"]) == {str(tmp_path / "a" / "run"), str(tmp_path / "b" / "run")}
 
 
 def test_broken_lines_are_skipped_and_listed(fixtures):

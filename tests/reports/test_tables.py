@@ -31,6 +31,21 @@ def test_kernel_size_view(table):
     assert pivot.loc[5, "depthwise"] == pytest.approx(2.3)
 
 
+def test_each_run_of_the_same_cases_is_compared_with_its_own_conv2d(fixtures, table):
+    """run_new times run_base's cases again, Conv2D 0.5% slower: each run's
+    involution against its own Conv2D, never the other run's."""
+    both = load.load_runs([fixtures / "run_base", fixtures / "run_new"]).table
+    pairs = tables.matched(both)
+    assert len(pairs) == 2 * len(tables.matched(table))
+    shiftsum_k7 = pairs[(pairs["implementation"] == "shiftsum") & (pairs["kernel_size"] == 7)
+                        & (pairs["stride"] == 1) & (pairs["groups"] == 4)].set_index("variant")
+    assert shiftsum_k7.loc["run_base", "time_ms_conv2d"] == pytest.approx(25.0)
+    assert shiftsum_k7.loc["run_new", "time_ms_conv2d"] == pytest.approx(25.0 * 1.005)
+    frame = tables.axis_table(both, "kernel_size").set_index(["series", "kernel_size"])
+    assert frame.loc[("involution/shiftsum · run_new", 7), "time_vs_conv2d"] == pytest.approx(35 * 1.2 / (25 * 1.005))
+    assert frame.loc[("involution/shiftsum · run_base", 7), "time_vs_conv2d"] == pytest.approx(35 / 25)
+
+
 def test_groups_view_repeats_the_baselines(table):
     frame = tables.axis_table(table, "groups")
     assert sorted(frame["groups"].unique()) == [1, 4]
@@ -101,6 +116,14 @@ def test_best_implementation(table):
     expected = np.exp(np.mean(np.log([10 / 4, 45 / 12, 100 / 35, 30 / 10, 90 / 30])))
     assert best.loc["reference", "geomean_slowdown"] == pytest.approx(expected)
     assert best.loc["reference", "fastest_in"] == 0
+    assert "variant" not in best  # one run per setup: no column for it
+
+
+def test_best_implementation_per_run_of_the_same_cases(fixtures):
+    both = load.load_runs([fixtures / "run_base", fixtures / "run_new"]).table
+    best = tables.best_implementation(both)
+    assert sorted(best["variant"].unique()) == ["run_base", "run_new"]
+    assert (best.groupby("variant")["cases"].sum() == 10).all()  # 5 shiftsum and 5 reference cases each
 
 
 def test_statuses_failures_models_profiles(table):
