@@ -41,6 +41,11 @@ ENV_NAMES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "CUDA
 ALLOCATOR_PREFIXES = ("MALLOC_", "TCMALLOC_", "GLIBC_TUNABLES")
 ENV_PREFIXES = ("TF_", "XLA_", "JAX_", "KERAS_", "TORCH_", "PYTORCH_", "TRITON_", "INVOLUTION_", "ONEDNN_", "DNNL_",
                 *ALLOCATOR_PREFIXES)
+# Terraform's variables, which share TensorFlow's prefix (HashiCorp's Terraform CLI
+# environment variables reference): not settings of anything a run measures.
+TERRAFORM_PREFIXES = ("TF_CLI_", "TF_VAR_", "TF_TOKEN_", "TF_REGISTRY_", "TF_LOG", "TF_INPUT", "TF_DATA_DIR",
+                      "TF_WORKSPACE", "TF_IN_AUTOMATION", "TF_PLUGIN_CACHE_DIR", "TF_IGNORE",
+                      "TF_STATE_PERSIST_INTERVAL")
 # Instruction-set extensions the frameworks' CPU kernels dispatch on.
 ISA = ("sse4_2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl", "avx512dq", "avx512_vnni",
        "avx512_bf16", "avx512_fp16", "avx_vnni", "amx_tile", "amx_bf16", "amx_int8", "asimd", "sve", "sve2")
@@ -71,7 +76,8 @@ def versions() -> dict[str, str]:
 
 def environment() -> dict[str, str]:
     return {key: value for key, value in sorted(os.environ.items())
-            if (key in ENV_NAMES or key.startswith(ENV_PREFIXES)) and key != "INVOLUTION_BENCH_HANDOFF"}
+            if (key in ENV_NAMES or key.startswith(ENV_PREFIXES)) and not key.startswith(TERRAFORM_PREFIXES)
+            and key != "INVOLUTION_BENCH_HANDOFF"}
 
 
 # Recorded variables that name a place, not a setting (TRITON_CACHE_DIR differs

@@ -55,7 +55,12 @@ def test_environment_keeps_what_changes_results_and_nothing_else(monkeypatch):
     monkeypatch.setenv("SOMETHING_ELSE", "1")
     monkeypatch.setenv("MALLOC_TRIM_THRESHOLD_", "4000000000")
     monkeypatch.setenv("GLIBC_TUNABLES", "glibc.malloc.mmap_threshold=4000000000")
+    monkeypatch.setenv("TF_CPP_MIN_LOG_LEVEL", "2")
+    for terraform in ("TF_CLI_CONFIG_FILE", "TF_VAR_region", "TF_LOG", "TF_LOG_PATH", "TF_DATA_DIR"):
+        monkeypatch.setenv(terraform, "x")  # Terraform's, not TensorFlow's
     environment = provenance.environment()
+    assert environment["TF_CPP_MIN_LOG_LEVEL"] == "2" and not any(key in environment for key in (
+        "TF_CLI_CONFIG_FILE", "TF_VAR_region", "TF_LOG", "TF_LOG_PATH", "TF_DATA_DIR"))
     assert environment["MALLOC_TRIM_THRESHOLD_"] == "4000000000"
     assert environment["GLIBC_TUNABLES"] == "glibc.malloc.mmap_threshold=4000000000"
     assert environment["XLA_FLAGS"] == "--xla_gpu_autotune_level=0"
