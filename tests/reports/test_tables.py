@@ -3,7 +3,9 @@ fixtures/make_fixtures.py)."""
 
 from __future__ import annotations
 
+import json
 import math
+import shutil
 
 import numpy as np
 import pandas as pd
@@ -44,6 +46,24 @@ def test_each_run_of_the_same_cases_is_compared_with_its_own_conv2d(fixtures, ta
     frame = tables.axis_table(both, "kernel_size").set_index(["series", "kernel_size"])
     assert frame.loc[("involution/shiftsum · run_new", 7), "time_vs_conv2d"] == pytest.approx(35 * 1.2 / (25 * 1.005))
     assert frame.loc[("involution/shiftsum · run_base", 7), "time_vs_conv2d"] == pytest.approx(35 / 25)
+
+
+def test_axis_view_compares_within_each_precision_policy(fixtures, tmp_path):
+    """One backend timed with TF32 allowed and without (the `paper` and `gpu`
+    sweeps): each policy's involution against its own policy's Conv2D."""
+    tf32 = tmp_path / "run_tf32"
+    shutil.copytree(fixtures / "run_base", tf32)
+    rows = [json.loads(line) for line in (tf32 / "results.jsonl").read_text().splitlines()]
+    for row in rows:  # every time halved, Conv2D's a third
+        row["tf32"] = True
+        row["median_s"] *= 1 / 3 if row["layer"] == "conv2d" else 0.5
+        row["rounds_s"] = [r * (1 / 3 if row["layer"] == "conv2d" else 0.5) for r in row.get("rounds_s") or []]
+    (tf32 / "results.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    both = load.load_runs([fixtures / "run_base", tf32]).table
+    assert set(both["variant"]) == {""}  # two setups, not two runs of one
+    frame = tables.axis_table(both, "kernel_size").set_index(["series", "kernel_size"])
+    assert frame.loc[("involution/shiftsum", 7), "time_vs_conv2d"] == pytest.approx(35 / 25)
+    assert frame.loc[("involution/shiftsum · TF32", 7), "time_vs_conv2d"] == pytest.approx(35 * 0.5 / (25 / 3))
 
 
 def test_groups_view_repeats_the_baselines(table):
