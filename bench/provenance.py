@@ -95,6 +95,10 @@ def environment_changes(base: dict | None, new: dict | None) -> list[str]:
             if base.get(key) != new.get(key) and not key.endswith(LOCATION_SUFFIXES)]
 
 
+# The C library's file names (libc.so.6; libc-2.xx.so on older systems).
+C_LIBRARY_FILES = ("libc.so", "libc-")
+
+
 class _SymbolInfo(ctypes.Structure):  # dladdr's Dl_info
     _fields_ = [("dli_fname", ctypes.c_char_p), ("dli_fbase", ctypes.c_void_p), ("dli_sname", ctypes.c_char_p),
                 ("dli_saddr", ctypes.c_void_p)]
@@ -119,7 +123,7 @@ def _allocator_setting(library_name: str, key: str) -> bool:
         return key == "MALLOC_CONF"
     if "tcmalloc" in library_name:
         return key.startswith("TCMALLOC_")
-    if library_name.startswith("libc"):
+    if library_name.startswith(C_LIBRARY_FILES):
         return key == "GLIBC_TUNABLES" or (key.startswith("MALLOC_") and key != "MALLOC_CONF")
     return key.startswith(ALLOCATOR_PREFIXES)  # an allocator this does not know: every candidate
 
@@ -135,7 +139,7 @@ def c_allocator(library: str | None = None, environ: dict | None = None) -> str:
     except (OSError, AttributeError) as error:  # AttributeError: no dladdr or malloc symbol in the global scope
         return f"unknown ({type(error).__name__}: {error})"
     name = Path(library).name
-    if name.startswith(("libc.so", "libc-")):
+    if name.startswith(C_LIBRARY_FILES):
         glibc = os.confstr("CS_GNU_LIBC_VERSION") if "CS_GNU_LIBC_VERSION" in os.confstr_names else None
         label = f"{glibc or 'the C library'} ({name})"
     else:
