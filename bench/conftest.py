@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from bench import compile_cache, quiet, rundir, supervisor
+from bench import allocators, compile_cache, quiet, rundir, supervisor
 from bench import options as bench_options
 from bench.interrupts import Interrupts
 
@@ -64,6 +64,10 @@ def pytest_addoption(parser):
     group.addoption("--no-supervise", action="store_true",
                     help="run in this process, without the supervisor: no protection against a case that "
                          "crashes or hangs (for debuggers)")
+    group.addoption("--c-allocator", metavar="|".join(allocators.CHOICES),
+                    help="the C allocator the sweep's processes start with: system (as the environment sets it), "
+                         "keep (glibc keeping large blocks for reuse), tcmalloc or jemalloc (loaded first); "
+                         "recorded in run.json and every row (default: system)")
     group.addoption("--threads", metavar="N",
                     help="CPU threads for every framework alike: the process is pinned to N cores and each "
                          "framework's intra-op threads set to N (default: all the cores this process may use)")
@@ -118,7 +122,8 @@ def pytest_cmdline_main(config):
     if not _supervised(config):
         return None
     _check(config)  # before the sweep's process starts: a bad option loads no framework
-    return supervisor.Supervisor(config.invocation_params.args, config.getoption("--max-restarts")).run()
+    allocator = allocators.variables(config.getoption("--c-allocator") or allocators.SYSTEM, dict(os.environ))
+    return supervisor.Supervisor(config.invocation_params.args, config.getoption("--max-restarts"), allocator).run()
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -126,7 +131,12 @@ def pytest_configure(config):
     if config.option.help:
         return
     _check(config)
-    from bench import threads
+    from bench import provenance, threads
+
+    # The supervisor started this process with the chosen allocator's variables: check that it got it.
+    allocator = allocators.problem(config.getoption("--c-allocator"), provenance.c_allocator())
+    if allocator:
+        raise pytest.UsageError(allocator)
 
     try:
         thread_policy = threads.apply(config.getoption("--threads"))  # before any framework sizes its pools

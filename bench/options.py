@@ -13,7 +13,7 @@ import os
 import re
 from pathlib import Path
 
-from bench import keras_backend, sweeps, timing
+from bench import allocators, keras_backend, sweeps, timing
 from bench.rundir import RunDir, RunDirError, writable_folder
 
 
@@ -26,7 +26,7 @@ class UsageError(ValueError):
 # whole usage text, where every other check here is one line.
 SECONDS = ("--bench-time", "--case-timeout", "--precompile-time")  # each a positive number of seconds
 COUNTS = {"--max-restarts": 0, "--threads": 1, "--passes": 1, "--precompile": 0}  # the least each takes
-CHOICES = {"--l2": timing.L2_MODES}
+CHOICES = {"--l2": timing.L2_MODES, "--c-allocator": allocators.CHOICES}
 
 
 def typed(config) -> None:
@@ -113,6 +113,17 @@ def same_kernels(meta: dict, switches: dict, path: str) -> None:
                          f"{switch_settings(started)}, or start a new run. Received: --resume={path}")
 
 
+def same_allocator(meta: dict, allocator: str, path: str) -> None:
+    """A run is resumed with the C allocator it started with
+    (`provenance.c_allocator`, recorded in run.json)."""
+    started = meta.get("c_allocator")
+    if started and started != allocator:
+        raise UsageError(f"--resume: {path} was started with the C allocator {started}, this process has "
+                         f"{allocator}; resuming would mix two allocators' times in one run: start it as the run "
+                         "was started (--c-allocator, LD_PRELOAD, MALLOC_*), or start a new run. "
+                         f"Received: --resume={path}")
+
+
 def _distributed(get) -> str:
     """The pytest-xdist options that would spread the sweep over workers, as
     the user gave them ("" if none, or without xdist). xdist itself turns -n 0
@@ -134,6 +145,9 @@ def check(config) -> None:
         raise UsageError(message)
     typed(config)
     get = config.getoption
+    missing = allocators.missing(get("--c-allocator") or allocators.SYSTEM)
+    if missing:
+        raise UsageError(missing)
     parse_shard(get("--shard"))
     distributed = _distributed(get)
     if distributed:

@@ -85,14 +85,46 @@ def environment() -> dict[str, str]:
 LOCATION_SUFFIXES = ("_DIR", "_FILE", "_HOME", "_PATH")
 
 
-def environment_changes(base: dict | None, new: dict | None) -> list[str]:
-    """The recorded variables (`environment()`) whose values differ between two
-    runs' run.json, as "NAME: base value -> new value" ("unset" where absent);
-    locations (`LOCATION_SUFFIXES`) left out."""
-    base, new = base or {}, new or {}
-    return [f"{key}: {base.get(key, 'unset')} -> {new.get(key, 'unset')}"
-            for key in sorted(set(base) | set(new))
-            if base.get(key) != new.get(key) and not key.endswith(LOCATION_SUFFIXES)]
+# The run.json groups of names whose values set a run's times, and what a run
+# that recorded the group but not a name in it had instead.
+SETTING_GROUPS = {"packages": "not installed", "environment": "unset"}
+
+
+def settings(meta: dict) -> dict[str, str]:
+    """What a run.json says, besides the cases and the machine, set the run's
+    times, as {name: value}: "commit" (short, "(modified)" where the checkout
+    was), "C allocator" (the library's name and its settings, without its
+    path), each package's version and each recorded variable (`environment()`;
+    places, `LOCATION_SUFFIXES`, left out). What a run did not record is absent."""
+    facts = {}
+    if meta.get("git_commit"):
+        facts["commit"] = short(meta["git_commit"]) + (" (modified)" if meta.get("git_dirty") else "")
+    if meta.get("c_allocator"):
+        facts["C allocator"] = re.sub(r" \([^)]*\)", "", meta["c_allocator"], count=1)
+    for group in SETTING_GROUPS:
+        facts.update({name: str(value) for name, value in sorted((meta.get(group) or {}).items())
+                      if not name.endswith(LOCATION_SUFFIXES)})
+    return facts
+
+
+def differences(metas: list[dict]) -> list[dict[str, str]]:
+    """Per run, the `settings` whose values differ between the runs (two
+    commits, two C allocators, a variable set in one), in `settings`' order. A
+    name some run did not record at all (a run.json from before the field) is
+    left out; a package or variable missing from a group a run did record
+    counts as "not installed" or "unset"."""
+    facts = [settings(meta) for meta in metas]
+    order = ["commit", "C allocator"]
+    for group, absent in SETTING_GROUPS.items():
+        names = sorted({name for fact, meta in zip(facts, metas, strict=True) for name in (meta.get(group) or {})
+                        if name in fact})
+        order += names
+        for fact, meta in zip(facts, metas, strict=True):
+            if isinstance(meta.get(group), dict):
+                fact.update({name: absent for name in names if name not in fact})
+    differing = [name for name in order
+                 if all(name in fact for fact in facts) and len({fact[name] for fact in facts}) > 1]
+    return [{name: fact[name] for name in differing} for fact in facts]
 
 
 # The C library's file names (libc.so.6; libc-2.xx.so on older systems).

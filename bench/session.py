@@ -24,7 +24,16 @@ import numpy as np
 
 from bench import backends, machine, nvml, provenance, rundir, sweeps, timing
 from bench.cases import Case, drop_reason, not_run
-from bench.options import UsageError, parse_shard, pattern, resumable, same_backend, same_commit, same_kernels
+from bench.options import (
+    UsageError,
+    parse_shard,
+    pattern,
+    resumable,
+    same_allocator,
+    same_backend,
+    same_commit,
+    same_kernels,
+)
 from layers import aggregation, counting, registry
 from layers.aggregation import auto
 
@@ -97,6 +106,7 @@ class BenchSession:
             if not options.allow_other_commit:
                 same_commit(previous, self.provenance.get("git_commit"), options.resume)
             same_kernels(previous, self.kernel_switches, options.resume)
+            same_allocator(previous, self.provenance["c_allocator"], options.resume)
             sweep_name = options.sweep or previous.get("sweep_source") or previous.get("sweep")
             self.shard = self.shard or (tuple(previous["shard"]) if previous.get("shard") else None)
         else:

@@ -98,15 +98,16 @@ def _die_with_parent() -> None:
 
 
 class Supervisor:
-    def __init__(self, args: Sequence[str], max_restarts: int):
+    def __init__(self, args: Sequence[str], max_restarts: int, environment: dict[str, str] | None = None):
         self.args = list(args)
         self.max_restarts = max_restarts
+        self.environment = dict(environment or {})  # set in every child's environment (bench.allocators)
         self.child: subprocess.Popen | None = None
         self.interrupted = False
         self.events: list[str] = []
 
     def _start(self, args: list[str], handoff: Path) -> subprocess.Popen:
-        env = dict(os.environ, **{HANDOFF_ENV: str(handoff)})
+        env = {**os.environ, **self.environment, HANDOFF_ENV: str(handoff)}
         preexec = _die_with_parent if sys.platform.startswith("linux") else None
         return subprocess.Popen([sys.executable, "-m", "pytest", *args, CHILD_FLAG], env=env,
                                 start_new_session=True, preexec_fn=preexec)

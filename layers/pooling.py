@@ -24,7 +24,8 @@ from keras import backend, ops
 
 from layers.aggregation._common import same_padding
 
-if backend.backend() == "torch":  # imported here: torch.compile cannot trace an import
+_ON_TORCH = backend.backend() == "torch"  # fixed when Keras is imported
+if _ON_TORCH:  # imported here: torch.compile cannot trace an import
     import torch.nn.functional as torch_functional
 
 __all__ = ["average_pool_same"]
@@ -39,7 +40,7 @@ def average_pool_same(x, stride: int):
     >>> average_pool_same(ops.ones((2, 9, 9, 4)), 2).shape
     (2, 5, 5, 4)
     """
-    if backend.backend() != "torch":
+    if not _ON_TORCH:
         return ops.average_pool(x, stride, stride, padding="same")
     _, height, width, _ = x.shape
     # Conv2D's "same" padding of a stride-sized window: (before, after); PyTorch pads `before` on both

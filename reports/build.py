@@ -97,11 +97,15 @@ def _environment(loaded: load.Loaded) -> list[dict]:
         blocks.append({"kind": "note", "text": (
             f"Warning: these runs were measured on {len(machines)} different machines (CPU model, "
             "microarchitecture, instruction sets or GPU differ): compare figures within one machine only.")})
-    variants = sorted(set(loaded.table[load.VARIANT]) - {""}) if load.VARIANT in loaded.table else []
-    if variants:
+    variants = (loaded.table.loc[loaded.table[load.VARIANT] != "", [load.VARIANT, "run_dir"]].drop_duplicates()
+                if load.VARIANT in loaded.table else pd.DataFrame())
+    if len(variants):
+        named = "; ".join(f"{name}: {run}" for name, run in sorted(variants.itertuples(index=False)))
         blocks.append({"kind": "note", "text": (
-            f"Runs {', '.join(variants)} time the same cases in the same setup: each is a series of its own, its "
-            "name ending in its run's, and each run's involution is compared with that run's Conv2D.")})
+            f"{len(variants)} runs time the same cases in the same setup: each is a series of its own, its name "
+            "ending in what its run.json records differently from the others' (commit, C allocator, package "
+            "versions, settings) or else its run directory's name, and each run's involution is compared with that "
+            f"run's Conv2D ({named}).")})
     allocators = {run.get("c_allocator") for run in loaded.runs if run.get("c_allocator")}
     if len(allocators) > 1:
         blocks.append({"kind": "note", "text": (

@@ -166,9 +166,8 @@ def _context(base: load.Loaded, new: load.Loaded, history: int, overall: float |
         warnings.append("the two runs were measured on different machines "
                         f"({provenance.machine_key(b)} against {provenance.machine_key(n)}): a change may be the "
                         "machine's, not the code's")
-    changed = provenance.environment_changes(b.get("environment"), n.get("environment"))
-    if b.get("c_allocator") and n.get("c_allocator") and b["c_allocator"] != n["c_allocator"]:
-        changed.insert(0, f"C allocator: {b['c_allocator']} -> {n['c_allocator']}")
+    differ = provenance.differences([b, n])  # the commits have a line of their own
+    changed = [f"{name}: {differ[0][name]} -> {differ[1][name]}" for name in differ[0] if name != "commit"]
     if changed:
         warnings.append(f"the two runs ran with different settings ({'; '.join(changed)}): a change may be the "
                         "setting's, not the code's")

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from bench import intervals
+from bench import intervals, provenance
 from bench.rundir import HISTORY, KERNEL_MAPS, META, RESULTS, SCHEMA, SETUP
 
 TIME = "time_ms"  # the column every comparison of speed uses (see _derive)
@@ -140,7 +140,7 @@ def load_runs(paths: list[str | Path]) -> Loaded:
         table["pass"] = table["pass"].fillna(1).astype(int)
         # One row per case, pass and run: a resumed run may repeat a case cut short.
         table = table.drop_duplicates(subset=["run_dir", "case_id", "pass"], keep="last").reset_index(drop=True)
-        table = _derive(_merge_passes(table))
+        table = _derive(_merge_passes(table), runs)
     return Loaded(
         table=table,
         rounds=pd.DataFrame(rounds, columns=["case_id", "run_dir", "kind", "round", "seconds"]),
@@ -198,7 +198,7 @@ def _merge_passes(table: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(merged).drop(columns="_compared")
 
 
-def _derive(table: pd.DataFrame) -> pd.DataFrame:
+def _derive(table: pd.DataFrame, runs: list[dict]) -> pd.DataFrame:
     """Columns every view uses: readable units, the compared time and a series label."""
     for column in ("median_s", "device_median_s", "peak_memory_bytes", "flops", "params", "flops_measured",
                    "bytes_min", "median_ci_low_s", "median_ci_high_s", "device_median_ci_low_s",
@@ -231,24 +231,39 @@ def _derive(table: pd.DataFrame) -> pd.DataFrame:
         table["series"] = table["series"] + " · " + table["backend"]
     if table["tf32"].nunique() > 1:
         table["series"] = table["series"].where(~table["tf32"], table["series"] + " · TF32")
-    table[VARIANT] = _variants(table)
+    table[VARIANT] = _variants(table, runs)
     table["series"] = table["series"].where(table[VARIANT] == "", table["series"] + " · " + table[VARIANT])
     return _between_processes(table)
 
 
-def _variants(table: pd.DataFrame) -> pd.Series:
-    """Per row, the name of its run where two runs time the same case in the
+def _variants(table: pd.DataFrame, runs: list[dict]) -> pd.Series:
+    """Per row, a name for its run where two runs time the same case in the
     same setup (two commits, two C allocators, ...), so that each run keeps its
     own series and its involution is compared with its own Conv2D; "" for the
     rows of every other run (shards of a sweep and other backends or devices
-    merge as one). The name is the run directory's, or its path where two
-    such directories share a name."""
+    merge as one). The name says what the run's run.json records differently
+    from the others' (`bench.provenance.differences`, e.g. "commit 0123456789"
+    or "C allocator glibc 2.36, its defaults"); where that is nothing, or does
+    not tell two runs apart, the run directory's name (its path where two
+    share a name) is added."""
     key = ["case_id", *(c for c in SETUP if c in table)]
-    runs_per_case = table.groupby(key, dropna=False)["run_dir"].transform("nunique")
-    overlapping = sorted(set(table.loc[runs_per_case > 1, "run_dir"]))
-    names = {run: Path(run).name for run in overlapping}
-    if len(set(names.values())) < len(names):
-        names = {run: run for run in overlapping}
+    groups: list[set[str]] = []  # runs linked by a case they share, each group compared within itself
+    for runs_of_case in table.groupby(key, dropna=False)["run_dir"].unique():
+        if len(runs_of_case) > 1:
+            linked = [group for group in groups if group & set(runs_of_case)]
+            groups = [group for group in groups if group not in linked] + [set(runs_of_case).union(*linked)]
+    overlapping = sorted(run for group in groups for run in group)
+    folders = {run: Path(run).name for run in overlapping}
+    if len(set(folders.values())) < len(folders):
+        folders = {run: run for run in overlapping}
+    metas = {meta["run_dir"]: meta for meta in runs}
+    names = {}
+    for group in map(sorted, groups):
+        differ = provenance.differences([metas.get(run, {}) for run in group])
+        labels = ["; ".join(f"{name} {value}" for name, value in facts.items()) for facts in differ]
+        for run, label in zip(group, labels, strict=True):
+            names[run] = (folders[run] if not label else f"{label} ({folders[run]})" if labels.count(label) > 1
+                          else label)
     return table["run_dir"].map(lambda run: names.get(run, ""))
 
 

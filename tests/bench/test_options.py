@@ -6,7 +6,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from bench.options import COUNTS, SECONDS, UsageError, parse_shard, same_kernels, typed
+from bench.options import CHOICES, COUNTS, SECONDS, UsageError, parse_shard, same_allocator, same_kernels, typed
 
 FLAT = {"INVOLUTION_UNROLL_WINDOW": 0, "INVOLUTION_TILE_WIDTH": 0}
 
@@ -29,8 +29,8 @@ class _Config:
     """What `typed` uses of pytest's Config: getoption by flag, and the namespace it reads."""
 
     def __init__(self, **given):
-        self.option = SimpleNamespace(**{flag.lstrip("-").replace("-", "_"): None for flag in (*SECONDS, *COUNTS)},
-                                      l2=None)
+        self.option = SimpleNamespace(**{flag.lstrip("-").replace("-", "_"): None
+                                         for flag in (*SECONDS, *COUNTS, *CHOICES)})
         for dest, value in given.items():
             setattr(self.option, dest, value)
 
@@ -60,11 +60,26 @@ def test_numbers_and_choices_are_converted_in_place():
     ("precompile", "-1", "--precompile takes a whole number of 0 or more. Received: --precompile=-1"),
     ("max_restarts", 2.5, "--max-restarts takes a whole number of 0 or more. Received: --max-restarts=2.5"),
     ("l2", "hot", "--l2 takes cold or warm. Received: --l2=hot"),
+    ("c_allocator", "mimalloc", "--c-allocator takes system or keep or tcmalloc or jemalloc. "
+                                "Received: --c-allocator=mimalloc"),
 ])
 def test_a_mistyped_or_out_of_range_number_or_choice_is_one_line(dest, value, message):
     with pytest.raises(UsageError) as error:
         typed(_Config(**{dest: value}))
     assert str(error.value) == message
+
+
+def test_resume_refuses_another_c_allocator():
+    glibc = "glibc 2.36 (libc.so.6), its defaults"
+    same_allocator({"c_allocator": glibc}, glibc, "runs/a")
+    same_allocator({}, glibc, "runs/a")  # a run from before the allocator was recorded
+    with pytest.raises(UsageError) as error:
+        same_allocator({"c_allocator": glibc}, "libjemalloc.so.2 (/usr/lib/libjemalloc.so.2), its defaults", "runs/a")
+    assert str(error.value) == (
+        "--resume: runs/a was started with the C allocator glibc 2.36 (libc.so.6), its defaults, this process has "
+        "libjemalloc.so.2 (/usr/lib/libjemalloc.so.2), its defaults; resuming would mix two allocators' times in one "
+        "run: start it as the run was started (--c-allocator, LD_PRELOAD, MALLOC_*), or start a new run. "
+        "Received: --resume=runs/a")
 
 
 @pytest.mark.parametrize("text", ["2/2", "a/b", "1/0", "-1/3", "3"])

@@ -3,7 +3,6 @@ produced it (`bench.provenance`), checked against a scratch git repository."""
 
 from __future__ import annotations
 
-import ctypes.util
 import os
 import subprocess
 import sys
@@ -11,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from bench import provenance
+from bench import allocators, provenance
 from tests import backend as tb
 from tests.conftest import needs_system_package
 
@@ -99,16 +98,28 @@ def test_short_commit():
     assert provenance.short("not-a-sha") == "not-a-sha"
 
 
-def test_environment_changes_name_each_variable_that_differs():
-    base = {"OMP_NUM_THREADS": "2", "XLA_FLAGS": "--a"}
-    new = {"OMP_NUM_THREADS": "2", "MALLOC_TRIM_THRESHOLD_": "1"}
-    assert provenance.environment_changes(base, new) == ["MALLOC_TRIM_THRESHOLD_: unset -> 1",
-                                                         "XLA_FLAGS: --a -> unset"]
-    assert provenance.environment_changes(base, dict(base)) == []
-    assert provenance.environment_changes(None, None) == []
+def test_differences_name_each_recorded_setting_that_differs():
+    base = {"git_commit": "0123456789" * 4, "git_dirty": False, "c_allocator": "glibc 2.36 (libc.so.6), its defaults",
+            "packages": {"jax": "0.11.2", "numpy": "2.3.0"},
+            "environment": {"OMP_NUM_THREADS": "2", "XLA_FLAGS": "--a"}}
+    new = {**base, "git_dirty": True, "packages": {"numpy": "2.3.0"},
+           "environment": {"OMP_NUM_THREADS": "2", "MALLOC_TRIM_THRESHOLD_": "1"}}
+    assert provenance.differences([base, new]) == [
+        {"commit": "0123456789", "jax": "0.11.2", "MALLOC_TRIM_THRESHOLD_": "unset", "XLA_FLAGS": "--a"},
+        {"commit": "0123456789 (modified)", "jax": "not installed", "MALLOC_TRIM_THRESHOLD_": "1",
+         "XLA_FLAGS": "unset"}]
+    assert provenance.differences([base, dict(base)]) == [{}, {}]
+    assert provenance.differences([{}, {}]) == [{}, {}]
+    # what one run did not record at all (a run.json from before the field) is not a difference
+    assert provenance.differences([base, {"git_commit": "f" * 40}]) == [{"commit": "0123456789"},
+                                                                        {"commit": "ffffffffff"}]
+    # the allocator without its library's path
+    tcmalloc = {"c_allocator": "libtcmalloc_minimal.so.4 (/usr/lib/libtcmalloc_minimal.so.4), TCMALLOC_X=1"}
+    assert provenance.differences([base, tcmalloc]) == [{"C allocator": "glibc 2.36, its defaults"},
+                                                        {"C allocator": "libtcmalloc_minimal.so.4, TCMALLOC_X=1"}]
     # two clones' tox environments: their cache folders differ, their settings do not
-    assert provenance.environment_changes({"TRITON_CACHE_DIR": "/a/.tox/bench/tmp/triton"},
-                                          {"TRITON_CACHE_DIR": "/b/.tox/bench/tmp/triton"}) == []
+    assert provenance.differences([{"environment": {"TRITON_CACHE_DIR": "/a/.tox/bench/tmp/triton"}},
+                                   {"environment": {"TRITON_CACHE_DIR": "/b/.tox/bench/tmp/triton"}}]) == [{}, {}]
 
 
 def test_c_allocator_names_the_library_and_only_its_own_settings():
@@ -143,10 +154,9 @@ def test_c_allocator_is_the_one_the_process_calls():
     """Asked of the process itself (dladdr of the malloc it calls): glibc's
     unless another allocator is loaded first, as LD_PRELOAD does."""
     assert _allocator_of_a_process(None).startswith("glibc ")
-    libraries = {package: ctypes.util.find_library(name)
-                 for name, package in (("tcmalloc_minimal", "libtcmalloc-minimal4"), ("jemalloc", "libjemalloc2"))}
-    missing = [package for package, soname in libraries.items() if soname is None]
+    missing = [allocators.missing(choice) for choice in allocators.LIBRARIES if allocators.missing(choice)]
     if missing:
-        needs_system_package(f"{' and '.join(missing)} not installed (Debian: apt-get install {' '.join(missing)})")
-    for soname in libraries.values():
+        needs_system_package("; ".join(missing))
+    for choice in allocators.LIBRARIES:
+        soname = allocators.library(choice)
         assert _allocator_of_a_process(soname).startswith(f"{soname} (/")

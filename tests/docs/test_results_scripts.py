@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -15,7 +16,8 @@ import pytest
 
 from tests import backend as tb
 
-RESULTS = Path(__file__).resolve().parents[2] / "docs" / "results"
+ROOT = Path(__file__).resolve().parents[2]
+RESULTS = ROOT / "docs" / "results"
 # (batch, resolution, channels, groups, kernel size, stride): a stride of 1 and of 2
 TINY = [(1, 8, 8, 2, 3, 1), (1, 9, 8, 2, 3, 2)]
 
@@ -121,15 +123,17 @@ def test_keras_pooling_check(capsys):
 @pytest.mark.parametrize("arguments, message", [
     ([], "cpu-allocator-ab.sh takes the folder for the runs, then settings (keep, tcmalloc, jemalloc). "
          "Received: 0 arguments"),
-    (["OUT", "keep", "mimalloc"], "cpu-allocator-ab.sh: unknown setting; use keep, tcmalloc or jemalloc. "
-                                  "Received: setting=mimalloc"),
+    (["OUT", "keep", "mimalloc"], "--c-allocator takes system or keep or tcmalloc or jemalloc. "
+                                  "Received: --c-allocator=mimalloc"),
 ])
 def test_allocator_ab_refuses_bad_arguments_in_one_line(tmp_path, arguments, message):
     """The sweeps themselves take 10 minutes a setting: only the script's argument checks run here, before
-    any sweep starts (nothing is written to the folder)."""
+    any sweep starts (nothing is written to the folder). Its settings are the sweep's --c-allocator
+    choices, checked by bench.allocators."""
     arguments = [str(tmp_path / a) if a == "OUT" else a for a in arguments]
+    path = os.pathsep.join((str(Path(sys.executable).parent), os.environ.get("PATH", "")))  # this `python`
     done = subprocess.run(["bash", str(RESULTS / "cpu-allocator-ab.sh"), *arguments], capture_output=True,
-                          text=True, timeout=60)
+                          text=True, timeout=60, cwd=ROOT, env={**os.environ, "PATH": path})
     assert done.returncode == 2 and done.stdout == ""
     assert done.stderr.splitlines() == [message]
     assert not any(tmp_path.iterdir())

@@ -1,6 +1,8 @@
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -22,6 +24,16 @@ def cli(*args: str) -> subprocess.CompletedProcess:
 @pytest.fixture
 def fixtures() -> Path:
     return FIXTURES
+
+
+def copy_run(source: Path, destination: Path, **meta) -> Path:
+    """A copy of the run directory `source` at `destination`, its run.json's
+    fields updated with `meta` (a field given None is removed)."""
+    shutil.copytree(source, destination)
+    path = destination / "run.json"
+    fields = {**json.loads(path.read_text()), **meta}
+    path.write_text(json.dumps({key: value for key, value in fields.items() if value is not None}))
+    return destination
 
 
 # The reports do not depend on the Keras backend: the TensorFlow process of

@@ -6,7 +6,6 @@ from __future__ import annotations
 import base64
 import json
 import re
-import shutil
 import time
 from html.parser import HTMLParser
 from pathlib import Path
@@ -15,7 +14,7 @@ import pandas as pd
 import pytest
 
 from reports import build
-from tests.reports.conftest import cli
+from tests.reports.conftest import cli, copy_run
 
 
 class Page(HTMLParser):
@@ -201,14 +200,10 @@ def test_implausible_memory_is_left_out_and_counted(fixtures, tmp_path):
 
 
 def test_the_summary_lists_the_cases_the_run_could_not_run(fixtures, tmp_path):
-    run = tmp_path / "run"
-    run.mkdir()
-    meta = json.loads((fixtures / "run_base" / "run.json").read_text())
     reason = "'triton' is a fused GPU kernel: without a GPU it runs in an interpreter"
-    meta["not_run"] = {reason: ["involution-triton-k7s1g4r4-32px-c64-b8-f32-inf-nojit",
-                                "involution-triton-k3s1g4r4-32px-c64-b8-f32-inf-nojit"]}
-    (run / "run.json").write_text(json.dumps(meta))
-    (run / "results.jsonl").write_text((fixtures / "run_base" / "results.jsonl").read_text())
+    run = copy_run(fixtures / "run_base", tmp_path / "run", not_run={
+        reason: ["involution-triton-k7s1g4r4-32px-c64-b8-f32-inf-nojit",
+                 "involution-triton-k3s1g4r4-32px-c64-b8-f32-inf-nojit"]})
     text = build.build_report([run], output=tmp_path / "report.html").read_text()
     summary = text[text.index('id="summary"'):text.index('id="axes"')]
     assert re.search(r"<b>2</b><span>not runnable on the run&#39;s backend and device", summary)
@@ -223,12 +218,9 @@ def test_the_summary_lists_the_cases_the_run_could_not_run(fixtures, tmp_path):
 def test_the_environment_lists_the_recorded_variables(fixtures, tmp_path):
     plain = build.build_report([fixtures / "run_base"], output=tmp_path / "plain.html").read_text()
     assert "none of those that change results" in plain
-    run = tmp_path / "run"
-    shutil.copytree(fixtures / "run_base", run)
-    meta = json.loads((run / "run.json").read_text())
-    meta["environment"] = {"MALLOC_TRIM_THRESHOLD_": "4000000000", "XLA_FLAGS": "--xla_cpu_ftz=true"}
-    meta.update(time_per_case=1 / 3, precision_target=0.02)  # one third of a second a pass
-    (run / "run.json").write_text(json.dumps(meta))
+    run = copy_run(fixtures / "run_base", tmp_path / "run",
+                   environment={"MALLOC_TRIM_THRESHOLD_": "4000000000", "XLA_FLAGS": "--xla_cpu_ftz=true"},
+                   time_per_case=1 / 3, precision_target=0.02)  # one third of a second a pass
     text = build.build_report([run], output=tmp_path / "report.html").read_text()
     assert "MALLOC_TRIM_THRESHOLD_=4000000000, XLA_FLAGS=--xla_cpu_ftz=true" in text
     assert "or 0.3333 s" in text and "0.33333" not in text  # the report's number format
@@ -236,15 +228,16 @@ def test_the_environment_lists_the_recorded_variables(fixtures, tmp_path):
 
 
 def test_runs_with_different_c_allocators_are_flagged(fixtures, tmp_path):
-    runs = []
-    for name, allocator in (("glibc", "glibc 2.36 (libc.so.6), its defaults"),
-                            ("tcmalloc", "libtcmalloc_minimal.so.4 (/usr/lib/libtcmalloc_minimal.so.4), its defaults")):
-        runs.append(tmp_path / name)
-        shutil.copytree(fixtures / "run_base", runs[-1])
-        meta = json.loads((runs[-1] / "run.json").read_text())
-        (runs[-1] / "run.json").write_text(json.dumps({**meta, "c_allocator": allocator}))
+    runs = [copy_run(fixtures / "run_base", tmp_path / name, c_allocator=allocator)
+            for name, allocator in (("glibc", "glibc 2.36 (libc.so.6), its defaults"),
+                                    ("tcmalloc", "libtcmalloc_minimal.so.4 (/usr/lib/libtcmalloc_minimal.so.4), "
+                                                 "its defaults"))]
     one = build.build_report(runs[:1], output=tmp_path / "one.html").read_text()
     assert "glibc 2.36 (libc.so.6), its defaults" in one and "different C allocators" not in one
     both = build.build_report(runs, output=tmp_path / "both.html").read_text()
     assert ("Warning: these runs&#39; processes used 2 different C allocators or settings (glibc 2.36 (libc.so.6), "
             "its defaults; libtcmalloc_minimal.so.4 (/usr/lib/libtcmalloc_minimal.so.4), its defaults)") in both
+    # each run a series named by its allocator, and a note that says which run directory each name is
+    assert "involution/shiftsum · C allocator libtcmalloc_minimal.so.4, its defaults" in both
+    assert (f"(C allocator glibc 2.36, its defaults: {runs[0]}; C allocator libtcmalloc_minimal.so.4, its defaults: "
+            f"{runs[1]})") in both

@@ -10,6 +10,7 @@ import shutil
 import pytest
 
 from reports import compare
+from tests.reports.conftest import copy_run
 
 SLOW = "involution-shiftsum-k7s1g4r4-32px-c64-b8-f32-inf-nojit"
 
@@ -73,37 +74,30 @@ def test_failures_and_missing_cases(fixtures, tmp_path):
 
 
 def test_runs_from_different_machines_are_flagged(fixtures, tmp_path):
-    new = tmp_path / "new"
-    shutil.copytree(fixtures / "cmp_same", new)
-    meta = json.loads((new / "run.json").read_text())
-    meta["machine"]["cpu"] = "Another CPU"
-    (new / "run.json").write_text(json.dumps(meta))
+    machine = json.loads((fixtures / "cmp_same" / "run.json").read_text())["machine"]
+    new = copy_run(fixtures / "cmp_same", tmp_path / "new", machine={**machine, "cpu": "Another CPU"})
     _, context = compare.compare(fixtures / "cmp_base", new, 0.05)
     assert any("different machines" in warning for warning in context["warnings"])
 
 
 def test_runs_with_different_settings_are_flagged(fixtures, tmp_path):
-    runs = {}
-    for name, environment in (("base", {"OMP_NUM_THREADS": "2"}),
-                              ("new", {"OMP_NUM_THREADS": "2", "MALLOC_TRIM_THRESHOLD_": "4000000000"})):
-        runs[name] = tmp_path / name
-        shutil.copytree(fixtures / ("cmp_base" if name == "base" else "cmp_same"), runs[name])
-        meta = json.loads((runs[name] / "run.json").read_text())
-        meta["environment"] = environment
-        (runs[name] / "run.json").write_text(json.dumps(meta))
+    runs = {name: copy_run(fixtures / source, tmp_path / name, environment=environment)
+            for name, source, environment in (
+                ("base", "cmp_base", {"OMP_NUM_THREADS": "2"}),
+                ("new", "cmp_same", {"OMP_NUM_THREADS": "2", "MALLOC_TRIM_THRESHOLD_": "4000000000"}))}
     _, context = compare.compare(runs["base"], runs["new"], 0.05)
     assert [w for w in context["warnings"] if "different settings" in w] == [
         "the two runs ran with different settings (MALLOC_TRIM_THRESHOLD_: unset -> 4000000000): a change may be "
         "the setting's, not the code's"]
     _, context = compare.compare(fixtures / "cmp_base", fixtures / "cmp_same", 0.05)
     assert not [w for w in context["warnings"] if "different settings" in w]
-    # the C allocator that served each run (run.json's c_allocator), named first
-    for name, allocator in (("base", "glibc 2.36 (libc.so.6), its defaults"),
-                            ("new", "libjemalloc.so.2 (/usr/lib/libjemalloc.so.2), its defaults")):
-        meta = json.loads((runs[name] / "run.json").read_text())
-        (runs[name] / "run.json").write_text(json.dumps({**meta, "c_allocator": allocator}))
+    # the C allocator that served each run (run.json's c_allocator), named first; the packages' versions
+    for name, allocator, torch in (("base", "glibc 2.36 (libc.so.6), its defaults", "2.11.0"),
+                                   ("new", "libjemalloc.so.2 (/usr/lib/libjemalloc.so.2), its defaults", "2.13.0")):
+        runs[name] = copy_run(runs[name], tmp_path / f"{name}-2", c_allocator=allocator,
+                              packages={"numpy": "2.3.0", "torch": torch})
     _, context = compare.compare(runs["base"], runs["new"], 0.05)
     assert [w for w in context["warnings"] if "different settings" in w] == [
-        "the two runs ran with different settings (C allocator: glibc 2.36 (libc.so.6), its defaults -> "
-        "libjemalloc.so.2 (/usr/lib/libjemalloc.so.2), its defaults; MALLOC_TRIM_THRESHOLD_: unset -> 4000000000): "
-        "a change may be the setting's, not the code's"]
+        "the two runs ran with different settings (C allocator: glibc 2.36, its defaults -> libjemalloc.so.2, its "
+        "defaults; torch: 2.11.0 -> 2.13.0; MALLOC_TRIM_THRESHOLD_: unset -> 4000000000): a change may be the "
+        "setting's, not the code's"]

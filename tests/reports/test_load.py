@@ -10,6 +10,7 @@ import pytest
 from scipy import stats
 
 from reports import load
+from tests.reports.conftest import copy_run
 
 
 def test_one_row_per_case_with_derived_columns(fixtures):
@@ -50,6 +51,50 @@ def test_runs_of_the_same_cases_in_one_setup_keep_their_own_series(fixtures, tmp
         shutil.copytree(fixtures / "run_base", tmp_path / parent / "run")
     t = load.load_runs([tmp_path / "a" / "run", tmp_path / "b" / "run"]).table
     assert set(t["variant"]) == {str(tmp_path / "a" / "run"), str(tmp_path / "b" / "run")}
+
+
+def test_a_run_of_the_same_cases_is_named_by_what_its_run_json_records_differently(fixtures, tmp_path):
+    """Series names say what differs between the runs (commit, C allocator,
+    package versions, settings), the run directory's name where that is
+    nothing or does not tell two runs apart; runs linked by no shared case
+    are named among themselves only."""
+    base = {"git_commit": "a" * 40, "git_dirty": False, "c_allocator": "glibc 2.36 (libc.so.6), its defaults",
+            "packages": {"keras": "3.15.1", "torch": "2.13.0"}, "environment": {"TRITON_CACHE_DIR": "/a/tmp"}}
+    runs = [
+        copy_run(fixtures / "run_base", tmp_path / "one", **base),
+        copy_run(fixtures / "run_base", tmp_path / "two", **{**base, "git_commit": "b" * 40, "git_dirty": True,
+                                                             "environment": {"TRITON_CACHE_DIR": "/b/tmp"}}),
+        copy_run(fixtures / "run_base", tmp_path / "three", **{
+            **base, "c_allocator": "libtcmalloc_minimal.so.4 (/usr/lib/libtcmalloc_minimal.so.4), its defaults",
+            "packages": {"keras": "3.15.1"}, "environment": {"MALLOC_ARENA_MAX": "1"}}),
+    ]
+    t = load.load_runs(runs).table
+    assert dict(zip(t["run_dir"], t["variant"], strict=True)) == {
+        str(runs[0]): "commit aaaaaaaaaa; C allocator glibc 2.36, its defaults; torch 2.13.0; MALLOC_ARENA_MAX unset",
+        str(runs[1]): "commit bbbbbbbbbb (modified); C allocator glibc 2.36, its defaults; torch 2.13.0; "
+                      "MALLOC_ARENA_MAX unset",
+        str(runs[2]): "commit aaaaaaaaaa; C allocator libtcmalloc_minimal.so.4, its defaults; torch not installed; "
+                      "MALLOC_ARENA_MAX 1"}  # the cache folders are places, not settings
+    assert "involution/shiftsum · commit bbbbbbbbbb (modified); C allocator glibc 2.36, its defaults; torch 2.13.0; " \
+           "MALLOC_ARENA_MAX unset" in set(t["series"])
+    # Two of three runs alike in all they record: the run directory's name tells them apart.
+    copy_run(runs[0], tmp_path / "four")
+    t = load.load_runs([runs[0], runs[1], tmp_path / "four"]).table
+    assert dict(zip(t["run_dir"], t["variant"], strict=True)) == {
+        str(runs[0]): "commit aaaaaaaaaa (one)", str(runs[1]): "commit bbbbbbbbbb (modified)",
+        str(tmp_path / "four"): "commit aaaaaaaaaa (four)"}
+    # Nothing recorded differs (or nothing recorded): the run directory's name.
+    t = load.load_runs([runs[0], tmp_path / "four"]).table
+    assert set(t["variant"]) == {"one", "four"}
+    # A pair on TensorFlow and a pair on PyTorch (run_gpu's backend and device): each pair's names say what
+    # differs within it, not what differs from the other pair.
+    gpu = [copy_run(fixtures / "run_gpu", tmp_path / f"gpu{index}", git_commit=commit)
+           for index, commit in enumerate(("c" * 40, "d" * 40))]
+    t = load.load_runs([runs[0], runs[2], *gpu]).table
+    assert dict(zip(t["run_dir"], t["variant"], strict=True)) == {
+        str(runs[0]): "C allocator glibc 2.36, its defaults; torch 2.13.0; MALLOC_ARENA_MAX unset",
+        str(runs[2]): "C allocator libtcmalloc_minimal.so.4, its defaults; torch not installed; MALLOC_ARENA_MAX 1",
+        str(gpu[0]): "commit cccccccccc", str(gpu[1]): "commit dddddddddd"}
 
 
 def test_broken_lines_are_skipped_and_listed(fixtures):

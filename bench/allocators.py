@@ -1,0 +1,93 @@
+"""The C allocator a sweep's processes start with (`--c-allocator`).
+
+On a CPU the allocator moved involution's times by up to 4.5x and Conv2D's
+hardly at all (docs/PERF.md, sections 33 and 34): a step whose temporaries
+exceed glibc's mmap threshold maps them afresh and faults their pages in at
+every step. An allocator is chosen before a process starts (`LD_PRELOAD`, the
+`MALLOC_*` variables), so the supervisor (`bench.supervisor`) starts the
+sweep's process with the choice's variables, and the session checks that the
+process got it (`problem`, against `bench.provenance.c_allocator`):
+
+- `system`: the process's own, as the caller's environment sets it (default);
+- `keep`: glibc keeping large blocks for reuse (its mmap and trim thresholds
+  raised above any step's temporaries);
+- `tcmalloc`: gperftools' tcmalloc loaded first (Debian: libtcmalloc-minimal4);
+- `jemalloc`: jemalloc loaded first (Debian: libjemalloc2), its defaults.
+
+Nothing here imports a framework.
+"""
+
+from __future__ import annotations
+
+import ctypes.util
+from functools import cache
+
+SYSTEM = "system"
+# glibc's thresholds for "keep", in bytes: above any step's temporaries in the sweeps.
+KEEP_BYTES = "4000000000"
+KEEP = {"MALLOC_MMAP_THRESHOLD_": KEEP_BYTES, "MALLOC_TRIM_THRESHOLD_": KEEP_BYTES}
+# A preloaded allocator: the library's name for ctypes.util.find_library, and the package that has it.
+LIBRARIES = {"tcmalloc": ("tcmalloc_minimal", "libtcmalloc-minimal4"), "jemalloc": ("jemalloc", "libjemalloc2")}
+CHOICES = (SYSTEM, "keep", *LIBRARIES)
+
+
+@cache
+def library(choice: str) -> str | None:
+    """The file name the dynamic linker finds for a preloaded choice
+    (e.g. "libtcmalloc_minimal.so.4"), None where it is not installed."""
+    return ctypes.util.find_library(LIBRARIES[choice][0])
+
+
+def missing(choice: str) -> str | None:
+    """Why `choice` cannot be had on this machine (one line), or None."""
+    if choice in LIBRARIES and not library(choice):
+        name, package = LIBRARIES[choice]
+        return (f"--c-allocator={choice}: lib{name} is not installed here; install it (Debian: apt-get install "
+                f"{package}) or choose another of {', '.join(CHOICES)}. Received: --c-allocator={choice}")
+    return None
+
+
+def unusable(choice: str) -> str | None:
+    """Why `choice` is not a choice, or cannot be had here (one line), or None."""
+    if choice not in CHOICES:
+        return f"--c-allocator takes {' or '.join(CHOICES)}. Received: --c-allocator={choice}"
+    return missing(choice)
+
+
+def variables(choice: str, environ: dict[str, str]) -> dict[str, str]:
+    """The variables to start a process with for `choice`, given the caller's
+    `environ`: a preloaded allocator goes first in LD_PRELOAD (the dynamic
+    linker's first `malloc` wins); `system` changes nothing."""
+    if choice == "keep":
+        return dict(KEEP)
+    if choice in LIBRARIES:
+        preload = environ.get("LD_PRELOAD", "")
+        return {"LD_PRELOAD": f"{library(choice)} {preload}".strip()}
+    return {}
+
+
+def problem(choice: str | None, allocator: str) -> str | None:
+    """Why this process's allocator (`provenance.c_allocator()`'s line) is
+    not `choice`, one line, or None when it is (or nothing was chosen)."""
+    if choice in (None, SYSTEM):
+        return None
+    served = allocator.split(" (", 1)[0]
+    if choice in LIBRARIES:
+        if LIBRARIES[choice][0] in served:
+            return None
+        how = f"LD_PRELOAD={library(choice)}"
+    else:
+        settings = [f"{key}={value}" for key, value in KEEP.items()]
+        if served.startswith(("glibc", "the C library")) and all(setting in allocator for setting in settings):
+            return None
+        how = " ".join(settings) + " and no allocator in LD_PRELOAD"
+    return (f"--c-allocator={choice}: this process's malloc is {allocator}. The supervisor starts the sweep's "
+            f"process with {how}; with --no-supervise, start pytest so yourself. Received: --c-allocator={choice}")
+
+
+if __name__ == "__main__":  # python -m bench.allocators CHOICE...: exit 2 with one line where one is unusable
+    import sys
+
+    for given in sys.argv[1:]:
+        if unusable(given):
+            sys.exit(unusable(given))
