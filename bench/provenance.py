@@ -112,7 +112,8 @@ def differences(metas: list[dict]) -> list[dict[str, str]]:
     commits, two C allocators, a variable set in one), in `settings`' order. A
     name some run did not record at all (a run.json from before the field) is
     left out; a package or variable missing from a group a run did record
-    counts as "not installed" or "unset"."""
+    counts as "not installed" or "unset". Where the C allocator differs,
+    LD_PRELOAD (what loaded it) is left out."""
     facts = [settings(meta) for meta in metas]
     order = ["commit", "C allocator"]
     for group, absent in SETTING_GROUPS.items():
@@ -124,6 +125,8 @@ def differences(metas: list[dict]) -> list[dict[str, str]]:
                 fact.update({name: absent for name in names if name not in fact})
     differing = [name for name in order
                  if all(name in fact for fact in facts) and len({fact[name] for fact in facts}) > 1]
+    if "C allocator" in differing and "LD_PRELOAD" in differing:
+        differing.remove("LD_PRELOAD")  # how the allocator was loaded: its own line says what it did
     return [{name: fact[name] for name in differing} for fact in facts]
 
 

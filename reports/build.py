@@ -104,8 +104,8 @@ def _environment(loaded: load.Loaded) -> list[dict]:
         blocks.append({"kind": "note", "text": (
             f"{len(variants)} runs time the same cases in the same setup: each is a series of its own, its name "
             "ending in what its run.json records differently from the others' (commit, C allocator, package "
-            "versions, settings) or else its run directory's name, and each run's involution is compared with that "
-            f"run's Conv2D ({named}).")})
+            "versions, settings), with its run directory's name where that does not tell it apart, and each run's "
+            f"involution is compared with that run's Conv2D ({named}).")})
     allocators = {run.get("c_allocator") for run in loaded.runs if run.get("c_allocator")}
     if len(allocators) > 1:
         blocks.append({"kind": "note", "text": (
@@ -170,8 +170,10 @@ def _summary(loaded: load.Loaded) -> list[dict]:
         if not failures.empty:
             blocks.append(_table(failures, "Cases that did not run (their rows are kept with the reason)."))
     if not not_run.empty:
-        blocks.append(_table(not_run, "Cases of the sweep that the run's backend and device cannot run: not "
-                                      "timed, so no other table has them (each run's run.json names them all)."))
+        blocks.append(_table(not_run, (
+            "Cases of the sweep that the run's backend and device cannot run: not timed, so no other table has them "
+            "(each run's run.json names them all); runs that list the same reason are one row, each case counted "
+            "once (runs: how many list it).")))
     if loaded.skipped:
         shown = "; ".join(loaded.skipped[:20]) + (f"; and {len(loaded.skipped) - 20} more" if len(
             loaded.skipped) > 20 else "")

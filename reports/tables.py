@@ -276,13 +276,21 @@ def failures(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def not_run(runs: list[dict]) -> pd.DataFrame:
-    """Per run and reason, the sweep's cases that its backend and device
-    cannot run (run.json's `not_run`): they have no rows, so no other table
-    shows them."""
-    rows = [{"backend": run.get("backend"), "device": run.get("device"), "sweep": run.get("sweep"),
-             "cases": len(ids), "reason": reason, "example": ids[0]}
-            for run in runs for reason, ids in (run.get("not_run") or {}).items() if ids]
-    return pd.DataFrame(rows)
+    """Per backend, device, sweep and reason, the sweep's cases that the
+    backend and device cannot run (run.json's `not_run`): they have no rows,
+    so no other table shows them. Runs that list the same (shards, passes of
+    a sweep run again) are one row: `cases` counts distinct cases, `runs` the
+    runs that list them."""
+    found: dict[tuple, tuple[dict, int]] = {}  # key -> (its case ids in the sweep's order, runs)
+    for run in runs:
+        for reason, ids in (run.get("not_run") or {}).items():
+            if ids:
+                key = (run.get("backend"), run.get("device"), run.get("sweep"), reason)
+                cases, count = found.get(key, ({}, 0))
+                found[key] = ({**cases, **dict.fromkeys(ids)}, count + 1)
+    return pd.DataFrame([{"backend": backend, "device": device, "sweep": sweep, "cases": len(cases), "runs": count,
+                          "reason": reason, "example": next(iter(cases))}
+                         for (backend, device, sweep, reason), (cases, count) in found.items()])
 
 
 def models(table: pd.DataFrame) -> pd.DataFrame:

@@ -117,6 +117,10 @@ def test_differences_name_each_recorded_setting_that_differs():
     tcmalloc = {"c_allocator": "libtcmalloc_minimal.so.4 (/usr/lib/libtcmalloc_minimal.so.4), TCMALLOC_X=1"}
     assert provenance.differences([base, tcmalloc]) == [{"C allocator": "glibc 2.36, its defaults"},
                                                         {"C allocator": "libtcmalloc_minimal.so.4, TCMALLOC_X=1"}]
+    # the allocator named once: LD_PRELOAD, which loaded it, is left out
+    preloaded = {**tcmalloc, "environment": {"LD_PRELOAD": "libtcmalloc_minimal.so.4"}}
+    assert provenance.differences([{**base, "environment": {}}, preloaded]) == [
+        {"C allocator": "glibc 2.36, its defaults"}, {"C allocator": "libtcmalloc_minimal.so.4, TCMALLOC_X=1"}]
     # two clones' tox environments: their cache folders differ, their settings do not
     assert provenance.differences([{"environment": {"TRITON_CACHE_DIR": "/a/.tox/bench/tmp/triton"}},
                                    {"environment": {"TRITON_CACHE_DIR": "/b/.tox/bench/tmp/triton"}}]) == [{}, {}]

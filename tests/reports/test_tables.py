@@ -153,7 +153,7 @@ def test_statuses_failures_models_profiles(table):
     assert len(tables.profiled(table)) == 1
 
 
-def test_not_run_counts_each_reason_of_each_run():
+def test_not_run_counts_each_reason_of_the_runs_once():
     runs = [{"backend": "jax", "device": "cpu", "sweep": "quick",
              "not_run": {"'pallas' is a fused GPU kernel": ["a", "b", "c"],
                          "groups=3 does not divide channels=64": ["d"]}},
@@ -161,11 +161,16 @@ def test_not_run_counts_each_reason_of_each_run():
             {"backend": "torch", "device": "gpu"}]  # a run.json from before the field: nothing to list
     frame = tables.not_run(runs)
     assert frame.to_dict("records") == [
-        {"backend": "jax", "device": "cpu", "sweep": "quick", "cases": 3, "example": "a",
+        {"backend": "jax", "device": "cpu", "sweep": "quick", "cases": 3, "runs": 1, "example": "a",
          "reason": "'pallas' is a fused GPU kernel"},
-        {"backend": "jax", "device": "cpu", "sweep": "quick", "cases": 1, "example": "d",
+        {"backend": "jax", "device": "cpu", "sweep": "quick", "cases": 1, "runs": 1, "example": "d",
          "reason": "groups=3 does not divide channels=64"}]
     assert tables.not_run(runs[1:]).empty
+    # The same sweep run again, and a shard that lists part of it: one row per reason, its cases counted once.
+    again = [runs[0], runs[0], {**runs[0], "not_run": {"'pallas' is a fused GPU kernel": ["c", "e"]}}]
+    assert tables.not_run(again).to_dict("records")[0] == {
+        "backend": "jax", "device": "cpu", "sweep": "quick", "cases": 4, "runs": 3, "example": "a",
+        "reason": "'pallas' is a fused GPU kernel"}
 
 
 def test_speedup_intervals_of_runs_with_passes_rest_on_the_spread_between_processes(fixtures):
