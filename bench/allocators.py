@@ -85,9 +85,10 @@ def problem(choice: str | None, allocator: str) -> str | None:
             f"process with {how}; with --no-supervise, start pytest so yourself. Received: --c-allocator={choice}")
 
 
-if __name__ == "__main__":  # python -m bench.allocators CHOICE...: exit 2 with one line where one is unusable
+if __name__ == "__main__":  # python -m bench.allocators CHOICE...: one line and exit 2 where one is unusable
     import sys
 
     for given in sys.argv[1:]:
         if unusable(given):
-            sys.exit(unusable(given))
+            print(unusable(given), file=sys.stderr)
+            sys.exit(2)
