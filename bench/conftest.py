@@ -215,6 +215,7 @@ def pytest_report_header(config):
         f"sweep {s.sweep.name} ({s.sweep.source}): {len(s.cases)} cases, {runnable} runnable"
         + (f", {len(s.finished)} already finished" if s.finished else ""),
         f"run directory: {s.run_dir.path}" + (f" (pass {s.pass_index} of {s.passes})" if s.passes > 1 else ""),
+        f"C allocator: {s.provenance['c_allocator']}",  # moves CPU times of involution (docs/PERF.md, 33-35)
         *s.notes,
     ]
 

@@ -79,6 +79,7 @@ def test_a_sweep_runs_and_records_the_allocator_chosen(tmp_path):
     assert recorded.startswith(f"{allocators.library('tcmalloc')} (/"), recorded
     rows = [json.loads(line) for line in (path / "results.jsonl").read_text().splitlines()]
     assert rows and {row["c_allocator"] for row in rows} == {recorded}
+    assert f"C allocator: {recorded}" in output  # the sweep's header says it before the first case
     refused = run_bench("--resume", str(path), "--c-allocator", "keep")
     text = refused.stdout + refused.stderr
     assert refused.returncode == 4 and "Traceback" not in text, text[-3000:]
