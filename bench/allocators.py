@@ -5,8 +5,9 @@ hardly at all (docs/PERF.md, sections 33 and 34): a step whose temporaries
 exceed glibc's mmap threshold maps them afresh and faults their pages in at
 every step. An allocator is chosen before a process starts (`LD_PRELOAD`, the
 `MALLOC_*` variables), so the supervisor (`bench.supervisor`) starts the
-sweep's process with the choice's variables, and the session checks that the
-process got it (`problem`, against `bench.provenance.c_allocator`):
+sweep's process with the choice's variables, and that process checks, before
+any framework loads, that it got it (`problem`: the library of the `malloc` it
+calls, `bench.provenance.malloc_library`, and its environment):
 
 - `system`: the process's own, as the caller's environment sets it (default);
 - `keep`: glibc keeping large blocks for reuse (its mmap and trim thresholds
@@ -20,7 +21,12 @@ Nothing here imports a framework.
 from __future__ import annotations
 
 import ctypes.util
+import os
+import sys
 from functools import cache
+from pathlib import Path
+
+from bench import provenance
 
 SYSTEM = "system"
 # glibc's thresholds for "keep", in bytes: above any step's temporaries in the sweeps.
@@ -32,15 +38,24 @@ CHOICES = (SYSTEM, "keep", *LIBRARIES)
 
 
 @cache
-def library(choice: str) -> str | None:
+def library_file(choice: str) -> str | None:
     """The file name the dynamic linker finds for a preloaded choice
     (e.g. "libtcmalloc_minimal.so.4"), None where it is not installed."""
     return ctypes.util.find_library(LIBRARIES[choice][0])
 
 
-def missing(choice: str) -> str | None:
-    """Why `choice` cannot be had on this machine (one line), or None."""
-    if choice in LIBRARIES and not library(choice):
+def missing(choice: str, platform: str = sys.platform, glibc: str | None = None) -> str | None:
+    """Why `choice` cannot be had on this machine (one line), or None.
+    `platform` and `glibc` (`provenance.glibc_version()`) default to this
+    machine's ("" for a C library that is not glibc)."""
+    glibc = provenance.glibc_version() if glibc is None else glibc
+    if choice == "keep" and not glibc:
+        return ("--c-allocator=keep sets glibc's malloc thresholds, and this machine's C library is not glibc; "
+                f"choose system. Received: --c-allocator={choice}")
+    if choice in LIBRARIES and not platform.startswith("linux"):
+        return (f"--c-allocator={choice} loads the library through LD_PRELOAD, which only Linux's dynamic linker "
+                f"reads (this is {platform}); choose system. Received: --c-allocator={choice}")
+    if choice in LIBRARIES and not library_file(choice):
         name, package = LIBRARIES[choice]
         return (f"--c-allocator={choice}: lib{name} is not installed here; install it (Debian: apt-get install "
                 f"{package}) or choose another of {', '.join(CHOICES)}. Received: --c-allocator={choice}")
@@ -62,26 +77,33 @@ def variables(choice: str, environ: dict[str, str]) -> dict[str, str]:
         return dict(KEEP)
     if choice in LIBRARIES:
         preload = environ.get("LD_PRELOAD", "")
-        return {"LD_PRELOAD": f"{library(choice)} {preload}".strip()}
+        return {"LD_PRELOAD": f"{library_file(choice)} {preload}".strip()}
     return {}
 
 
-def problem(choice: str | None, allocator: str) -> str | None:
-    """Why this process's allocator (`provenance.c_allocator()`'s line) is
-    not `choice`, one line, or None when it is (or nothing was chosen)."""
+def problem(choice: str | None, library: str | None = None, environ: dict[str, str] | None = None) -> str | None:
+    """Why the allocator serving this process is not `choice` (one line), or
+    None when it is (or nothing was chosen). `library` is the file of the
+    `malloc` the process calls and `environ` its environment (default: this
+    process's, `provenance.malloc_library()` and os.environ)."""
     if choice in (None, SYSTEM):
         return None
-    served = allocator.split(" (", 1)[0]
+    environ = os.environ if environ is None else environ
+    try:
+        library = library or provenance.malloc_library()
+    except (OSError, AttributeError):  # the platform's linker cannot say: c_allocator's line says why
+        library = ""
+    family = provenance.allocator_family(Path(library).name)
     if choice in LIBRARIES:
-        if LIBRARIES[choice][0] in served:
+        if family == choice:
             return None
-        how = f"LD_PRELOAD={library(choice)}"
+        how = f"LD_PRELOAD={library_file(choice)}"
     else:
-        settings = [f"{key}={value}" for key, value in KEEP.items()]
-        if served.startswith(("glibc", "the C library")) and all(setting in allocator for setting in settings):
+        if family == "libc" and all(environ.get(key) == value for key, value in KEEP.items()):
             return None
-        how = " ".join(settings) + " and no allocator in LD_PRELOAD"
-    return (f"--c-allocator={choice}: this process's malloc is {allocator}. The supervisor starts the sweep's "
+        how = " ".join(f"{key}={value}" for key, value in KEEP.items()) + " and no allocator in LD_PRELOAD"
+    served = provenance.c_allocator(library or None, environ)
+    return (f"--c-allocator={choice}: this process's malloc is {served}. The supervisor starts the sweep's "
             f"process with {how}; with --no-supervise, start pytest so yourself. Received: --c-allocator={choice}")
 
 

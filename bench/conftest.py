@@ -131,10 +131,10 @@ def pytest_configure(config):
     if config.option.help:
         return
     _check(config)
-    from bench import provenance, threads
+    from bench import threads
 
     # The supervisor started this process with the chosen allocator's variables: check that it got it.
-    allocator = allocators.problem(config.getoption("--c-allocator"), provenance.c_allocator())
+    allocator = allocators.problem(config.getoption("--c-allocator"))
     if allocator:
         raise pytest.UsageError(allocator)
 

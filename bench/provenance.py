@@ -152,13 +152,28 @@ def malloc_library() -> str:
     return os.fsdecode(info.dli_fname)
 
 
+def glibc_version() -> str | None:
+    """"glibc 2.36" where the C library is glibc, else None."""
+    return os.confstr("CS_GNU_LIBC_VERSION") if "CS_GNU_LIBC_VERSION" in os.confstr_names else None
+
+
+def allocator_family(library_name: str) -> str | None:
+    """Which allocator a `malloc` library's file name is: "jemalloc",
+    "tcmalloc", "libc" (the C library's) or None (one this does not know)."""
+    for family in ("jemalloc", "tcmalloc"):
+        if family in library_name:
+            return family
+    return "libc" if library_name.startswith(C_LIBRARY_FILES) else None
+
+
 def _allocator_setting(library_name: str, key: str) -> bool:
     """Whether the variable `key` is a setting of the allocator in `library_name`."""
-    if "jemalloc" in library_name:
+    family = allocator_family(library_name)
+    if family == "jemalloc":
         return key == "MALLOC_CONF"
-    if "tcmalloc" in library_name:
+    if family == "tcmalloc":
         return key.startswith("TCMALLOC_")
-    if library_name.startswith(C_LIBRARY_FILES):
+    if family == "libc":
         return key == "GLIBC_TUNABLES" or (key.startswith("MALLOC_") and key != "MALLOC_CONF")
     return key.startswith(ALLOCATOR_PREFIXES)  # an allocator this does not know: every candidate
 
@@ -174,9 +189,8 @@ def c_allocator(library: str | None = None, environ: dict | None = None) -> str:
     except (OSError, AttributeError) as error:  # AttributeError: no dladdr or malloc symbol in the global scope
         return f"unknown ({type(error).__name__}: {error})"
     name = Path(library).name
-    if name.startswith(C_LIBRARY_FILES):
-        glibc = os.confstr("CS_GNU_LIBC_VERSION") if "CS_GNU_LIBC_VERSION" in os.confstr_names else None
-        label = f"{glibc or 'the C library'} ({name})"
+    if allocator_family(name) == "libc":
+        label = f"{glibc_version() or 'the C library'} ({name})"
     else:
         label = f"{name} ({library})"
     settings = [f"{key}={value}" for key, value in sorted(environ.items()) if _allocator_setting(name, key)]

@@ -162,5 +162,5 @@ def test_c_allocator_is_the_one_the_process_calls():
     if missing:
         needs_system_package("; ".join(missing))
     for choice in allocators.LIBRARIES:
-        soname = allocators.library(choice)
+        soname = allocators.library_file(choice)
         assert _allocator_of_a_process(soname).startswith(f"{soname} (/")
