@@ -38,6 +38,10 @@ from layers.aggregation import shiftsum
 CASES = [("shiftsum", 8, 56, 64, 4), ("shiftsum", 8, 14, 256, 16), ("unfold", 8, 56, 64, 4)]
 K = 7
 SECONDS = 10.0  # per case and mode, both forms together
+# torch.compile's backend. The graphs (where Dynamo breaks them) do not depend on
+# it; the timings PERF.md cites are TorchInductor's. The test of this script sets
+# "aot_eager", which makes the same graphs without generating code for them.
+COMPILER = "inductor"
 _BEFORE = {"on": False}  # read while Dynamo traces: it compiles each form under its own value
 
 
@@ -128,7 +132,7 @@ def main():
             torch._dynamo.config.fail_on_recompile_limit_hit = True
             compiled, results = {}, {}
             for form, fn in eager.items():
-                compiled[form] = functools.partial(as_form, form, torch.compile(fn))
+                compiled[form] = functools.partial(as_form, form, torch.compile(fn, backend=COMPILER))
                 start = time.perf_counter()
                 results[form] = [t.detach().numpy() for t in compiled[form]()]
                 row[f"{form}_first_call_s"] = round(time.perf_counter() - start, 2)
