@@ -129,8 +129,12 @@ def _summary(loaded: load.Loaded) -> list[dict]:
         ok = int((t["status"] == "ok").sum())
         pairs = tables.matched(t)
         cards = [("cases", f"{len(t):,}"), ("ok", f"{ok:,}"), ("failed or unsupported", f"{len(t) - ok:,}")]
+        runs = len(loaded.runs)
+        if runs > 1:  # the table has a row per case and run; the cases not runnable are counted once each
+            cards = [("runs", f"{runs}"), ("cases, each once per run", f"{len(t):,}"), *cards[1:]]
         if not not_run.empty:
-            cards.append(("not runnable on the run's backend and device", f"{int(not_run['cases'].sum()):,}"))
+            cards.append(("not runnable on the run's backend and device" + (", each once" if runs > 1 else ""),
+                          f"{int(not_run['cases'].sum()):,}"))
         if not pairs.empty:
             weighed = pairs["memory_ratio"].notna()
             cards += [("involution faster than Conv2D", f"{int((pairs['speedup'] > 1).sum())} / {len(pairs)}"),

@@ -210,6 +210,15 @@ def test_the_summary_lists_the_cases_the_run_could_not_run(fixtures, tmp_path):
     assert "the run&#39;s backend and device cannot run" in summary
     assert "is a fused GPU kernel: without a GPU it runs in an interpreter" in summary
     assert "involution-triton-k7s1g4r4-32px-c64-b8-f32-inf-nojit" in summary  # the first as an example
+    one = int(re.search(r"<b>(\d+)</b><span>cases</span>", summary).group(1))
+    # Two runs of the sweep: the table has each case once per run, the cases not runnable once each; the
+    # cards say so.
+    again = copy_run(run, tmp_path / "again")
+    text = build.build_report([run, again], output=tmp_path / "two.html").read_text()
+    summary = text[text.index('id="summary"'):text.index('id="axes"')]
+    assert re.search(r"<b>2</b><span>runs</span>", summary)
+    assert re.search(rf"<b>{2 * one}</b><span>cases, each once per run</span>", summary)
+    assert re.search(r"<b>2</b><span>not runnable on the run&#39;s backend and device, each once", summary)
     # A run without the field (older run.json) has neither the card nor the table.
     plain = build.build_report([fixtures / "run_base"], output=tmp_path / "plain.html").read_text()
     assert "not runnable on the run" not in plain and "cannot run" not in plain
