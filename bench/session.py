@@ -259,7 +259,9 @@ class BenchSession:
 
     def base_row(self, case: Case) -> dict:
         return {
-            "case_id": case.id, **case.params(), "kind": case.kind, "backend": self.backend, "device": self.device,
+            "case_id": case.id, **case.params(), "kind": case.kind,
+            "counterpart": registry.get(case.layer).counterpart,  # the convolution network of an involution one
+            "backend": self.backend, "device": self.device,
             "device_name": self.device_name, "precision": self.precision, "tf32": self.options.tf32,
             "sweep": self.sweep.name, "shard": "/".join(map(str, self.shard)) if self.shard else "",
             **provenance.row_fields(self.provenance), "threads": self.threads["threads"],

@@ -34,6 +34,9 @@ class Entry:
         fixed_resolution: the only input resolution a model accepts, if any.
         involution: whether it contains involution layers (its
             `implementation` is then an aggregation implementation or "auto").
+        counterpart: for an involution model, the convolution model it is
+            compared with: the same network with convolutions where it has
+            involutions (RedNet-50 and ResNet-50, the example's two models).
     """
 
     name: str
@@ -44,6 +47,7 @@ class Entry:
     factory: Callable[..., keras.layers.Layer]
     fixed_resolution: int | None = None
     involution: bool = False
+    counterpart: str | None = None
 
 
 def _involution(*, kernel_size, stride, groups, reduction_ratio, implementation, **_):
@@ -78,7 +82,7 @@ _ENTRIES = [
           _baseline, lambda **_: models.seed_conv_model(), fixed_resolution=32),
     Entry("seed_involution", "model", "Keras example's CIFAR-10 involution model", frozenset({"batch"}),
           _involution_models, lambda *, implementation, **_: models.seed_involution_model(implementation),
-          fixed_resolution=32, involution=True),
+          fixed_resolution=32, involution=True, counterpart="seed_conv"),
 ]
 for _depth in sorted(models.STAGES):
     _ENTRIES.append(Entry(
@@ -87,7 +91,7 @@ for _depth in sorted(models.STAGES):
         lambda *, implementation, resolution, _d=_depth, **_: models.rednet(
             _d, resolution, implementation=implementation
         ),
-        involution=True,
+        involution=True, counterpart=f"resnet{_depth}",
     ))
     _ENTRIES.append(Entry(
         f"resnet{_depth}", "model", f"ResNet-{_depth} (ImageNet head)", frozenset({"batch", "resolution"}),

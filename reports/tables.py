@@ -198,10 +198,10 @@ def process_spread(table: pd.DataFrame) -> pd.DataFrame:
     return out.reset_index().drop(columns="run_dir").sort_values(["backend", "series"]).reset_index(drop=True)
 
 
-def interval_note(table: pd.DataFrame) -> str:
-    """One sentence: what the report's 95% intervals rest on (those of the
-    measured cases: a failed case has no interval)."""
-    rows = ok_layers(table)
+def interval_note(table: pd.DataFrame, kind: str = "layer") -> str:
+    """One sentence: what the 95% intervals of the measured cases of `kind`
+    ("layer" or "model") rest on (a failed case has no interval)."""
+    rows = table[(table["status"] == "ok") & (table["kind"] == kind)] if not table.empty else table
     bases = set(rows["interval_basis"]) if "interval_basis" in rows and not rows.empty else {ONE_PROCESS}
     if bases == {BETWEEN_PROCESSES}:
         return ("95% intervals include the variation between processes: each case was timed in several "
@@ -304,6 +304,41 @@ def models(table: pd.DataFrame) -> pd.DataFrame:
                "throughput",
                "peak_memory_mb", "params_m", "gmacs"]
     return rows[[c for c in columns if c in rows]].sort_values(["mode", "layer"]).reset_index(drop=True)
+
+
+# What must match for two networks' steps to be compared: the run's setup and the case's axes a model has.
+MODEL_MATCH = (*SETUP, "mode", "batch", "resolution", "dtype", "jit")
+
+
+def model_pairs(table: pd.DataFrame) -> pd.DataFrame:
+    """Each involution network next to its convolution counterpart (the
+    row's `counterpart`, from the registry: RedNet-50 and ResNet-50) at the
+    same setup, mode, batch, resolution, dtype and compilation: the time
+    ratio (below 1: the involution network is faster) with its 95% interval,
+    and the ratios of peak memory, parameters and MACs."""
+    if table.empty or "counterpart" not in table:
+        return pd.DataFrame()
+    rows = table[(table["kind"] == "model") & (table["status"] == "ok")]
+    inv = rows[rows["counterpart"].notna()]
+    if inv.empty:
+        return pd.DataFrame()
+    conv = rows[[*MODEL_MATCH, "layer", *RATIO_COLUMNS, "peak_memory_mb", "params", "macs"]].rename(
+        columns={"layer": "counterpart"})
+    pairs = inv.merge(conv, on=[*MODEL_MATCH, "counterpart"], suffixes=("", "_counterpart"))
+    if pairs.empty:
+        return pd.DataFrame()
+    low, high = _ratio_intervals(pairs, "", "_counterpart")
+    pairs = pairs.assign(
+        time_ratio=pairs[TIME] / pairs[f"{TIME}_counterpart"], time_ratio_low=low, time_ratio_high=high,
+        time_ratio_ci=_interval_text(pd.Series(low), pd.Series(high)),
+        memory_ratio=pairs["peak_memory_mb"] / pairs["peak_memory_mb_counterpart"],
+        params_ratio=pairs["params"] / pairs["params_counterpart"],
+        macs_ratio=pairs["macs"] / pairs["macs_counterpart"])
+    columns = ["backend", "layer", "implementation_resolved", "counterpart", "mode", "batch", "resolution", "dtype",
+               "time_basis", TIME, f"{TIME}_counterpart", "time_ratio", "time_ratio_ci", "memory_ratio",
+               "params_ratio", "macs_ratio", "time_ratio_low", "time_ratio_high"]
+    order = [c for c in [*SETUP, "mode", "layer"] if c in pairs]
+    return pairs.sort_values(order)[[c for c in columns if c in pairs]].reset_index(drop=True)
 
 
 def profiled(table: pd.DataFrame) -> pd.DataFrame:

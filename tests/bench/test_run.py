@@ -7,6 +7,8 @@ import re
 import subprocess
 import sys
 
+import pytest
+
 from bench import sweeps
 from bench.cases import drop_reason, not_run
 from bench.rundir import EXTRA_INFO
@@ -27,6 +29,17 @@ def test_exit_code_and_summary(smoke_run):
     assert "harness cost per round" in out
     assert f"report: {smoke_run.path / 'report.html'}" in out
     assert (smoke_run.path / "report.html").stat().st_size > 10_000
+
+
+def test_the_report_sets_the_involution_network_against_its_counterpart(smoke_run):
+    from reports import load, tables
+
+    pairs = tables.model_pairs(load.load_runs([smoke_run.path]).table)
+    assert pairs[["layer", "counterpart", "mode"]].values.tolist() == [["seed_involution", "seed_conv", "inference"]]
+    (pair,) = pairs.to_dict("records")
+    assert pair["time_ratio"] > 0 and pair["time_ratio_low"] <= pair["time_ratio"] <= pair["time_ratio_high"]
+    assert pair["params_ratio"] == pytest.approx((13_074 + 6) / 319_178)  # the example's counts (docs/SOURCES.md)
+    assert "against its convolution counterpart" in (smoke_run.path / "report.html").read_text()
 
 
 def test_one_row_per_runnable_case(smoke_run):
@@ -104,6 +117,7 @@ def test_every_field_present_and_plausible(smoke_run):
         if row["kind"] == "layer":
             assert row["bytes_min"] > 0 and row["gbytes_per_s"] > 0
         assert row["implementation_resolved"] != "auto"
+        assert row["counterpart"] == {"seed_involution": "seed_conv"}.get(row["layer"])  # the registry's
         # No GPU: no device clock, no flush, no NVML, each with its reason.
         assert row["device_median_s"] is None and row["device_q1_s"] is None and row["device_q3_s"] is None
         assert row["device_time_source"].startswith("none: a CPU run") and row["l2"] == "warm"

@@ -31,6 +31,22 @@ def test_models_build():
     assert registry.get("rednet26").fixed_resolution is None
 
 
+def test_each_involution_model_has_a_convolution_counterpart():
+    """The report sets each involution network against its counterpart: a
+    registered model without involution that reads the same axes."""
+    for name in registry.MODELS:
+        entry = registry.get(name)
+        if not entry.involution:
+            assert entry.counterpart is None, name
+            continue
+        other = registry.get(entry.counterpart)
+        assert other.kind == "model" and not other.involution, name
+        assert (other.axes, other.fixed_resolution) == (entry.axes, entry.fixed_resolution), name
+    assert registry.get("rednet50").counterpart == "resnet50"
+    assert registry.get("seed_involution").counterpart == "seed_conv"
+    assert all(registry.get(name).counterpart is None for name in registry.LAYERS)
+
+
 def test_unknown_entry_and_implementation():
     with pytest.raises(ValueError, match="Received: layer='conv3d'"):
         registry.build("conv3d")

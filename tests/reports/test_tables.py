@@ -153,6 +153,40 @@ def test_statuses_failures_models_profiles(table):
     assert len(tables.profiled(table)) == 1
 
 
+def test_each_involution_network_is_set_against_its_counterpart(fixtures, tmp_path):
+    """RedNet-26 at 30 ms against ResNet-26 at 40 ms in each mode; a RedNet-50
+    without its ResNet-50 has no pair; run_base's rows (layers, and no
+    `counterpart` field) have none."""
+    assert tables.model_pairs(load.load_runs([fixtures / "run_base"]).table).empty
+    run = tmp_path / "run"
+    shutil.copytree(fixtures / "run_base", run)
+    template = json.loads((run / "results.jsonl").read_text().splitlines()[0])
+
+    def model(layer: str, counterpart: str | None, ms: float, params: int, mode: str) -> dict:
+        scale = ms / 1e3 / template["median_s"]
+        return {**template, "case_id": f"{layer}-{mode}", "layer": layer, "kind": "model", "mode": mode,
+                "counterpart": counterpart, "implementation": "auto" if counterpart else "keras",
+                "implementation_resolved": "xla" if counterpart else "keras", "median_s": ms / 1e3,
+                "median_ci_low_s": None, "median_ci_high_s": None,
+                "rounds_s": [v * scale for v in template["rounds_s"]], "params": params, "macs": params * 10,
+                "peak_memory_bytes": params * 4.0}
+
+    rows = [model(layer, counterpart, ms, params, mode) for mode in ("inference", "training")
+            for layer, counterpart, ms, params in (("rednet26", "resnet26", 30.0, 9_000_000),
+                                                   ("resnet26", None, 40.0, 13_500_000),
+                                                   ("rednet50", "resnet50", 50.0, 15_000_000))]
+    with open(run / "results.jsonl", "a") as f:
+        f.writelines(json.dumps(row) + "\n" for row in rows)
+    pairs = tables.model_pairs(load.load_runs([run]).table)
+    assert pairs[["layer", "counterpart", "mode"]].values.tolist() == [["rednet26", "resnet26", "inference"],
+                                                                         ["rednet26", "resnet26", "training"]]
+    assert pairs["time_ratio"].tolist() == pytest.approx([0.75, 0.75])
+    assert (pairs["time_ratio_low"] < 0.75).all() and (pairs["time_ratio_high"] > 0.75).all()
+    assert pairs["params_ratio"].tolist() == pytest.approx([9 / 13.5] * 2)
+    assert pairs["memory_ratio"].tolist() == pytest.approx([9 / 13.5] * 2)
+    assert pairs["macs_ratio"].tolist() == pytest.approx([9 / 13.5] * 2)
+
+
 def test_not_run_counts_each_reason_of_the_runs_once():
     runs = [{"backend": "jax", "device": "cpu", "sweep": "quick",
              "not_run": {"'pallas' is a fused GPU kernel": ["a", "b", "c"],
