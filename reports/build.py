@@ -289,15 +289,15 @@ def _models(loaded: load.Loaded) -> list[dict]:
     t = loaded.table
     frame = tables.models(t)
     if not frame.empty:
-        blocks.append(_table(frame, "Whole networks: median step latency, throughput (images/s), peak memory, "
-                                    "parameters (M) and GMACs per image (analytic)."))
-        pairs = tables.model_pairs(t)
+        pairs = tables.model_pairs(t)  # the comparison first, then every network's own figures
         if not pairs.empty:
             blocks.append(_table(pairs.drop(columns=["time_ratio_low", "time_ratio_high"]), (
                 "Each involution network against its convolution counterpart (the same network with convolutions "
                 "for its involutions) in the same run, mode, batch, resolution and dtype: time_ratio below 1 "
                 "means the involution network's step is faster, with its 95% interval; memory, parameters and "
                 "MACs as ratios too. " + tables.interval_note(t, "model"))))
+        blocks.append(_table(frame, "Whole networks: median step latency, throughput (images/s), peak memory, "
+                                    "parameters (M) and GMACs per image (analytic)."))
         figure = _figure(plots.model_latency(t), "whole-network latency")
         if figure:
             blocks.append(figure)
