@@ -138,3 +138,27 @@ def test_allocator_ab_refuses_bad_arguments_in_one_line(tmp_path, arguments, mes
     assert done.returncode == 2 and done.stdout == ""
     assert done.stderr.splitlines() == [message]
     assert not any(tmp_path.iterdir())
+
+
+def test_pass_pairing_separates_shared_from_own_noise():
+    """cpu-pass-pairing.py: a slowdown that a whole process shares leaves the
+    paired log ratio unmoved and spreads the unpaired one; a case's own noise
+    spreads both."""
+    import pandas as pd
+
+    script = _script("cpu-pass-pairing")
+    shared = [1.0, 1.3, 0.8]  # per process, the same for both cases
+    work = {"backend": tb.NAME, "mode": "inference", "dtype": "float32", "resolution": 8, "channels": 8, "batch": 1,
+            "kernel_size": 3, "stride": 1, "jit": False, "status": "ok"}
+    rows = [{**work, "layer": "conv2d", "series": "conv2d", "pass_medians_s": str([2.0 * f for f in shared])},
+            {**work, "layer": "involution", "series": "involution/shiftsum",
+             "pass_medians_s": str([1.0 * f for f in shared])},
+            {**work, "resolution": 16, "layer": "conv2d", "series": "conv2d", "pass_medians_s": "[2.0, 2.0, 2.0]"},
+            {**work, "resolution": 16, "layer": "involution", "series": "involution/reference",
+             "pass_medians_s": "[1.0, 1.3, 0.8]"}]
+    out = script.spreads(pd.DataFrame(rows)).set_index("series")
+    assert out.loc["involution/shiftsum", "sd_log_ratio_paired"] == 0
+    assert out.loc["involution/shiftsum", "sd_log_ratio_unpaired"] > 0.2
+    own = out.loc["involution/reference"]
+    assert own["sd_log_ratio_paired"] == own["sd_log_ratio_unpaired"] > 0.2
+    assert out["degrees_of_freedom"].tolist() == [2, 2]
