@@ -334,9 +334,11 @@ def model_pairs(table: pd.DataFrame) -> pd.DataFrame:
         memory_ratio=pairs["peak_memory_mb"] / pairs["peak_memory_mb_counterpart"],
         params_ratio=pairs["params"] / pairs["params_counterpart"],
         macs_ratio=pairs["macs"] / pairs["macs_counterpart"])
-    columns = ["backend", "layer", "counterpart", "mode", "time_ratio", "time_ratio_ci", "memory_ratio",
-               "params_ratio", "macs_ratio", TIME, f"{TIME}_counterpart", "time_basis", "implementation_resolved",
-               "batch", "resolution", "dtype", "time_ratio_low", "time_ratio_high"]  # the ratios first: they fit
+    # The ratios first (they fit on the page); series: the implementation and, where two runs time the
+    # same cases, the run (reports.load._variants).
+    columns = ["backend", "series", "counterpart", "mode", "time_ratio", "time_ratio_ci", "memory_ratio",
+               "params_ratio", "macs_ratio", TIME, f"{TIME}_counterpart", "time_basis", "layer",
+               "implementation_resolved", "batch", "resolution", "dtype", "time_ratio_low", "time_ratio_high"]
     order = [c for c in [*SETUP, "mode", "layer"] if c in pairs]
     return pairs.sort_values(order)[[c for c in columns if c in pairs]].reset_index(drop=True)
 

@@ -185,6 +185,11 @@ def test_each_involution_network_is_set_against_its_counterpart(fixtures, tmp_pa
     assert pairs["params_ratio"].tolist() == pytest.approx([9 / 13.5] * 2)
     assert pairs["memory_ratio"].tolist() == pytest.approx([9 / 13.5] * 2)
     assert pairs["macs_ratio"].tolist() == pytest.approx([9 / 13.5] * 2)
+    # Two runs of the same cases: each network against its own run's counterpart, the runs named in `series`
+    shutil.copytree(run, tmp_path / "again")
+    both = tables.model_pairs(load.load_runs([run, tmp_path / "again"]).table)
+    assert len(both) == 4 and both["time_ratio"].tolist() == pytest.approx([0.75] * 4)
+    assert both["series"].nunique() == 2 and both["series"].str.contains("again").any()
 
 
 def test_not_run_counts_each_reason_of_the_runs_once():
