@@ -108,9 +108,8 @@ def problem(choice: str | None, library: str | None = None, environ: dict[str, s
 
 
 if __name__ == "__main__":  # python -m bench.allocators CHOICE...: one line and exit 2 where one is unusable
-    import sys
-
     for given in sys.argv[1:]:
-        if unusable(given):
-            print(unusable(given), file=sys.stderr)
+        reason = unusable(given)
+        if reason:
+            print(reason, file=sys.stderr)
             sys.exit(2)

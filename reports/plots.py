@@ -183,7 +183,7 @@ def rounds_spread(table: pd.DataFrame, rounds: pd.DataFrame, limit: int = 40):
 
 
 def model_latency(table: pd.DataFrame):
-    rows = table[(table["kind"] == "model") & (table["status"] == "ok")] if not table.empty else table
+    rows = tables.ok_rows(table, "model")
     if rows.empty:
         return None
     fig, ax = _figure(7.5, 0.35 * rows["case_id"].nunique() + 1.8)

@@ -30,10 +30,15 @@ METRICS = {TIME: "time (ms)", "peak_memory_mb": "peak memory (MB)", "gflops": "G
            "params": "parameters"}
 
 
-def ok_layers(table: pd.DataFrame) -> pd.DataFrame:
+def ok_rows(table: pd.DataFrame, kind: str) -> pd.DataFrame:
+    """The measured rows of one kind of case ("layer" or "model")."""
     if table.empty:
         return table
-    return table[(table["status"] == "ok") & (table["kind"] == "layer")]
+    return table[(table["status"] == "ok") & (table["kind"] == kind)]
+
+
+def ok_layers(table: pd.DataFrame) -> pd.DataFrame:
+    return ok_rows(table, "layer")
 
 
 def _modal(values: pd.Series):
@@ -110,6 +115,15 @@ def _matches(frame: pd.DataFrame, fixed: dict) -> np.ndarray:
 RATIO_COLUMNS = (TIME, "time_rounds", "time_log_var", "time_log_df")
 
 
+def _beside(rows: pd.DataFrame, baselines: pd.DataFrame, on: list[str], suffix: str, extra: tuple = (),
+            how: str = "inner") -> pd.DataFrame:
+    """`rows` with, on each, the columns a ratio needs (`RATIO_COLUMNS`, peak
+    memory and `extra`) of the baseline row that matches it `on`, named with
+    `suffix` (the first baseline where several match)."""
+    base = baselines[[*on, *RATIO_COLUMNS, "peak_memory_mb", *extra]].drop_duplicates(subset=on)
+    return rows.merge(base, on=on, how=how, suffixes=("", suffix))
+
+
 def _ratio_intervals(frame: pd.DataFrame, top: str, bottom: str) -> tuple[list[float], list[float]]:
     """The 95% interval of each row's ratio TIME{top} / TIME{bottom} (top,
     bottom: the two cases' column suffixes). Where both times carry the
@@ -132,8 +146,7 @@ def _ratio_intervals(frame: pd.DataFrame, top: str, bottom: str) -> tuple[list[f
 
 
 def _with_ratios(frame: pd.DataFrame, by: list[str]) -> pd.DataFrame:
-    conv = frame[frame["layer"] == "conv2d"][[*by, *RATIO_COLUMNS, "peak_memory_mb"]].drop_duplicates(subset=by)
-    joined = frame.merge(conv, on=by, how="left", suffixes=("", "_conv2d"))
+    joined = _beside(frame, frame[frame["layer"] == "conv2d"], by, "_conv2d", how="left")
     low, high = _ratio_intervals(joined, "", "_conv2d")
     baseline = (frame["layer"] == "conv2d").to_numpy()  # Conv2D against itself: 1 exactly, no interval
     low, high = np.where(baseline, np.nan, low), np.where(baseline, np.nan, high)
@@ -175,8 +188,7 @@ def matched(table: pd.DataFrame) -> pd.DataFrame:
     conv = rows[rows["layer"] == "conv2d"]
     if inv.empty or conv.empty:
         return pd.DataFrame()
-    conv = conv[[*MATCH, *RATIO_COLUMNS, "peak_memory_mb", "case_id"]].drop_duplicates(subset=list(MATCH))
-    pairs = inv.merge(conv, on=list(MATCH), suffixes=("", "_conv2d"))
+    pairs = _beside(inv, conv, list(MATCH), "_conv2d", extra=("case_id",))
     pairs["speedup"] = pairs[f"{TIME}_conv2d"] / pairs[TIME]
     pairs["speedup_low"], pairs["speedup_high"] = _ratio_intervals(pairs, "_conv2d", "")
     pairs["memory_ratio"] = pairs["peak_memory_mb"] / pairs["peak_memory_mb_conv2d"]
@@ -201,7 +213,7 @@ def process_spread(table: pd.DataFrame) -> pd.DataFrame:
 def interval_note(table: pd.DataFrame, kind: str = "layer") -> str:
     """One sentence: what the 95% intervals of the measured cases of `kind`
     ("layer" or "model") rest on (a failed case has no interval)."""
-    rows = table[(table["status"] == "ok") & (table["kind"] == kind)] if not table.empty else table
+    rows = ok_rows(table, kind)
     bases = set(rows["interval_basis"]) if "interval_basis" in rows and not rows.empty else {ONE_PROCESS}
     if bases == {BETWEEN_PROCESSES}:
         return ("95% intervals include the variation between processes: each case was timed in several "
@@ -294,9 +306,7 @@ def not_run(runs: list[dict]) -> pd.DataFrame:
 
 
 def models(table: pd.DataFrame) -> pd.DataFrame:
-    if table.empty:
-        return pd.DataFrame()
-    rows = table[(table["kind"] == "model") & (table["status"] == "ok")]
+    rows = ok_rows(table, "model")
     if rows.empty:
         return pd.DataFrame()
     rows = rows.assign(gmacs=rows["macs"] / rows["batch"] / 1e9, params_m=rows["params"] / 1e6)
@@ -316,15 +326,12 @@ def model_pairs(table: pd.DataFrame) -> pd.DataFrame:
     same setup, mode, batch, resolution, dtype and compilation: the time
     ratio (below 1: the involution network is faster) with its 95% interval,
     and the ratios of peak memory, parameters and MACs."""
-    if table.empty or "counterpart" not in table:
+    rows = ok_rows(table, "model")
+    if rows.empty or "counterpart" not in rows:
         return pd.DataFrame()
-    rows = table[(table["kind"] == "model") & (table["status"] == "ok")]
     inv = rows[rows["counterpart"].notna()]
-    if inv.empty:
-        return pd.DataFrame()
-    conv = rows[[*MODEL_MATCH, "layer", *RATIO_COLUMNS, "peak_memory_mb", "params", "macs"]].rename(
-        columns={"layer": "counterpart"})
-    pairs = inv.merge(conv, on=[*MODEL_MATCH, "counterpart"], suffixes=("", "_counterpart"))
+    conv = rows.drop(columns="counterpart").rename(columns={"layer": "counterpart"})  # matched by its name
+    pairs = _beside(inv, conv, [*MODEL_MATCH, "counterpart"], "_counterpart", extra=("params", "macs"))
     if pairs.empty:
         return pd.DataFrame()
     low, high = _ratio_intervals(pairs, "", "_counterpart")
