@@ -97,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     shot_p = sub.add_parser("screenshot", help="save part of a report as a PNG, rendered by headless Chromium")
     shot_p.add_argument("report", metavar="REPORT")
     shot_p.add_argument("--selector", default="#summary",
-                        help="CSS selector of the element (default: #summary; e.g. 'img[alt^=\"speed-up\"]')")
+                        help="CSS selector of the element (default: #summary; e.g. 'img[alt^=\"heat map\"]')")
     shot_p.add_argument("-o", "--output", required=True, metavar="FILE.png")
     shot_p.add_argument("--width", type=int, default=1300, help="window width in pixels")
     shot_p.set_defaults(run=_screenshot)

@@ -23,6 +23,8 @@ from reports import load, plots, tables
 
 TEMPLATES = Path(__file__).parent / "templates"
 MAX_ROWS = 2000  # rows of the all-results table in the HTML (results.csv has all)
+# The heat map's alt text, which also finds it: `reports screenshot --selector 'img[alt^="heat map"]'`.
+HEAT_MAP = "heat map of the time ratio, involution / Conv2D, over kernel size and groups"
 
 
 def _png(fig) -> str:
@@ -136,10 +138,11 @@ def _summary(loaded: load.Loaded) -> list[dict]:
             cards.append(("not runnable on the run's backend and device" + (", each once" if runs > 1 else ""),
                           f"{int(not_run['cases'].sum()):,}"))
         if not pairs.empty:
-            weighed = pairs["memory_ratio"].notna()
-            cards += [("involution faster than Conv2D", f"{int((pairs['speedup'] > 1).sum())} / {len(pairs)}"),
+            weighed = pairs["memory_vs_conv2d"].notna()
+            cards += [("involution faster than Conv2D",
+                       f"{int((pairs['time_vs_conv2d'] < 1).sum())} / {len(pairs)}"),
                       ("involution lighter than Conv2D",
-                       f"{int((pairs['memory_ratio'] < 1).sum())} / {int(weighed.sum())}")]
+                       f"{int((pairs['memory_vs_conv2d'] < 1).sum())} / {int(weighed.sum())}")]
         blocks.append({"kind": "cards", "items": cards})
         invalid = tables.implausible_memory(t)
         if not invalid.empty:
@@ -152,11 +155,13 @@ def _summary(loaded: load.Loaded) -> list[dict]:
             blocks.append({"kind": "note", "text": tables.interval_note(t)})
             blocks.append(_table(wins, "Where involution wins: per implementation, the cases that beat the "
                                        "Conv2D of the same work (same backend, device, sizes, dtype, mode, jit); "
-                                       "faster_95 and slower_95: those whose speed-up's 95% interval lies above "
-                                       "or below 1."))
+                                       "faster_95 and slower_95: those whose time ratio (involution / Conv2D) "
+                                       "has its 95% interval below or above 1; the median and best (lowest) "
+                                       "time ratio."))
             best = tables.winning_cases(t)
             if not best.empty:
-                blocks.append(_table(best, "Involution cases faster than Conv2D, best first."))
+                blocks.append(_table(best, "Involution cases faster than Conv2D (time_vs_conv2d, involution's "
+                                           "time over Conv2D's, below 1), best first."))
             else:
                 blocks.append({"kind": "note", "text": "No involution case was faster than its Conv2D."})
         best = tables.best_implementation(t)
@@ -221,17 +226,17 @@ def _costs(loaded: load.Loaded) -> list[dict]:
         _figure(plots.memory_vs_resolution(t), "peak memory against resolution",
                 "Peak memory measured by " + "; ".join(methods) + "." if methods else ""),
         _figure(plots.flops_params_vs_kernel(t), "FLOPs and parameters against kernel size"),
-        _figure(plots.speedup_heatmap(t), "speed-up heat map over kernel size and groups",
-                "Conv2D time divided by the fastest involution's, for each kernel size and group count "
-                "(the other axes at their most common value); above 1 (blue) involution is faster. Hatched cells, "
-                "marked ?, have a 95% interval of the ratio (bootstrap of both cases' rounds) that includes 1."),
+        _figure(plots.time_ratio_heatmap(t), HEAT_MAP,
+                "The fastest involution's time divided by Conv2D's, for each kernel size and group count (the "
+                "other axes at their most common value); below 1 (blue) involution is faster. Hatched cells, "
+                "marked ?, have a 95% interval of the ratio that includes 1. " + tables.interval_note(t)),
     ]
     blocks = [b for b in blocks if b]
     invalid = tables.implausible_memory(t)
     if not invalid.empty:
         blocks.append(_table(invalid, "Rows whose measured peak memory is below their step's own output (and "
                                       "gradients): the measurement missed memory, so it is not used."))
-    if not any(b.get("alt", "").startswith("speed-up") for b in blocks):
+    if not any(b.get("alt") == HEAT_MAP for b in blocks):
         blocks.append({"kind": "note", "text": "No heat map: the runs do not vary kernel size and groups together "
                                                "(the full sweep does)."})
     return blocks
@@ -296,8 +301,10 @@ def _models(loaded: load.Loaded) -> list[dict]:
                 "for its involutions) in the same run, mode, batch, resolution and dtype: time_ratio below 1 "
                 "means the involution network's step is faster, with its 95% interval; memory, parameters and "
                 "MACs as ratios too. " + tables.interval_note(t, "model"))))
+        methods = tables.memory_methods(tables.ok_rows(t, "model"))
         blocks.append(_table(frame, "Whole networks: median step latency, throughput (images/s), peak memory, "
-                                    "parameters (M) and GMACs per image (analytic)."))
+                                    "parameters (M) and GMACs per image (analytic)."
+                             + (" Peak memory measured by " + "; ".join(methods) + "." if methods else "")))
         figure = _figure(plots.model_latency(t), "whole-network latency")
         if figure:
             blocks.append(figure)

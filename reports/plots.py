@@ -99,8 +99,8 @@ def flops_params_vs_kernel(table: pd.DataFrame):
     return fig
 
 
-def speedup_heatmap(table: pd.DataFrame):
-    """Conv2D time over the best involution's, over kernel size x groups."""
+def time_ratio_heatmap(table: pd.DataFrame):
+    """The best involution's time over Conv2D's, over kernel size x groups."""
     pairs = tables.matched(table)
     if pairs.empty or pairs["kernel_size"].nunique() < 2 or pairs["groups"].nunique() < 2:
         return None
@@ -112,18 +112,19 @@ def speedup_heatmap(table: pd.DataFrame):
     frame = pairs[keep]
     if frame["kernel_size"].nunique() < 2 or frame["groups"].nunique() < 2:
         return None
-    best = frame.loc[frame.groupby(["groups", "kernel_size"])["speedup"].idxmax()]
-    grid = best.pivot(index="groups", columns="kernel_size", values="speedup")
-    unsure = best.assign(unsure=~((best["speedup_low"] > 1) | (best["speedup_high"] < 1))).pivot(
+    best = frame.loc[frame.groupby(["groups", "kernel_size"])["time_vs_conv2d"].idxmin()]
+    grid = best.pivot(index="groups", columns="kernel_size", values="time_vs_conv2d")
+    unsure = best.assign(unsure=~((best["time_vs_conv2d_high"] < 1) | (best["time_vs_conv2d_low"] > 1))).pivot(
         index="groups", columns="kernel_size", values="unsure")
     labels = grid.round(2).astype(str) + unsure.map(lambda u: " ?" if u is True else "")
     log_grid = np.log2(grid)
-    # Limits symmetric about 0 (a speed-up of 1) rather than seaborn's `center=0`, whose re-centred
-    # colour map calls a function Matplotlib 3.11 deprecates: the same colours, without the warning.
+    # Limits symmetric about 0 (a ratio of 1) rather than seaborn's `center=0`, whose re-centred colour
+    # map calls a function Matplotlib 3.11 deprecates: the same colours, without the warning. Reversed:
+    # blue below 1, where involution is faster.
     limit = max(float(np.nanmax(np.abs(log_grid.to_numpy()))), 1e-3)
     fig, ax = _figure(6.5, 4.4)
-    sns.heatmap(log_grid, annot=labels.where(grid.notna(), ""), fmt="", cmap="RdBu", vmin=-limit, vmax=limit,
-                ax=ax, cbar_kws={"label": "log2 speed-up over Conv2D"})
+    sns.heatmap(log_grid, annot=labels.where(grid.notna(), ""), fmt="", cmap="RdBu_r", vmin=-limit, vmax=limit,
+                ax=ax, cbar_kws={"label": "log2 time ratio, involution / Conv2D"})
     for row, groups in enumerate(grid.index):  # hatch the cells whose 95% interval includes 1
         for column, kernel in enumerate(grid.columns):
             if unsure.loc[groups, kernel] is True:

@@ -39,7 +39,10 @@ def test_the_report_sets_the_involution_network_against_its_counterpart(smoke_ru
     (pair,) = pairs.to_dict("records")
     assert pair["time_ratio"] > 0 and pair["time_ratio_low"] <= pair["time_ratio"] <= pair["time_ratio_high"]
     assert pair["params_ratio"] == pytest.approx((13_074 + 6) / 319_178)  # the example's counts (docs/SOURCES.md)
-    assert "against its convolution counterpart" in (smoke_run.path / "report.html").read_text()
+    text = (smoke_run.path / "report.html").read_text()
+    networks = text[text.index('id="models"'):text.index('id="results"')]
+    assert "against its convolution counterpart" in networks
+    assert "Peak memory measured by " in networks  # how, as for the layers' memory figure
 
 
 def test_one_row_per_runnable_case(smoke_run):

@@ -85,7 +85,7 @@ def test_every_axis_is_a_column_and_the_filter_narrows_the_rows(browser, fixture
 
 def test_cli_screenshot_saves_the_element_as_a_png(installed, fixtures, tmp_path):
     report = build.build_report([fixtures / "run_base"], output=tmp_path / "report.html")
-    for selector, name in (("#summary", "summary.png"), ('img[alt^="speed-up"]', "heat-map.png")):
+    for selector, name in (("#summary", "summary.png"), (f'img[alt="{build.HEAT_MAP}"]', "heat-map.png")):
         result = cli("screenshot", str(report), "--selector", selector, "-o", str(tmp_path / name))
         assert result.returncode == 0, result.stderr
         assert result.stdout.strip() == str(tmp_path / name)

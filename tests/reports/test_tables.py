@@ -122,8 +122,8 @@ def test_wins(table):
     assert wins.loc["involution/shiftsum", "cases"] == 5
     assert wins.loc["involution/shiftsum", "faster"] == 2
     assert wins.loc["involution/shiftsum", "lighter"] == 1
-    assert wins.loc["involution/shiftsum", "median_speedup"] == pytest.approx(25 / 30)
-    assert wins.loc["involution/shiftsum", "best_speedup"] == pytest.approx(1.5)
+    assert wins.loc["involution/shiftsum", "median_time_vs_conv2d"] == pytest.approx(30 / 25)
+    assert wins.loc["involution/shiftsum", "best_time_vs_conv2d"] == pytest.approx(1 / 1.5)
     assert wins.loc["involution/reference", "faster"] == 0
     best = tables.winning_cases(table)
     assert list(best["case_id"]) == ["involution-shiftsum-k3s1g4r4-32px-c64-b8-f32-inf-nojit",
@@ -212,17 +212,18 @@ def test_not_run_counts_each_reason_of_the_runs_once():
         "reason": "'pallas' is a fused GPU kernel"}
 
 
-def test_speedup_intervals_of_runs_with_passes_rest_on_the_spread_between_processes(fixtures):
+def test_time_ratio_intervals_of_runs_with_passes_rest_on_the_spread_between_processes(fixtures):
     pairs = tables.matched(load.load_runs([fixtures / "cmp_base"]).table).set_index("case_id")
-    assert ((pairs["speedup_low"] <= pairs["speedup"]) & (pairs["speedup"] <= pairs["speedup_high"])).all()
+    ratio, low, high = (pairs[f"time_vs_conv2d{end}"] for end in ("", "_low", "_high"))
+    assert ((low <= ratio) & (ratio <= high)).all()
     pair = pairs.loc["involution-shiftsum-k7s1g4r4-32px-c64-b8-f32-inf-nojit"]
     # each side's log time: variance log(1.01)^2 / 4; Conv2D's with 4 degrees of freedom, shiftsum's with 5
     variance = math.log(1.01) ** 2 / 4
     freedom = (2 * variance) ** 2 / (variance ** 2 / 4 + variance ** 2 / 5)
     half = stats.t.ppf(0.975, freedom) * math.sqrt(2 * variance)
-    assert pair["speedup"] == pytest.approx(25 / 35)
-    assert (pair["speedup_low"], pair["speedup_high"]) == (pytest.approx(25 / 35 * math.exp(-half)),
-                                                          pytest.approx(25 / 35 * math.exp(half)))
+    assert pair["time_vs_conv2d"] == pytest.approx(35 / 25)
+    assert (pair["time_vs_conv2d_low"], pair["time_vs_conv2d_high"]) == (
+        pytest.approx(35 / 25 * math.exp(-half)), pytest.approx(35 / 25 * math.exp(half)))
 
 
 def test_unstable_cases_are_judged_on_their_rounds_not_on_the_spread_between_processes(fixtures):
@@ -257,9 +258,9 @@ def test_axis_view_ratios_carry_their_interval_and_conv2d_none(fixtures):
     row = frame[(frame["series"] == "involution/shiftsum") & (frame["kernel_size"] == 7)].iloc[0]
     pair = tables.matched(load.load_runs([fixtures / "cmp_base"]).table).set_index("case_id").loc[
         "involution-shiftsum-k7s1g4r4-32px-c64-b8-f32-inf-nojit"]
-    # the same two cases, the ratio the other way up
-    assert row["time_vs_conv2d"] == pytest.approx(1 / pair["speedup"])
-    assert row["time_vs_conv2d_ci"] == f"{1 / pair['speedup_high']:.3g}–{1 / pair['speedup_low']:.3g}"
+    # the same two cases, the same ratio and interval as the summary's pairs
+    assert row["time_vs_conv2d"] == pytest.approx(pair["time_vs_conv2d"])
+    assert row["time_vs_conv2d_ci"] == f"{pair['time_vs_conv2d_low']:.3g}–{pair['time_vs_conv2d_high']:.3g}"
 
 
 def test_memory_methods_name_each_way_once_without_a_rows_readings():
