@@ -12,6 +12,8 @@ import pytest
 # package fails those tests instead of skipping them, so that an install step
 # that stopped working cannot pass as a green run.
 REQUIRE_SYSTEM_PACKAGES = "INVOLUTION_BENCH_REQUIRE_SYSTEM_PACKAGES"
+# What JAX's `jax_disable_most_optimizations` sets, for TensorFlow's XLA too.
+TEST_XLA_FLAGS = ("--xla_backend_optimization_level=0", "--xla_llvm_disable_expensive_passes=true")
 
 
 def needs_system_package(reason: str) -> None:
@@ -32,6 +34,14 @@ def pytest_configure(config):
     message = keras_backend.problem()  # one line instead of a traceback from deep inside `import keras`
     if message:
         raise pytest.UsageError(message)
+    # XLA (JAX's compiler, and TensorFlow's with jit_compile) without LLVM's optimisations: the HLO the tests
+    # check is the same, results differ only in rounding, and the JAX run, the interpreted Triton and Pallas
+    # kernels most of all, takes a third less time (docs/PERF.md, section 37). In the environment, read when
+    # XLA starts, so that the processes the tests start (sweeps, precompiling workers, a fresh process
+    # reloading a model) compile the same way and share compiled executables; a flag the caller set wins.
+    flags = os.environ.get("XLA_FLAGS", "").split()
+    named = {flag.split("=")[0] for flag in flags}
+    os.environ["XLA_FLAGS"] = " ".join([*flags, *(f for f in TEST_XLA_FLAGS if f.split("=")[0] not in named)])
 
 
 @pytest.fixture

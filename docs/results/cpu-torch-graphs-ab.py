@@ -37,6 +37,7 @@ from layers.aggregation import shiftsum
 # (implementation, batch, resolution, channels, groups): RedNet stages 1 and 3, K 7, reduction 4
 CASES = [("shiftsum", 8, 56, 64, 4), ("shiftsum", 8, 14, 256, 16), ("unfold", 8, 56, 64, 4)]
 K = 7
+MODES = ("inference", "training")
 SECONDS = 10.0  # per case and mode, both forms together
 # torch.compile's backend. The graphs (where Dynamo breaks them) do not depend on
 # it; the timings PERF.md cites are TorchInductor's. The test of this script sets
@@ -121,7 +122,7 @@ def main():
     runner.configure(tf32=False)
     timer = timing.for_runner(runner, "warm", cap_s=SECONDS)
     for name, b, size, c, g in CASES:
-        for mode in ("inference", "training"):
+        for mode in MODES:
             eager = steps(name, b, size, c, g, mode)
             row = {"case": f"{name} B{b} {size}px C{c} G{g} K{K}", "mode": mode}
             for form, fn in eager.items():

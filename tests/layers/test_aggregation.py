@@ -210,14 +210,19 @@ def test_windows_split_into_groups_are_the_windows_reshaped(geometry):
     """`padded_windows(..., groups)` splits the channels once (docs/PERF.md,
     section 29): each of its K*K windows equals the plain window reshaped
     to (B, Ho, Wo, G, C/G), stride phases (TensorFlow) included."""
+    from keras import ops
+
     b, h, w, c, k, s, g = geometry
-    x = tb.tensor(_random_case(geometry, "windows")[0])
-    xp, ho, wo = padded_input(x, k, s)
-    plain, grouped = padded_windows(xp, ho, wo, k, s), padded_windows(xp, ho, wo, k, s, g)
-    for i in range(k):
-        for j in range(k):
-            expected = tb.to_numpy(plain(i, j)).reshape(b, ho, wo, g, c // g)
-            np.testing.assert_array_equal(tb.to_numpy(grouped(i, j)), expected)
+    taps = [(i, j) for i in range(k) for j in range(k)]
+
+    def windows(x):  # one program on JAX (`tb.call`), not 2*K*K eager ops compiled one by one
+        xp, ho, wo = padded_input(x, k, s)
+        plain, grouped = padded_windows(xp, ho, wo, k, s), padded_windows(xp, ho, wo, k, s, g)
+        expected = ops.stack([ops.reshape(plain(i, j), (b, ho, wo, g, c // g)) for i, j in taps])
+        return ops.stack([expected, ops.stack([grouped(i, j) for i, j in taps])])  # (2, K*K, B, Ho, Wo, G, C/G)
+
+    expected, got = tb.call(windows, _random_case(geometry, "windows")[0])
+    np.testing.assert_array_equal(got, expected)
 
 
 PORTABLE = [name for name in IMPLEMENTATIONS if not aggregation.get(name).fused]
@@ -274,7 +279,8 @@ def test_padding_matches_keras_depthwise_conv():
         conv.set_weights([dw])
         expected = tb.to_numpy(conv(x))
         for name in IMPLEMENTATIONS:
-            out = tb.to_numpy(aggregation.get(name).function()(tb.tensor(x), tb.tensor(kernel), k, s, g))
+            function = aggregation.get(name).function()
+            out = tb.call(lambda x_, kernel_: function(x_, kernel_, k, s, g), x, kernel)  # noqa: B023 (called here)
             np.testing.assert_allclose(out, expected, rtol=1e-4, atol=1e-5, err_msg=name)
 
 
