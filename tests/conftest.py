@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import glob
 import os
 from collections.abc import Callable, Iterator
 
@@ -39,9 +40,17 @@ def pytest_configure(config):
     # kernels most of all, takes a third less time (docs/PERF.md, section 37). In the environment, read when
     # XLA starts, so that the processes the tests start (sweeps, precompiling workers, a fresh process
     # reloading a model) compile the same way and share compiled executables; a flag the caller set wins.
-    flags = os.environ.get("XLA_FLAGS", "").split()
-    named = {flag.split("=")[0] for flag in flags}
-    os.environ["XLA_FLAGS"] = " ".join([*flags, *(f for f in TEST_XLA_FLAGS if f.split("=")[0] not in named)])
+    # Not on a machine with an NVIDIA GPU (docs/gpu/run.sh check): there the kernels' tests compile as the
+    # sweeps do.
+    if not glob.glob("/dev/nvidia[0-9]*"):
+        os.environ["XLA_FLAGS"] = with_test_xla_flags(os.environ.get("XLA_FLAGS", ""))
+
+
+def with_test_xla_flags(flags: str) -> str:
+    """`flags` (an XLA_FLAGS value) with each of TEST_XLA_FLAGS it does not set."""
+    given = flags.split()
+    named = {flag.split("=")[0] for flag in given}
+    return " ".join([*given, *(flag for flag in TEST_XLA_FLAGS if flag.split("=")[0] not in named)])
 
 
 @pytest.fixture
