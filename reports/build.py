@@ -175,6 +175,13 @@ def _summary(loaded: load.Loaded) -> list[dict]:
                                          "standard deviation of log medians between processes (0.05 is about "
                                          "5%), pooled over each series' cases, which every 95% interval of this "
                                          "report includes."))
+        costs = tables.run_costs(loaded.costs, loaded.runs)
+        if not costs.empty:
+            blocks.append(_table(costs, "What each run cost, per session (a pass, or a resumed part): elapsed_s from "
+                                        "the session's start (after Python and pytest started) to its last case's "
+                                        "end, to the second; the part of it in timed rounds; and each case's "
+                                        "overhead, all it took besides its timed rounds (building, compiling, "
+                                        "warm-up, memory and counters)."))
         failures = tables.failures(t)
         if not failures.empty:
             blocks.append(_table(failures, "Cases that did not run (their rows are kept with the reason)."))

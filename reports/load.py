@@ -33,6 +33,10 @@ class ReportError(Exception):
     """Input the reports cannot use at all; the message names the file."""
 
 
+# A row's cost: its run, case and pass, when it finished, and its time in all and outside the timed rounds.
+COST_COLUMNS = ("run_dir", "case_id", "pass", "status", "finished", "wall_s", "overhead_s")
+
+
 @dataclass
 class Loaded:
     table: pd.DataFrame
@@ -41,6 +45,8 @@ class Loaded:
     skipped: list[str] = field(default_factory=list)
     histories: pd.DataFrame | None = None
     kernel_maps: list[Path] = field(default_factory=list)
+    # What each case cost in each pass, before the passes merge (`tables.run_costs`).
+    costs: pd.DataFrame = field(default_factory=pd.DataFrame)
 
 
 def _read_rows(path: Path, skipped: list[str]) -> list[dict]:
@@ -133,13 +139,14 @@ def load_runs(paths: list[str | Path]) -> Loaded:
                           + (f" ({len(skipped)} line(s) skipped; the first: {skipped[0]})" if skipped
                              else " (an empty run: no case finished)")
                           + "; give the run directory of a sweep that finished at least one case")
-    table = pd.DataFrame(rows)
+    table, costs = pd.DataFrame(rows), pd.DataFrame()
     if not table.empty:
         if "pass" not in table:
             table["pass"] = 1
         table["pass"] = table["pass"].fillna(1).astype(int)
         # One row per case, pass and run: a resumed run may repeat a case cut short.
         table = table.drop_duplicates(subset=["run_dir", "case_id", "pass"], keep="last").reset_index(drop=True)
+        costs = table[[c for c in COST_COLUMNS if c in table]].copy()
         table = _derive(_merge_passes(table), runs)
     return Loaded(
         table=table,
@@ -148,6 +155,7 @@ def load_runs(paths: list[str | Path]) -> Loaded:
         skipped=skipped,
         histories=pd.DataFrame(histories) if histories else None,
         kernel_maps=maps,
+        costs=costs,
     )
 
 

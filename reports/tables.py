@@ -9,10 +9,12 @@ the axes they have: groups and reduction ratio do not apply to them.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 
-from bench import intervals
+from bench import intervals, rundir
 from bench.rundir import AXES as RUN_AXES
 from bench.rundir import INVOLUTION_ONLY
 from bench.rundir import SETUP as RUN_SETUP
@@ -358,6 +360,43 @@ def profiled(table: pd.DataFrame) -> pd.DataFrame:
     if table.empty or "trace_dir" not in table:
         return pd.DataFrame()
     return table[table["trace_dir"].notna() & (table["trace_dir"] != "")]
+
+
+def run_costs(costs: pd.DataFrame, runs: list[dict]) -> pd.DataFrame:
+    """What each session of each run cost (`costs`: `load.Loaded.costs`, a
+    row per case and pass; a pass, or a resumed part of a
+    run, is a session: run.json's `sessions`): its cases, the time from its
+    start (after Python and pytest started) to its last case's end (rows'
+    `finished`, to the second), the part of it in timed rounds, and the
+    per-case overhead (everything else a case took: building, compiling,
+    warm-up, memory and counters). A row belongs to the session whose start
+    last precedes its end."""
+    if costs.empty or not {"finished", "wall_s", "overhead_s"} <= set(costs):
+        return pd.DataFrame()
+    out = []
+    for run in runs:
+        rows = costs[costs["run_dir"] == run.get("run_dir")]
+        starts = sorted(when.timestamp() for when in (rundir.parse_stamp(session.get("started"))
+                                                       for session in run.get("sessions") or [run]) if when)
+        ends = np.array([when.timestamp() if when else np.nan for when in rows["finished"].map(rundir.parse_stamp)])
+        known = ~np.isnan(ends)
+        if not starts or not known.any():
+            continue
+        rows, ends = rows[known], ends[known]
+        session = np.searchsorted(starts, ends, side="right") - 1  # -1: finished before the first start
+        for index, start in enumerate(starts):
+            mine = rows[session == index]
+            if mine.empty:
+                continue
+            overhead = mine["overhead_s"].astype(float)
+            out.append({"backend": run.get("backend"), "device_name": run.get("device_name"),
+                        "sweep": run.get("sweep"), "session": index + 1, "cases": len(mine),
+                        "ok": int((mine["status"] == "ok").sum()),
+                        "elapsed_s": float(ends[session == index].max() - start),
+                        "timed_rounds_s": float((mine["wall_s"].astype(float) - overhead).sum()),
+                        "median_overhead_s": float(overhead.median()), "total_overhead_s": float(overhead.sum()),
+                        "run": Path(str(run.get("run_dir"))).name})
+    return pd.DataFrame(out)
 
 
 def gpu_conditions(table: pd.DataFrame) -> pd.DataFrame:

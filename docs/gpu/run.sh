@@ -30,6 +30,8 @@
 #      variant compiles ten times longer, PERF.md section 18), and `check` (TEST_LIMIT=100: five pytest
 #      runs of the kernels compiled for the GPU)
 # With minutes left after a call (the machine stays warm 30 s), `check` with TEST_LIMIT=30 fits.
+# Each sweep's wall time and per-case overhead (issue 11's 8 minutes and 0.5 s) are in its log and in
+# the report's summary ("What each run cost", per session: a resumed run has one per call).
 # docs/gpu/rehearse.sh runs these calls on a CPU machine with the GPU machine's versions first.
 # Everything it writes goes under $OUT (default: ./gpu-out).
 set -uo pipefail

@@ -55,6 +55,7 @@ def test_report_of_a_run(fixtures, tmp_path):
     text = out.read_text()
     assert "Fixture CPU" in text and "full FP32 (TF32 off)" in text and "involution/aggregation/Mul" in text
     assert "2026-11-22 12:00:00 UTC" in text  # the run's start, readable
+    assert "What each run cost, per session" in text
     csv = pd.read_csv(tmp_path / "results.csv")
     assert len(csv) == 18 and {"case_id", "latency_ms", "series"} <= set(csv.columns)
 

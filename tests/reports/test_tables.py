@@ -276,3 +276,31 @@ def test_memory_methods_name_each_way_once_without_a_rows_readings():
         "the larger of TensorFlow's CPU allocator peak (tf.config.experimental.get_memory_info) and memray "
         "(allocations during one step)"]
     assert tables.memory_methods(frame.iloc[0:0]) == []
+
+
+def test_run_costs_give_each_session_its_cases_elapsed_time_and_overhead(fixtures, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(fixtures / "run_base", run)
+    rows = [json.loads(line) for line in (run / "results.jsonl").read_text().splitlines()]
+    # The first session (started 12:00:00) finished 3 cases by 12:00:30; the run, resumed at 12:10:00,
+    # finished the other 15 by 12:11:40. Each case took 2 s, of which 0.5 s, 1.5 s, ... outside its rounds.
+    for index, row in enumerate(rows):
+        row.update(finished="20261122T120030Z" if index < 3 else "20261122T121140Z", wall_s=2.0,
+                   overhead_s=0.5 + index)
+    (run / "results.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    meta = json.loads((run / "run.json").read_text())
+    meta["sessions"] = [{"started": "20261122T120000Z"}, {"started": "20261122T121000Z"}]
+    (run / "run.json").write_text(json.dumps(meta))
+    loaded = load.load_runs([run])
+    costs = tables.run_costs(loaded.costs, loaded.runs).set_index("session")
+    assert costs["cases"].to_dict() == {1: 3, 2: 15} and costs["ok"].to_dict() == {1: 3, 2: 15}
+    assert costs["elapsed_s"].to_dict() == {1: 30.0, 2: 100.0}
+    assert costs.loc[1, "median_overhead_s"] == pytest.approx(1.5)
+    assert costs.loc[1, "total_overhead_s"] == pytest.approx(0.5 + 1.5 + 2.5)
+    assert costs.loc[1, "timed_rounds_s"] == pytest.approx(3 * 2.0 - (0.5 + 1.5 + 2.5))
+    assert costs.loc[2, "median_overhead_s"] == pytest.approx(10.5)  # 3.5 ... 17.5
+    # A run of one session (run.json without `sessions`: its own start), and rows from before the fields
+    one = load.load_runs([fixtures / "run_base"])
+    assert tables.run_costs(one.costs, one.runs)["cases"].tolist() == [18]
+    old = one.costs.drop(columns=["finished"])
+    assert tables.run_costs(old, one.runs).empty
