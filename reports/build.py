@@ -34,6 +34,12 @@ def _png(fig) -> str:
     return base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
+def _measured_by(rows: pd.DataFrame) -> str:
+    """The sentence under a memory figure or table: how these rows' peak memory was measured."""
+    methods = tables.memory_methods(rows)
+    return "Peak memory measured by " + "; ".join(methods) + "." if methods else ""
+
+
 def _fmt(value):
     if isinstance(value, float):
         if value != value:  # NaN
@@ -228,10 +234,9 @@ def _costs(loaded: load.Loaded) -> list[dict]:
     t = loaded.table
     if t.empty:
         return []
-    methods = tables.memory_methods(tables.axis_slice(t, "resolution"))
     blocks = [
         _figure(plots.memory_vs_resolution(t), "peak memory against resolution",
-                "Peak memory measured by " + "; ".join(methods) + "." if methods else ""),
+                _measured_by(tables.axis_slice(t, "resolution"))),
         _figure(plots.flops_params_vs_kernel(t), "FLOPs and parameters against kernel size"),
         _figure(plots.time_ratio_heatmap(t), HEAT_MAP,
                 "The fastest involution's time divided by Conv2D's, for each kernel size and group count (the "
@@ -308,10 +313,9 @@ def _models(loaded: load.Loaded) -> list[dict]:
                 "for its involutions) in the same run, mode, batch, resolution and dtype: time_ratio below 1 "
                 "means the involution network's step is faster, with its 95% interval; memory, parameters and "
                 "MACs as ratios too. " + tables.interval_note(t, "model"))))
-        methods = tables.memory_methods(tables.ok_rows(t, "model"))
         blocks.append(_table(frame, "Whole networks: median step latency, throughput (images/s), peak memory, "
-                                    "parameters (M) and GMACs per image (analytic)."
-                             + (" Peak memory measured by " + "; ".join(methods) + "." if methods else "")))
+                                    "parameters (M) and GMACs per image (analytic). "
+                             + _measured_by(tables.ok_rows(t, "model"))))
         figure = _figure(plots.model_latency(t), "whole-network latency")
         if figure:
             blocks.append(figure)
